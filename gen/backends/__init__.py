@@ -1,0 +1,44 @@
+"""Teacher backends. Each turns a batch of ``GenerationRequest`` into K completions per request.
+
+A backend is created inside a Ray actor (see ``rmsd.gen.driver``), so it may hold a model in
+memory for the whole job. Every sample carries its own seed: which engine, batch or position
+serves a request never changes what it generates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class GenerationRequest:
+    prompt_id: str
+    messages: list[dict]  # chat messages with one {"type": "video"} placeholder
+    frames: np.ndarray  # uint8 T x H x W x 3
+    fps: float  # effective fps of the frames
+    timestamps: list[float]
+    seeds: list[int]  # one per sample: K = len(seeds)
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    max_tokens: int = 128
+
+
+@dataclass
+class Completion:
+    text: str
+    finish_reason: str  # "stop" | "length"
+    num_tokens: int
+    cumulative_logprob: float | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def create_backend(teacher, model_path: str):
+    """The backend named by ``teacher.backend`` (a TeacherConfig), with an install hint if missing."""
+    if teacher.backend == "hf":
+        from .hf import HFBackend
+
+        return HFBackend(model_path, dtype=teacher.model.dtype, num_threads=max(1, int(teacher.num_cpus)), use_gpu=teacher.num_gpus > 0)
+    raise ValueError(f"unknown backend {teacher.backend!r}")

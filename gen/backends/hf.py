@@ -1,0 +1,113 @@
+"""``backend: hf``: transformers' ``generate`` on the CPU or one GPU.
+
+The K samples of a prompt are K rows of one batched ``generate`` call. Sampling is done per row
+with that row's own ``torch.Generator`` (``SeededRowSampler``), so a sample depends on its seed
+only, not on the batch it landed in; ``generate`` then simply takes the chosen token.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import LogitsProcessor, LogitsProcessorList
+
+from ...models import load_model
+from . import Completion, GenerationRequest
+
+
+class SeededRowSampler(LogitsProcessor):
+    """Samples one token per row with the row's generator; returns logits that allow only it.
+
+    Records the log-probability of each chosen token under the model's raw distribution, so the
+    caller can sum a sample's ``cumulative_logprob`` (as vLLM reports it).
+    """
+
+    def __init__(self, seeds: list[int], temperature: float, top_p: float, top_k: int, device: torch.device):
+        self.generators = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
+        self.temperature, self.top_p, self.top_k = temperature, top_p, top_k
+        self.chosen_logprobs: list[torch.Tensor] = []
+
+    def _filter(self, logits: torch.Tensor) -> torch.Tensor:
+        if self.top_k and self.top_k < logits.shape[-1]:
+            kth = torch.topk(logits, self.top_k, dim=-1).values[..., -1:]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        if self.top_p < 1.0:
+            sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+            cumulative = sorted_logits.softmax(-1).cumsum(-1)
+            drop = cumulative - sorted_logits.softmax(-1) >= self.top_p  # keep the token crossing top_p
+            logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+        return logits
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        scores = scores.float()
+        probs = self._filter(scores / self.temperature).softmax(-1)
+        tokens = torch.stack([torch.multinomial(probs[i], 1, generator=g) for i, g in enumerate(self.generators)])
+        self.chosen_logprobs.append(scores.log_softmax(-1).gather(1, tokens).squeeze(1))
+        only = torch.full_like(scores, float("-inf"))
+        return only.scatter_(1, tokens, 0.0)
+
+
+class HFBackend:
+    def __init__(self, model_path: str, dtype: str = "float32", num_threads: int = 1, use_gpu: bool = False):
+        if not use_gpu:
+            torch.set_num_threads(num_threads)
+        device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
+        self.model, self.processor = load_model(model_path, dtype=dtype, device=device)
+        self.device = torch.device(device)
+        self.tokenizer = self.processor.tokenizer
+        self.tokenizer.padding_side = "left"
+        self.eos_ids = self._eos_ids()
+        self.model_type = self.model.config.model_type
+
+    def _eos_ids(self) -> set[int]:
+        eos = self.model.generation_config.eos_token_id
+        ids = set(eos if isinstance(eos, list) else [eos]) if eos is not None else set()
+        if self.tokenizer.eos_token_id is not None:
+            ids.add(self.tokenizer.eos_token_id)
+        return ids
+
+    def _inputs(self, requests: list[GenerationRequest]):
+        texts = [self.processor.apply_chat_template(r.messages, add_generation_prompt=True, tokenize=False) for r in requests]
+        kwargs: dict = {"do_sample_frames": False}
+        if self.model_type == "qwen2_5_vl":  # its temporal position ids need the real sampling rate
+            kwargs["fps"] = [r.fps for r in requests]
+        return self.processor(
+            text=texts, videos=[r.frames for r in requests], padding=True, return_tensors="pt", **kwargs
+        ).to(self.device)
+
+    @torch.inference_mode()
+    def generate(self, requests: list[GenerationRequest]) -> list[list[Completion]]:
+        """K completions per request; requests of one call must share their sampling settings."""
+        first = requests[0]
+        ks = {len(r.seeds) for r in requests}
+        if len(ks) != 1 or any((r.temperature, r.top_p, r.top_k, r.max_tokens) != (first.temperature, first.top_p, first.top_k, first.max_tokens) for r in requests):
+            raise ValueError("one generate call needs one K and one set of sampling settings")
+        k = ks.pop()
+        inputs = self._inputs(requests)
+        sampler = SeededRowSampler([s for r in requests for s in r.seeds], first.temperature, first.top_p, first.top_k, self.device)
+        output = self.model.generate(
+            **inputs,
+            do_sample=True,  # the sampler leaves one finite logit; generate's sampling then takes it
+            num_return_sequences=k,
+            temperature=1.0,
+            top_k=None,
+            top_p=None,
+            max_new_tokens=first.max_tokens,
+            logits_processor=LogitsProcessorList([sampler]),
+            pad_token_id=self.tokenizer.pad_token_id,
+            eos_token_id=sorted(self.eos_ids),
+        )
+        new_tokens = output[:, inputs["input_ids"].shape[1] :].cpu()
+        step_logprobs = torch.stack(sampler.chosen_logprobs, dim=1).cpu() if sampler.chosen_logprobs else None
+        results: list[list[Completion]] = []
+        for i, _ in enumerate(requests):
+            row_completions = []
+            for j in range(k):
+                row = i * k + j
+                tokens = new_tokens[row].tolist()
+                end = next((n for n, t in enumerate(tokens) if t in self.eos_ids), None)
+                length = len(tokens) if end is None else end + 1
+                logprob = float(step_logprobs[row, :length].sum()) if step_logprobs is not None else None
+                text = self.tokenizer.decode(tokens[: end if end is not None else length], skip_special_tokens=True)
+                row_completions.append(Completion(text, "length" if end is None else "stop", length, logprob))
+            results.append(row_completions)
+        return results

@@ -1,0 +1,263 @@
+"""The embedded benchmark: synthetic video QA with ground truth exact by construction.
+
+Each video shows 1-4 coloured shapes (square, circle, triangle) moving left, right, up or down,
+some appearing late or leaving early, and one word drawn on the frames for a while. Each video
+gets one question of every task type:
+
+=================== ==================================================================
+multiple_choice     colour of a shape / direction it moves / which shape has a colour
+numerical           how many shapes appear
+temporal_grounding  when a shape is visible, ``[start, end]`` in seconds
+spatial_grounding   its box ``[x1, y1, x2, y2]`` in the first frame it is visible
+ocr                 which word is shown
+open_ended          a reference description of the whole video
+=================== ==================================================================
+
+Options keep a fixed order per question kind, so a small model can map answers to letters.
+Everything derives from ``(seed, video index)``: the same seed gives the same prompts and frames
+whatever the number of worker processes. The scene facts go into ``meta`` (JSON) so later
+stages can write reasoning for the ground truth.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from ..schemas.grammar import format_answer, option_letters
+from ..schemas.tables import to_table, write_table
+
+COLOURS = {"red": (230, 40, 40), "green": (40, 200, 60), "blue": (50, 90, 240), "yellow": (240, 220, 40)}
+SHAPES = ("square", "circle", "triangle")
+DIRECTIONS = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
+WORDS = ("cat", "sun", "tree", "boat", "star", "fish", "moon", "bird", "lamp", "road", "rain", "door")
+
+WIDTH = HEIGHT = 96
+FPS = 8
+NUM_FRAMES = 32  # 4 seconds
+DATASET = "rmsd-synth-v1"
+
+
+@dataclass
+class Shape:
+    kind: str
+    colour: str
+    direction: str
+    size: int
+    x0: float  # top-left corner at its first visible frame
+    y0: float
+    speed: float  # pixels per frame
+    first: int  # first visible frame
+    last: int  # last visible frame (inclusive)
+
+    def box(self, frame: int) -> tuple[int, int, int, int]:
+        dx, dy = DIRECTIONS[self.direction]
+        step = frame - self.first
+        x = round(self.x0 + dx * self.speed * step)
+        y = round(self.y0 + dy * self.speed * step)
+        return x, y, x + self.size, y + self.size
+
+
+@dataclass
+class Scene:
+    video_id: str
+    shapes: list[Shape]
+    word: str
+    word_first: int
+    word_last: int
+    split: str
+
+
+def _rng(seed: int, index: int) -> np.random.Generator:
+    digest = hashlib.sha256(f"rmsd-synth/{seed}/{index}".encode()).digest()
+    return np.random.default_rng(int.from_bytes(digest[:8], "little"))
+
+
+def frame_time(frame: int) -> float:
+    """Seconds at which a frame is shown (its presentation time)."""
+    return frame / FPS
+
+
+def make_scene(seed: int, index: int) -> Scene:
+    rng = _rng(seed, index)
+    count = int(rng.integers(1, 5))
+    colours = rng.choice(list(COLOURS), size=count, replace=False)
+    shapes = []
+    for colour in colours:
+        kind = str(rng.choice(SHAPES))
+        direction = str(rng.choice(list(DIRECTIONS)))
+        size = int(rng.integers(12, 17))
+        if rng.random() < 0.5:
+            first, last = 0, NUM_FRAMES - 1
+        else:
+            length = int(rng.integers(12, NUM_FRAMES - 4))
+            first = int(rng.integers(0, NUM_FRAMES - length + 1))
+            last = first + length - 1
+        travel = float(rng.uniform(32, WIDTH - size - 8))
+        speed = travel / max(last - first, 1)
+        dx, dy = DIRECTIONS[direction]
+        # start so the whole path stays inside the frame
+        lo_x, hi_x = (4 + travel if dx < 0 else 4), (WIDTH - size - 4 - (travel if dx > 0 else 0))
+        lo_y, hi_y = (4 + travel if dy < 0 else 4), (HEIGHT - size - 4 - (travel if dy > 0 else 0))
+        x0 = float(rng.uniform(lo_x, max(lo_x, hi_x)))
+        y0 = float(rng.uniform(lo_y, max(lo_y, hi_y)))
+        shapes.append(Shape(kind, str(colour), direction, size, round(x0, 1), round(y0, 1), round(speed, 3), first, last))
+    word = str(rng.choice(WORDS))
+    word_first = int(rng.integers(0, NUM_FRAMES // 2))
+    word_last = int(rng.integers(word_first + 8, NUM_FRAMES))
+    bucket = int(rng.integers(0, 10))
+    split = "test" if bucket == 0 else "validation" if bucket == 1 else "train"
+    return Scene(f"v{seed}-{index:06d}", shapes, word, word_first, word_last, split)
+
+
+def render_frame(scene: Scene, frame: int, font: ImageFont.ImageFont) -> np.ndarray:
+    image = Image.new("RGB", (WIDTH, HEIGHT), (16, 16, 16))
+    draw = ImageDraw.Draw(image)
+    for shape in scene.shapes:
+        if not shape.first <= frame <= shape.last:
+            continue
+        x1, y1, x2, y2 = shape.box(frame)
+        fill = COLOURS[shape.colour]
+        if shape.kind == "square":
+            draw.rectangle((x1, y1, x2 - 1, y2 - 1), fill=fill)
+        elif shape.kind == "circle":
+            draw.ellipse((x1, y1, x2 - 1, y2 - 1), fill=fill)
+        else:
+            draw.polygon(((x1 + x2 - 1) / 2, y1, x2 - 1, y2 - 1, x1, y2 - 1), fill=fill)
+    if scene.word_first <= frame <= scene.word_last:
+        draw.text((4, HEIGHT - 16), scene.word.upper(), fill=(255, 255, 255), font=font)
+    return np.asarray(image)
+
+
+def write_video(scene: Scene, path: Path) -> None:
+    font = ImageFont.load_default(size=12)
+    tmp = path.with_name(f".tmp-{path.name}")
+    with av.open(str(tmp), mode="w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=FPS, options={"crf": "18", "g": str(FPS)})
+        stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
+        stream.thread_count = 1  # deterministic bytes
+        for i in range(NUM_FRAMES):
+            frame = av.VideoFrame.from_ndarray(render_frame(scene, i, font), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    os.replace(tmp, path)
+
+
+def _phrase(shape: Shape) -> str:
+    return f"the {shape.colour} {shape.kind}"
+
+
+def describe(scene: Scene) -> str:
+    parts = []
+    for shape in scene.shapes:
+        clauses = []
+        if shape.first > 0:
+            clauses.append(f"appears at {format_answer('numerical', frame_time(shape.first))} s")
+        clauses.append(f"moves {shape.direction}")
+        if shape.last < NUM_FRAMES - 1:
+            clauses.append(f"disappears after {format_answer('numerical', frame_time(shape.last))} s")
+        said = clauses[0] if len(clauses) == 1 else ", ".join(clauses[:-1]) + " and " + clauses[-1]
+        parts.append(f"A {shape.colour} {shape.kind} {said}.")
+    parts.append(f"The word {scene.word.upper()} is shown.")
+    return " ".join(parts)
+
+
+def make_questions(scene: Scene, rng: np.random.Generator) -> list[dict]:
+    """One question per task type about ``scene``."""
+    shapes = scene.shapes
+    colours, directions = list(COLOURS), list(DIRECTIONS)
+    kinds_seen = [s.kind for s in shapes]
+    unique_kind = [s for s in shapes if kinds_seen.count(s.kind) == 1]
+    mc_kinds = ["colour", "direction", "shape"] if unique_kind else ["direction", "shape"]
+    mc = mc_kinds[int(rng.integers(0, len(mc_kinds)))]
+    target = shapes[int(rng.integers(0, len(shapes)))]
+    if mc == "colour":
+        target = unique_kind[int(rng.integers(0, len(unique_kind)))]
+        question, options, correct = f"What colour is the {target.kind}?", colours, target.colour
+    elif mc == "direction":
+        question, options, correct = f"Which way does {_phrase(target)} move?", directions, target.direction
+    else:
+        question, options, correct = f"What shape is the {target.colour} object?", list(SHAPES), target.kind
+    letter = option_letters(options)[options.index(correct)]
+
+    timed = [s for s in shapes if s.first > 0 or s.last < NUM_FRAMES - 1] or shapes
+    when = timed[int(rng.integers(0, len(timed)))]
+    where = shapes[int(rng.integers(0, len(shapes)))]
+    questions = [
+        ("multiple_choice", question, options, letter, {"asks": mc, "target": asdict(target)}),
+        ("numerical", "How many shapes appear in the video?", None, str(len(shapes)), {}),
+        (
+            "temporal_grounding",
+            f"When is {_phrase(when)} visible? Give the start and end time in seconds.",
+            None,
+            format_answer("temporal_grounding", (frame_time(when.first), frame_time(when.last))),
+            {"target": asdict(when)},
+        ),
+        (
+            "spatial_grounding",
+            f"Where is {_phrase(where)} when it first appears? Give its box in pixels.",
+            None,
+            format_answer("spatial_grounding", where.box(where.first)),
+            {"target": asdict(where), "frame_size": [WIDTH, HEIGHT]},
+        ),
+        ("ocr", "Which word is written in the video?", None, scene.word.upper(), {}),
+        ("open_ended", "Describe what happens in the video.", None, describe(scene), {}),
+    ]
+    scene_meta = {"shapes": [asdict(s) for s in shapes], "word": scene.word, "word_frames": [scene.word_first, scene.word_last], "fps": FPS, "num_frames": NUM_FRAMES}
+    rows = []
+    for task_type, text, opts, answer, extra in questions:
+        rows.append(
+            {
+                "prompt_id": f"{scene.video_id}-{task_type}",
+                "video": f"videos/{scene.video_id}.mp4",
+                "question": text,
+                "options": opts,
+                "answer": answer,
+                "task_type": task_type,
+                "dataset": DATASET,
+                "split": scene.split,
+                "meta": json.dumps({**extra, "scene": scene_meta}, sort_keys=True),
+            }
+        )
+    return rows
+
+
+def _build_one(args: tuple[int, int, str]) -> list[dict]:
+    seed, index, out = args
+    scene = make_scene(seed, index)
+    path = Path(out) / "videos" / f"{scene.video_id}.mp4"
+    if not path.exists():
+        write_video(scene, path)
+    return make_questions(scene, _rng(seed + 1, index))
+
+
+def synthesise(out: str | os.PathLike, num: int, seed: int = 0, workers: int = 1, progress: bool = True) -> Path:
+    """Write ``num`` videos and their questions to ``out``; return the prompts file."""
+    out = Path(out)
+    (out / "videos").mkdir(parents=True, exist_ok=True)
+    jobs = [(seed, i, str(out)) for i in range(num)]
+    rows: list[dict] = []
+    from tqdm import tqdm
+
+    bar = tqdm(total=num, unit="video", desc="synth", disable=not progress)
+    if workers > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            for result in pool.map(_build_one, jobs, chunksize=16):
+                rows.extend(result)
+                bar.update()
+    else:
+        for job in jobs:
+            rows.extend(_build_one(job))
+            bar.update()
+    bar.close()
+    return write_table(to_table(rows, "prompts"), out / "prompts.parquet", "prompts")

@@ -1,0 +1,262 @@
+"""Typed configuration of ``pipelines.yaml``. Every knob is documented on its field.
+
+Loading validates the whole pipeline before any work starts: an unknown key, a wrong type or a
+missing model path raises ``ConfigError`` naming the file, the pipeline and the field.
+Strings may use ``${VAR}`` or ``${VAR:-default}``; ``RMSD_HOME`` defaults to ``~/.cache/rmsd``.
+Relative paths are taken from the folder holding the YAML file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .tables import TASK_TYPES
+
+DEFAULT_RMSD_HOME = "~/.cache/rmsd"
+
+
+class ConfigError(ValueError):
+    """pipelines.yaml (or a flag) is wrong; the message says where and how."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FramesConfig(_Strict):
+    """How frames are taken from each video (PyAV). Set ``num_frames`` or ``fps``, not both."""
+
+    num_frames: int | None = Field(8, ge=1, description="N frames spread uniformly over the video")
+    fps: float | None = Field(None, gt=0, description="frames per second instead of num_frames; capped by max_frames")
+    max_frames: int = Field(64, ge=1, description="cap on frames per video in fps mode (lowers the effective fps)")
+    max_pixels: int = Field(112 * 112, ge=28 * 28, description="resize each frame to at most this many pixels, keeping aspect")
+    mode: Literal["exact", "keyframe"] = Field(
+        "exact", description="exact: seek to the keyframe and decode to the target time; keyframe: nearest keyframe (fast)"
+    )
+
+    @model_validator(mode="after")
+    def _one_rate(self) -> FramesConfig:
+        if (self.num_frames is None) == (self.fps is None):
+            raise ValueError("set exactly one of num_frames and fps")
+        return self
+
+
+class ModelConfig(_Strict):
+    """A Hugging Face checkpoint folder (model, tokenizer, processor). Never downloaded."""
+
+    path: str = Field(description="local checkpoint folder")
+    init: Literal["tiny", "demo"] | None = Field(
+        None, description="if the folder does not exist, build a model of this preset there from its config"
+    )
+    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="weights dtype at inference")
+
+
+class TeacherConfig(_Strict):
+    """One teacher of the pool."""
+
+    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="name stored in the samples' `teacher` column")
+    backend: Literal["hf"] = Field("hf", description="hf: transformers generate (CPU or one GPU)")
+    model: ModelConfig
+    replicas: int = Field(1, ge=1, description="engine actors serving this teacher")
+    num_cpus: float = Field(1, gt=0, description="CPU cores per engine actor (also its torch threads)")
+    num_gpus: float = Field(0, ge=0, description="GPUs per engine actor")
+    batch_size: int = Field(8, ge=1, description="prompts per generate call (each expanded to K sequences)")
+
+
+class SamplingConfig(_Strict):
+    """Sampling for one task type: which teachers, how many samples, which template."""
+
+    teachers: list[str] | None = Field(None, description="teacher ids for this task type; null = every teacher")
+    k: int = Field(4, ge=1, description="samples per prompt per teacher (paper: 4)")
+    temperature: float = Field(1.0, gt=0, description="sampling temperature (> 0: R-MSD needs diverse samples)")
+    top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling mass")
+    top_k: int = Field(0, ge=0, description="top-k sampling, 0 = off")
+    max_tokens: int = Field(128, ge=1, description="generated tokens cap; longer outputs end with finish_reason=length")
+    template: str = Field("default", description="name of an entry of `templates`")
+
+
+class SamplingOverride(_Strict):
+    """Per-task-type changes to the pipeline's `sampling`; unset fields keep the default."""
+
+    teachers: list[str] | None = None
+    k: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, gt=0)
+    top_p: float | None = Field(None, gt=0, le=1)
+    top_k: int | None = Field(None, ge=0)
+    max_tokens: int | None = Field(None, ge=1)
+    template: str | None = None
+
+
+class TemplateConfig(_Strict):
+    """Prompt template. ``user`` fields: {question} {options} {format} {instruction} {task_type}."""
+
+    system: str | None = "You are a careful video analyst."
+    user: str = "{question}\n{options}{format}\n{instruction}"
+
+
+class GenConfig(_Strict):
+    """The rmsd-gen job."""
+
+    seed: int = Field(0, description="base seed; each sample's seed derives from it, the prompt, teacher and index")
+    shard_size: int = Field(64, ge=1, description="prompts per output shard (the unit of resume)")
+    max_inflight_shards: int = Field(2, ge=1, description="decoded shards queued ahead of the engines (bounds memory)")
+    decode_cpus: float = Field(1, gt=0, description="CPUs per frame-decoding task")
+
+
+class PipelineConfig(_Strict):
+    description: str = ""
+    prompts: str | None = Field(None, description="default prompts file when --prompts is not given")
+    media_roots: list[str] = Field(default_factory=list, description="extra folders videos may be read from")
+    frames: FramesConfig = FramesConfig()
+    teachers: list[TeacherConfig] = Field(min_length=1)
+    sampling: SamplingConfig = SamplingConfig()
+    tasks: dict[str, SamplingOverride] = Field(default_factory=dict, description="per task type overrides of sampling")
+    templates: dict[str, TemplateConfig] = Field(default_factory=lambda: {"default": TemplateConfig()})
+    gen: GenConfig = GenConfig()
+
+    @field_validator("tasks")
+    @classmethod
+    def _known_tasks(cls, tasks: dict) -> dict:
+        unknown = sorted(set(tasks) - set(TASK_TYPES))
+        if unknown:
+            raise ValueError(f"unknown task types {unknown}; known: {list(TASK_TYPES)}")
+        return tasks
+
+    @model_validator(mode="after")
+    def _references(self) -> PipelineConfig:
+        ids = [t.id for t in self.teachers]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"teacher ids must be unique, got {ids}")
+        for task in TASK_TYPES:
+            route = self.route(task)
+            missing = [t for t in route.teachers or [] if t not in ids]
+            if missing:
+                raise ValueError(f"task {task}: unknown teachers {missing}; defined: {ids}")
+            if route.template not in self.templates:
+                raise ValueError(f"task {task}: unknown template {route.template!r}; defined: {sorted(self.templates)}")
+        return self
+
+    def route(self, task_type: str) -> SamplingConfig:
+        """The sampling settings of one task type (defaults merged with its override)."""
+        override = self.tasks.get(task_type)
+        if override is None:
+            return self.sampling
+        changes = {k: v for k, v in override.model_dump().items() if v is not None}
+        return self.sampling.model_copy(update=changes)
+
+    def teachers_for(self, task_type: str) -> list[str]:
+        return self.route(task_type).teachers or [t.id for t in self.teachers]
+
+    def config_hash(self) -> str:
+        return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+
+
+class PipelinesFile(_Strict):
+    version: Literal[1] = 1
+    pipelines: dict[str, dict]
+
+
+_VAR_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def rmsd_home() -> Path:
+    return Path(os.path.expanduser(os.environ.get("RMSD_HOME", DEFAULT_RMSD_HOME)))
+
+
+def _expand(value: object) -> object:
+    if isinstance(value, str):
+        def sub(m: re.Match) -> str:
+            name, default = m.group(1), m.group(2)
+            if name == "RMSD_HOME":
+                return str(rmsd_home())
+            if name in os.environ:
+                return os.environ[name]
+            if default is not None:
+                return default
+            raise ConfigError(f"environment variable {name} is not set")
+
+        return os.path.expanduser(_VAR_RE.sub(sub, value))
+    if isinstance(value, dict):
+        return {k: _expand(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand(v) for v in value]
+    return value
+
+
+def default_pipelines_path() -> Path:
+    """./pipelines.yaml when present, else the copy shipped with the package."""
+    local = Path("pipelines.yaml")
+    if local.is_file():
+        return local.resolve()
+    return Path(str(resources.files("rmsd").joinpath("pipelines.yaml")))
+
+
+def _error_location(error: dict) -> str:
+    return ".".join(str(part) for part in error["loc"]) or "(top level)"
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: pipelines file not found") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    try:
+        return PipelinesFile.model_validate(data).model_dump()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise ConfigError(f"{path}: {_error_location(first)}: {first['msg']}") from None
+
+
+def _resolve_paths(pipeline: PipelineConfig, base: Path) -> PipelineConfig:
+    def absolute(p: str) -> str:
+        return str(p if Path(p).is_absolute() else (base / p).resolve())
+
+    teachers = [t.model_copy(update={"model": t.model.model_copy(update={"path": absolute(t.model.path)})}) for t in pipeline.teachers]
+    return pipeline.model_copy(
+        update={
+            "teachers": teachers,
+            "media_roots": [absolute(p) for p in pipeline.media_roots],
+            "prompts": absolute(pipeline.prompts) if pipeline.prompts else None,
+        }
+    )
+
+
+def pipeline_names(path: str | os.PathLike | None = None) -> list[str]:
+    path = Path(path) if path else default_pipelines_path()
+    return sorted(_read_yaml(path)["pipelines"])
+
+
+def load_pipeline(name: str, path: str | os.PathLike | None = None, check_models: bool = True) -> PipelineConfig:
+    """Load and validate one pipeline; with ``check_models``, every model folder must exist or be buildable."""
+    path = Path(path) if path else default_pipelines_path()
+    raw = _read_yaml(path)["pipelines"]
+    if name not in raw:
+        raise ConfigError(f"{path}: no pipeline {name!r}; defined: {sorted(raw)}")
+    where = f"{path}: pipeline {name!r}"
+    try:
+        pipeline = PipelineConfig.model_validate(_expand(raw[name]))
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise ConfigError(f"{where}: {_error_location(first)}: {first['msg']}") from None
+    pipeline = _resolve_paths(pipeline, path.parent)
+    if check_models:
+        for i, teacher in enumerate(pipeline.teachers):
+            if teacher.model.init is None and not Path(teacher.model.path).is_dir():
+                raise ConfigError(
+                    f"{where}: teachers.{i}.model.path: {teacher.model.path} does not exist "
+                    "(give a local checkpoint folder, or `init: tiny|demo` to build one)"
+                )
+    return pipeline

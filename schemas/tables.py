@@ -1,0 +1,181 @@
+"""Arrow schemas of every Parquet table rmsd reads or writes: the public contract between stages.
+
+Each file carries its table name and schema version in the Parquet key-value metadata
+(key ``rmsd.schema``). Readers refuse files of another table, or of a version newer than this
+code knows, with an error that names the file. Bump a table's version on any change that an older
+reader would misread (new required column, changed meaning); adding a nullable column a reader
+may ignore is a minor change and keeps the version.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from enum import Enum
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+METADATA_KEY = b"rmsd.schema"
+
+
+class TaskType(str, Enum):
+    MULTIPLE_CHOICE = "multiple_choice"
+    NUMERICAL = "numerical"
+    TEMPORAL_GROUNDING = "temporal_grounding"
+    SPATIAL_GROUNDING = "spatial_grounding"
+    OCR = "ocr"
+    OPEN_ENDED = "open_ended"
+
+    @property
+    def closed_ended(self) -> bool:
+        return self is not TaskType.OPEN_ENDED
+
+
+TASK_TYPES: tuple[str, ...] = tuple(t.value for t in TaskType)
+
+
+class SchemaError(ValueError):
+    """A Parquet file or table does not match the rmsd contract."""
+
+
+def _field(name: str, type_: pa.DataType, nullable: bool, doc: str) -> pa.Field:
+    return pa.field(name, type_, nullable=nullable, metadata={b"doc": doc.encode()})
+
+
+# --- prompts: one row per (video, question); the input of rmsd-gen -------------------------------
+PROMPTS_VERSION = 1
+PROMPTS_SCHEMA = pa.schema(
+    [
+        _field("prompt_id", pa.string(), False, "unique id of the question"),
+        _field("video", pa.string(), False, "video path (relative to the prompts file) or URI"),
+        _field("question", pa.string(), False, "question text, without options"),
+        _field("options", pa.list_(pa.string()), True, "option texts in letter order; multiple choice only"),
+        _field("answer", pa.string(), True, "ground truth as text in the answer grammar; null if unknown"),
+        _field("task_type", pa.string(), False, "one of " + ", ".join(TASK_TYPES)),
+        _field("dataset", pa.string(), True, "source dataset name"),
+        _field("split", pa.string(), True, "train / validation / test"),
+        _field("meta", pa.string(), True, "free JSON object (string)"),
+    ]
+)
+
+# --- samples: one row per teacher sample; the output of rmsd-gen ---------------------------------
+SAMPLES_VERSION = 1
+SAMPLES_SCHEMA = pa.schema(
+    [
+        _field("prompt_id", pa.string(), False, "the prompt's id"),
+        _field("task_type", pa.string(), False, "the prompt's task type"),
+        _field("question", pa.string(), False, "the prompt's question"),
+        _field("options", pa.list_(pa.string()), True, "the prompt's options"),
+        _field("answer", pa.string(), True, "the prompt's ground truth"),
+        _field("video", pa.string(), False, "the video as given in the prompts"),
+        _field("teacher", pa.string(), False, "teacher id in the pipeline's pool"),
+        _field("sample_index", pa.int32(), False, "0..K-1 within (prompt, teacher)"),
+        _field("seed", pa.int64(), False, "sampling seed of this sample"),
+        _field("text", pa.string(), True, "the teacher's response; null for error rows"),
+        _field("finish_reason", pa.string(), True, "stop | length | null for error rows"),
+        _field("num_tokens", pa.int32(), True, "generated tokens"),
+        _field("cumulative_logprob", pa.float64(), True, "sum of the sampled tokens' logprobs"),
+        _field("frame_timestamps", pa.list_(pa.float64()), True, "seconds of the frames used"),
+        _field("fps", pa.float64(), True, "effective fps of the frames used"),
+        _field("error", pa.string(), True, "null, or why this sample failed"),
+        _field("run_id", pa.string(), False, "id of the rmsd-gen job"),
+    ]
+)
+
+TABLES: dict[str, tuple[pa.Schema, int]] = {
+    "prompts": (PROMPTS_SCHEMA, PROMPTS_VERSION),
+    "samples": (SAMPLES_SCHEMA, SAMPLES_VERSION),
+}
+
+
+def register_table(name: str, schema: pa.Schema, version: int) -> None:
+    """Later stages (filter, train) declare their tables here so one reader/writer serves all."""
+    TABLES[name] = (schema, version)
+
+
+def schema_for(table: str) -> pa.Schema:
+    if table not in TABLES:
+        raise SchemaError(f"unknown table {table!r}; known: {sorted(TABLES)}")
+    schema, version = TABLES[table]
+    meta = dict(schema.metadata or {})
+    meta[METADATA_KEY] = json.dumps({"table": table, "version": version}).encode()
+    return schema.with_metadata(meta)
+
+
+def to_table(rows: list[dict] | dict[str, list], table: str) -> pa.Table:
+    """Build a table of ``table``'s schema from rows (list of dicts) or columns (dict of lists)."""
+    schema = schema_for(table)
+    if isinstance(rows, dict):
+        missing = [f.name for f in schema if not f.nullable and f.name not in rows]
+        if missing:
+            raise SchemaError(f"{table}: missing required columns {missing}")
+        columns = {f.name: rows.get(f.name, [None] * len(next(iter(rows.values()), []))) for f in schema}
+        return pa.table(columns, schema=schema)
+    return pa.Table.from_pylist(rows, schema=schema)
+
+
+def write_table(table: pa.Table, path: str | os.PathLike, name: str) -> Path:
+    """Write atomically: a reader sees either no file or the whole file, never half of one."""
+    path = Path(path)
+    schema = schema_for(name)
+    if not table.schema.equals(schema, check_metadata=False):
+        table = table.select([f.name for f in schema]).cast(schema)
+    table = table.replace_schema_metadata(schema.metadata)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            pq.write_table(table, handle, compression="zstd")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def file_schema_version(path: str | os.PathLike) -> tuple[str, int] | None:
+    meta = pq.read_schema(path).metadata or {}
+    if METADATA_KEY not in meta:
+        return None
+    info = json.loads(meta[METADATA_KEY])
+    return info["table"], int(info["version"])
+
+
+def check_file(path: str | os.PathLike, table: str) -> None:
+    """Refuse a file that is not ``table`` or whose version this code does not know."""
+    try:
+        found = file_schema_version(path)
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise SchemaError(f"{path}: not a readable Parquet file ({exc})") from exc
+    _, version = TABLES[table]
+    if found is None:
+        raise SchemaError(f"{path}: no rmsd schema metadata; was it written by rmsd? (expected {table} v{version})")
+    found_table, found_version = found
+    if found_table != table:
+        raise SchemaError(f"{path}: holds table {found_table!r}, expected {table!r}")
+    if found_version > version:
+        raise SchemaError(
+            f"{path}: {table} schema v{found_version} is newer than this rmsd understands (v{version}); "
+            "upgrade rmsd to read it"
+        )
+    if found_version < 1:
+        raise SchemaError(f"{path}: unknown {table} schema version {found_version}")
+
+
+def read_table(path: str | os.PathLike, table: str) -> pa.Table:
+    check_file(path, table)
+    return pq.read_table(path)
+
+
+def shard_paths(directory: str | os.PathLike, table: str) -> list[Path]:
+    """The finished shards of ``table`` in ``directory`` (temporary files are never listed)."""
+    directory = Path(directory)
+    paths = sorted(p for p in directory.glob("*.parquet") if not p.name.startswith("."))
+    for p in paths:
+        check_file(p, table)
+    return paths
