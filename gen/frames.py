@@ -25,7 +25,15 @@ Mode = Literal["exact", "keyframe", "all"]
 
 
 class VideoError(Exception):
-    """A video cannot be used (missing, empty, truncated, not a video, outside the media roots)."""
+    """A video cannot be used. ``kind`` is a short category (missing, empty, unreadable, truncated,
+    refused); the message says which file and why. Error rows store ``"<kind>: <message>"``."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.args[0]}"
 
 
 @dataclass(frozen=True)
@@ -40,7 +48,7 @@ class Frames:
 def target_times(duration: float, num_frames: int | None = None, fps: float | None = None, max_frames: int = 64) -> list[float]:
     """Centres of equal segments of the video: N of them, or duration*fps of them capped at max_frames."""
     if duration <= 0:
-        raise VideoError("video has zero duration")
+        raise VideoError("empty", "video has zero duration")
     if num_frames is None:
         if fps is None:
             raise ValueError("give num_frames or fps")
@@ -62,21 +70,21 @@ def fit_pixels(width: int, height: int, max_pixels: int, multiple: int = 2) -> t
 def _check_file(path: str) -> None:
     p = Path(path)
     if not p.exists():
-        raise VideoError(f"video not found: {path}")
+        raise VideoError("missing", f"video not found: {path}")
     if not p.is_file():
-        raise VideoError(f"not a file: {path}")
+        raise VideoError("missing", f"not a file: {path}")
     if p.stat().st_size == 0:
-        raise VideoError(f"zero-length file: {path}")
+        raise VideoError("empty", f"zero-length file: {path}")
 
 
 def _open(path: str):
     try:
         container = av.open(path)
     except (av.error.FFmpegError, OSError, UnicodeDecodeError) as exc:
-        raise VideoError(f"cannot open video {path}: {exc}") from None
+        raise VideoError("unreadable", f"cannot open video {path}: {exc}") from None
     if not container.streams.video:
         container.close()
-        raise VideoError(f"no video stream in {path}")
+        raise VideoError("unreadable", f"no video stream in {path}")
     return container
 
 
@@ -132,7 +140,7 @@ def _decode_exact(container, stream, targets: list[float], frame_period: float, 
             if t >= target - frame_period / 2:
                 break
         if current is None:
-            raise VideoError("no frame decoded (truncated video?)")
+            raise VideoError("truncated", "no frame decoded")
         if previous is not None and abs(previous[0] - target) < abs(current[0] - target):
             chosen.append(previous)
         else:
@@ -147,7 +155,7 @@ def _decode_keyframes(container, stream, targets: list[float]) -> list:
         _seek(container, stream, target)
         frame = next(iter(container.decode(stream)), None)
         if frame is None:
-            raise VideoError("no keyframe decoded (truncated video?)")
+            raise VideoError("truncated", "no keyframe decoded")
         chosen.append((_frame_time(frame, stream), frame))
     return chosen
 
@@ -179,12 +187,12 @@ def sample_frames(
         else:
             raise ValueError(f"unknown frame mode {mode!r}")
         if any(c is None for c in chosen):
-            raise VideoError("fewer frames decoded than requested (truncated video?)")
+            raise VideoError("truncated", f"fewer frames decoded than requested from {path}")
         width, height = stream.codec_context.width, stream.codec_context.height
         size = fit_pixels(width, height, max_pixels) if max_pixels else (width, height)
         arrays = [frame.to_ndarray(format="rgb24", width=size[0], height=size[1]) for _, frame in chosen]
     except av.error.FFmpegError as exc:
-        raise VideoError(f"cannot decode {path}: {exc}") from None
+        raise VideoError("truncated", f"cannot decode {path}: {exc}") from None
     finally:
         container.close()
     timestamps = [round(t, 6) for t, _ in chosen]
@@ -200,10 +208,10 @@ def sample_frames(
 def resolve_video(video: str, base: Path, media_roots: list[Path]) -> Path:
     """The video's absolute path; refuse one outside every media root (VideoError)."""
     if "://" in video and not video.startswith("file://"):
-        raise VideoError(f"remote video URIs are not supported yet: {video}")
+        raise VideoError("refused", f"remote video URIs are not supported yet: {video}")
     raw = Path(video.removeprefix("file://"))
     path = (raw if raw.is_absolute() else base / raw).resolve()
     for root in media_roots:
         if path.is_relative_to(root.resolve()):
             return path
-    raise VideoError(f"refused: {path} is outside the media roots {[str(r) for r in media_roots]} (add one with --media-root)")
+    raise VideoError("refused", f"{path} is outside the media roots {[str(r) for r in media_roots]} (add one with --media-root)")

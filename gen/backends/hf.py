@@ -7,6 +7,7 @@ only, not on the batch it landed in; ``generate`` then simply takes the chosen t
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
@@ -71,7 +72,7 @@ class HFBackend:
         if self.model_type == "qwen2_5_vl":  # its temporal position ids need the real sampling rate
             kwargs["fps"] = [r.fps for r in requests]
         return self.processor(
-            text=texts, videos=[r.frames for r in requests], padding=True, return_tensors="pt", **kwargs
+            text=texts, videos=[np.array(r.frames) for r in requests], padding=True, return_tensors="pt", **kwargs
         ).to(self.device)
 
     @torch.inference_mode()

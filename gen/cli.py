@@ -1,0 +1,109 @@
+"""``rmsd-gen``: synthesise the embedded benchmark, and sample K teacher responses per prompt."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+
+EXIT_OK, EXIT_INCOMPLETE, EXIT_BAD_INPUT, EXIT_ERROR_ROWS = 0, 1, 2, 3
+
+
+def _fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
+    typer.secho(f"rmsd-gen: error: {message}", fg="red", err=True)
+    raise typer.Exit(code)
+
+
+@app.command()
+def synth(
+    out: Path = typer.Option(..., "--out", help="folder to write videos/ and prompts.parquet into"),
+    num: int = typer.Option(200, "--num", min=1, help="number of videos (each gets one question of every task type)"),
+    seed: int = typer.Option(0, "--seed", help="same seed, same benchmark"),
+    workers: int = typer.Option(2, "--workers", min=1, help="processes encoding videos"),
+) -> None:
+    """Write the synthetic video-QA benchmark: real H.264 mp4 files and prompts.parquet."""
+    from .synth import synthesise
+
+    path = synthesise(out, num, seed=seed, workers=workers)
+    typer.echo(f"wrote {num} videos and {num * 6} prompts: {path}")
+
+
+@app.command()
+def run(
+    pipeline: str = typer.Option(..., "--pipeline", help="pipeline name in pipelines.yaml"),
+    prompts: Optional[Path] = typer.Option(None, "--prompts", help="prompts: rmsd Parquet, Video-R1 JSON/JSONL or LLaVA-Video JSON (default: the pipeline's)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="output folder of the shards (default: runs/<pipeline>/samples)"),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="only the first N prompts"),
+    config: Optional[Path] = typer.Option(None, "--config", help="pipelines file (default: ./pipelines.yaml, else the packaged one)"),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (default: a local Ray instance)"),
+    media_root: list[Path] = typer.Option([], "--media-root", help="extra folder videos may be read from (repeatable)"),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar with samples/s"),
+) -> None:
+    """Sample K responses per prompt from each teacher of the pipeline and write Parquet shards.
+
+    Rerunning the same command resumes an interrupted job and does nothing on a finished one.
+    Exit status: 0 all samples written; 3 all written but some are error rows (unusable videos);
+    1 some shards failed (rerun to retry them); 2 bad input or configuration.
+    """
+    from ..schemas.config import ConfigError, load_pipeline
+    from ..schemas.tables import SchemaError
+    from .driver import run_job
+    from .writer import JobMismatchError
+
+    try:
+        cfg = load_pipeline(pipeline, config)
+        prompts_path = prompts or (Path(cfg.prompts) if cfg.prompts else None)
+        if prompts_path is None:
+            _fail(f"pipeline {pipeline!r} names no prompts file; pass --prompts")
+        summary = run_job(
+            cfg, pipeline, prompts_path, out or Path("runs") / pipeline / "samples", limit=limit, address=address,
+            media_roots=[str(p.resolve()) for p in media_root], progress=progress,
+        )
+    except (ConfigError, SchemaError, JobMismatchError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    typer.echo(
+        f"rmsd-gen: {summary.samples}/{summary.expected_samples} samples for {summary.prompts} prompts in {summary.out} "
+        f"({summary.written_shards} shards written, {summary.skipped_shards} already done, {summary.wall_seconds:.1f} s)"
+    )
+    if summary.refused:
+        typer.echo(f"rmsd-gen: {len(summary.refused)} input rows refused (see {summary.out / '_refused.json'})")
+    if summary.error_samples:
+        reasons = ", ".join(f"{k}: {v}" for k, v in sorted(summary.errors_by_reason.items()))
+        typer.echo(f"rmsd-gen: {summary.error_samples} error samples ({reasons})")
+    if summary.failed_shards:
+        for failure in summary.failed_shards:
+            typer.secho(f"rmsd-gen: failed {failure}", fg="red", err=True)
+        typer.secho(f"rmsd-gen: {len(summary.failed_shards)} shards failed; rerun the same command to retry", fg="red", err=True)
+        raise typer.Exit(EXIT_INCOMPLETE)
+    if not summary.complete:
+        raise typer.Exit(EXIT_INCOMPLETE)
+    if summary.error_samples:
+        raise typer.Exit(EXIT_ERROR_ROWS)
+
+
+@app.command()
+def validate(
+    config: Optional[Path] = typer.Option(None, "--config", help="pipelines file (default: ./pipelines.yaml, else the packaged one)"),
+    check_models: bool = typer.Option(False, "--check-models/--no-check-models", help="also require every model folder to exist"),
+) -> None:
+    """Validate every pipeline of a pipelines file and list them."""
+    from ..schemas.config import ConfigError, load_pipeline, pipeline_names
+
+    try:
+        for name in pipeline_names(config):
+            cfg = load_pipeline(name, config, check_models=check_models)
+            typer.echo(f"{name}: ok ({len(cfg.teachers)} teachers) {cfg.description}")
+    except ConfigError as exc:
+        _fail(str(exc))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

