@@ -137,20 +137,27 @@ def render_frame(scene: Scene, frame: int, font: ImageFont.ImageFont) -> np.ndar
     return np.asarray(image)
 
 
-def write_video(scene: Scene, path: Path) -> None:
-    font = ImageFont.load_default(size=12)
+def encode_mp4(path: Path, frames, fps: int, keyframe_interval: int, crf: int = 18) -> None:
+    """Encode RGB uint8 frames (an iterable of H x W x 3 arrays) as H.264 mp4; the file appears whole."""
+    path = Path(path)
     tmp = path.with_name(f".tmp-{path.name}")
     with av.open(str(tmp), mode="w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=FPS, options={"crf": "18", "g": str(FPS)})
-        stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
+        stream = container.add_stream("libx264", rate=fps, options={"crf": str(crf), "g": str(keyframe_interval), "keyint_min": str(keyframe_interval)})
+        stream.pix_fmt = "yuv420p"
         stream.thread_count = 1  # deterministic bytes
-        for i in range(NUM_FRAMES):
-            frame = av.VideoFrame.from_ndarray(render_frame(scene, i, font), format="rgb24")
-            for packet in stream.encode(frame):
+        for i, array in enumerate(frames):
+            if i == 0:
+                stream.height, stream.width = array.shape[:2]
+            for packet in stream.encode(av.VideoFrame.from_ndarray(array, format="rgb24")):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
     os.replace(tmp, path)
+
+
+def write_video(scene: Scene, path: Path) -> None:
+    font = ImageFont.load_default(size=12)
+    encode_mp4(path, (render_frame(scene, i, font) for i in range(NUM_FRAMES)), FPS, keyframe_interval=FPS)
 
 
 def _phrase(shape: Shape) -> str:

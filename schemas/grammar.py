@@ -60,6 +60,8 @@ _OUTER_RE = re.compile(OUTER_PATTERN)
 _STRICT_RE = {k: re.compile(v) for k, v in STRICT_PATTERNS.items()}
 _NUMBER_RE = re.compile(NUMBER_PATTERN)
 _CLOCK_RE = re.compile(CLOCK_PATTERN)
+_BOX_LABEL_RE = re.compile(r"\b(?:[xy][12]|left|top|right|bottom|width|height|w|h)\s*[=:]", re.IGNORECASE)
+_BOX_NUMBER_RE = re.compile(r"-?\d+(?:\.\d+)?")
 _ANSWER_BLOCK_RE = re.compile(r"<answer>(?s:(.*?))</answer>", re.IGNORECASE)
 _LETTER_RES = (
     re.compile(r"^\W*\(?([A-Za-z])\)?\W*$"),  # B  (B)  B.  **B**  [b]
@@ -163,7 +165,8 @@ def parse_interval(text: str) -> tuple[float, float] | None:
 
 
 def parse_box(text: str) -> tuple[float, float, float, float] | None:
-    numbers = [float(m.replace(",", "")) for m in re.findall(r"-?\d+(?:\.\d+)?", text)]
+    unlabelled = _BOX_LABEL_RE.sub(" ", text)  # "x1=4 y1=8 ..." -> " 4  8 ..."
+    numbers = [float(m) for m in _BOX_NUMBER_RE.findall(unlabelled)]
     if len(numbers) < 4:
         return None
     x1, y1, x2, y2 = numbers[:4]

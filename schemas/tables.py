@@ -113,8 +113,18 @@ def to_table(rows: list[dict] | dict[str, list], table: str) -> pa.Table:
         if missing:
             raise SchemaError(f"{table}: missing required columns {missing}")
         columns = {f.name: rows.get(f.name, [None] * len(next(iter(rows.values()), []))) for f in schema}
-        return pa.table(columns, schema=schema)
-    return pa.Table.from_pylist(rows, schema=schema)
+        return _check_nulls(pa.table(columns, schema=schema), table)
+    return _check_nulls(pa.Table.from_pylist(rows, schema=schema), table)
+
+
+def _check_nulls(data: pa.Table, table: str) -> pa.Table:
+    """Arrow does not enforce non-nullable fields on construction; the contract does."""
+    for f in data.schema:
+        column = data.column(f.name)
+        if not f.nullable and column.null_count:
+            row = column.to_pylist().index(None)
+            raise SchemaError(f"{table}: column {f.name!r} is required but null in row {row}")
+    return data
 
 
 def write_table(table: pa.Table, path: str | os.PathLike, name: str) -> Path:

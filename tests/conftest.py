@@ -1,0 +1,45 @@
+"""Shared fixtures: a tiny model and a small synthetic benchmark, built once per test session."""
+
+from __future__ import annotations
+
+import os
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+# Keep Ray, HF and rmsd caches inside the test session; nothing may reach a model hub.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="session", autouse=True)
+def rmsd_home(tmp_path_factory) -> Path:
+    home = tmp_path_factory.mktemp("rmsd-home")
+    os.environ["RMSD_HOME"] = str(home)
+    return home
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    from rmsd.models import init_model
+
+    return init_model(tmp_path_factory.mktemp("models") / "tiny", "tiny", seed=0)
+
+
+@pytest.fixture(scope="session")
+def bench_dir(tmp_path_factory) -> Path:
+    """8 videos x 6 questions of the synthetic benchmark."""
+    from rmsd.gen.synth import synthesise
+
+    out = tmp_path_factory.mktemp("bench")
+    synthesise(out, 8, seed=7, workers=1, progress=False)
+    return out
+
+
+def write_pipelines(path: Path, body: str) -> Path:
+    path.write_text("version: 1\npipelines:\n" + textwrap.indent(textwrap.dedent(body), "  "))
+    return path

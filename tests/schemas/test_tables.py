@@ -1,0 +1,67 @@
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from rmsd.schemas.tables import (
+    METADATA_KEY,
+    SAMPLES_SCHEMA,
+    SchemaError,
+    check_file,
+    read_table,
+    schema_for,
+    to_table,
+    write_table,
+)
+
+PROMPT = {
+    "prompt_id": "p1",
+    "video": "videos/a.mp4",
+    "question": "What colour?",
+    "options": ["red", "green"],
+    "answer": "A",
+    "task_type": "multiple_choice",
+}
+
+
+def test_written_file_carries_table_and_version(tmp_path):
+    path = write_table(to_table([PROMPT], "prompts"), tmp_path / "p.parquet", "prompts")
+    info = json.loads(pq.read_schema(path).metadata[METADATA_KEY])
+    assert info == {"table": "prompts", "version": 1}
+    assert read_table(path, "prompts").to_pylist()[0]["options"] == ["red", "green"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp")]
+
+
+def test_newer_version_is_refused_with_the_file_named(tmp_path):
+    table = to_table([PROMPT], "prompts")
+    meta = {METADATA_KEY: json.dumps({"table": "prompts", "version": 99}).encode()}
+    pq.write_table(table.replace_schema_metadata(meta), tmp_path / "new.parquet")
+    with pytest.raises(SchemaError, match=r"new\.parquet.*v99 is newer"):
+        check_file(tmp_path / "new.parquet", "prompts")
+
+
+def test_other_table_and_foreign_files_are_refused(tmp_path):
+    path = write_table(to_table([PROMPT], "prompts"), tmp_path / "p.parquet", "prompts")
+    with pytest.raises(SchemaError, match="holds table 'prompts', expected 'samples'"):
+        check_file(path, "samples")
+    pq.write_table(pa.table({"x": [1]}), tmp_path / "foreign.parquet")
+    with pytest.raises(SchemaError, match="no rmsd schema metadata"):
+        check_file(tmp_path / "foreign.parquet", "prompts")
+    (tmp_path / "junk.parquet").write_text("not parquet")
+    with pytest.raises(SchemaError, match="not a readable Parquet file"):
+        check_file(tmp_path / "junk.parquet", "prompts")
+
+
+def test_required_columns_cannot_be_null():
+    with pytest.raises(SchemaError, match="column .prompt_id. is required but null in row 0"):
+        to_table([{**PROMPT, "prompt_id": None}], "prompts")
+
+
+def test_samples_schema_has_the_contract_columns():
+    names = [f.name for f in SAMPLES_SCHEMA]
+    assert names == [
+        "prompt_id", "task_type", "question", "options", "answer", "video", "teacher", "sample_index", "seed",
+        "text", "finish_reason", "num_tokens", "cumulative_logprob", "frame_timestamps", "fps", "error", "run_id",
+    ]
+    assert schema_for("samples").field("frame_timestamps").type == pa.list_(pa.float64())
