@@ -149,11 +149,21 @@ def _decode_exact(container, stream, targets: list[float], frame_period: float, 
 
 
 def _decode_keyframes(container, stream, targets: list[float]) -> list:
+    """Decode only the keyframe found at each target. The decoder is drained after that one
+    packet: with B-frames it would otherwise hold the frame back until later keyframes arrive."""
     chosen = []
-    stream.codec_context.skip_frame = "NONKEY"
+    codec = stream.codec_context
     for target in targets:
-        _seek(container, stream, target)
-        frame = next(iter(container.decode(stream)), None)
+        _seek(container, stream, target)  # seeking also flushes the decoder
+        frame = None
+        for packet in container.demux(stream):
+            if packet.size == 0:
+                break
+            if not packet.is_keyframe:
+                continue
+            decoded = codec.decode(packet) or codec.decode(None)
+            frame = decoded[0] if decoded else None
+            break
         if frame is None:
             raise VideoError("truncated", "no keyframe decoded")
         chosen.append((_frame_time(frame, stream), frame))
