@@ -20,6 +20,7 @@ import logging
 import os
 import platform
 import shutil
+import signal
 import tempfile
 import time
 from collections import deque
@@ -206,6 +207,33 @@ def _plan(pipeline: PipelineConfig, rows: list[dict]) -> list[tuple[int, list[di
     return plan
 
 
+RAY_TEMP_PREFIX = "rmsd-ray-"
+DRIVER_PID_FILE = "rmsd-driver.pid"
+
+
+def _reap_stale_ray(temp_root: Path) -> None:
+    """Remove what a killed rmsd-gen left of its local Ray instance (helper processes, temp folder).
+
+    Ray's own head processes end with the driver, but its agents may linger; they are found by
+    the files they hold open in the dead run's temp folder (Linux /proc)."""
+    for folder in temp_root.glob(RAY_TEMP_PREFIX + "*"):
+        try:
+            pid = int((folder / DRIVER_PID_FILE).read_text())
+            os.kill(pid, 0)
+            continue  # its driver still runs
+        except ProcessLookupError:
+            pass
+        except (OSError, ValueError):
+            continue  # not ours to judge (no pid file yet, or no permission)
+        for proc in Path("/proc").glob("[0-9]*"):
+            try:
+                if any(str(fd.readlink()).startswith(str(folder)) for fd in (proc / "fd").iterdir()):
+                    os.kill(int(proc.name), signal.SIGKILL)
+            except (OSError, ValueError):
+                continue
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def _start_ray(address: str | None, pipeline: PipelineConfig) -> str | None:
     """Start (or join) Ray; returns the temp folder this run owns, to remove afterwards."""
     if ray.is_initialized():
@@ -213,7 +241,9 @@ def _start_ray(address: str | None, pipeline: PipelineConfig) -> str | None:
     if address:
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True)
         return None
-    temp = tempfile.mkdtemp(prefix="rmsd-ray-")
+    _reap_stale_ray(Path(tempfile.gettempdir()))
+    temp = tempfile.mkdtemp(prefix=RAY_TEMP_PREFIX)
+    (Path(temp) / DRIVER_PID_FILE).write_text(str(os.getpid()))
     need = sum(t.num_cpus * t.replicas for t in pipeline.teachers) + pipeline.gen.decode_cpus
     ray.init(
         num_cpus=max(os.cpu_count() or 1, int(need + 0.999)),
