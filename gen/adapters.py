@@ -106,7 +106,7 @@ def from_video_r1(record: dict, index: int, source: str) -> dict | Refusal:
         if not raw:
             return Refusal(where, "multiple choice without options")
         options = [_OPTION_PREFIX.sub("", str(o)).strip() for o in raw]
-    answer = split_response(record.get("solution")).answer_text if record.get("solution") else None
+    answer = split_response(str(record["solution"]))["answer_text"] if record.get("solution") else None
     return {
         "prompt_id": str(record.get("problem_id", record.get("id", index))),
         "video": str(record["path"]),

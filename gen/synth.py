@@ -22,6 +22,7 @@ stages can write reasoning for the ground truth.
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 import json
 import os
 from concurrent.futures import ProcessPoolExecutor
@@ -258,7 +259,8 @@ def synthesise(out: str | os.PathLike, num: int, seed: int = 0, workers: int = 1
 
     bar = tqdm(total=num, unit="video", desc="synth", disable=not progress)
     if workers > 1:
-        with ProcessPoolExecutor(workers) as pool:
+        # spawn, not fork: a forked child inherits Polars' and torch's thread pools in a broken state
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
             for result in pool.map(_build_one, jobs, chunksize=16):
                 rows.extend(result)
                 bar.update()

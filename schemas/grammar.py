@@ -3,40 +3,54 @@
 A response is ``<think>...</think><answer>...</answer>``. Inside ``<answer>``:
 
 ==================  ==============================================  ======================
-task type           strict form (format_task_ok)                    normalised answer
+task type           strict form (``task_ok``)                       normalised answer
 ==================  ==============================================  ======================
 multiple_choice     one option letter: ``B``                        ``"B"``
 numerical           a number: ``12`` or ``-3.5``                    ``"12"`` / ``"-3.5"``
-temporal_grounding  ``[start, end]`` in seconds, start <= end        ``"[1.5, 3.0]"``
+temporal_grounding  ``[start, end]`` in seconds, start <= end        ``"[1.5, 3]"``
 spatial_grounding   ``[x1, y1, x2, y2]`` pixels, x1<=x2, y1<=y2      ``"[4, 8, 20, 30]"``
 ocr                 the text                                        lower case, spaces collapsed
-open_ended          free text                                       spaces collapsed
+open_ended          free text                                       lower case, spaces collapsed
 ==================  ==============================================  ======================
 
 Scoring is two-level (METHOD.md): ``outer_ok`` checks the wrapper, ``task_ok`` the strict syntax
 inside it. Extraction is lenient on purpose (``(B)``, ``**B**``, ``Answer: b``, the option's text,
-``1,200 m``, ``01:05``...) so that ``correct`` measures what the teacher meant while the format
-flags measure whether it followed the format. The regular expressions avoid look-arounds and
-back-references so Polars (Rust regex) can evaluate the same patterns column-wise.
+``1,200 m``, ``01:05``, boxes with labels or odd spacing, text around the tags, several answer
+tags, output cut off by the token limit) so that the metric measures what the teacher meant while
+the format flags measure whether it followed the format.
 
-No function here raises on any input text.
+The answer part is the text after the last ``<answer>`` up to the next ``</answer>`` (none:
+the response was cut off; ``truncated``). Without any ``<answer>``, it is the text after the last
+``</think>`` (or the whole text); an unclosed ``<think>`` answers nothing.
+
+The grammar is written once, as Polars expressions (``parse_responses`` / ``parse_answers`` work
+on whole columns: millions of rows in rmsd-filter, a batch of rollouts in rmsd-train). ``extract``
+is the same code on one response. No function here raises on any text.
 """
 
 from __future__ import annotations
 
-import math
-import re
 from dataclasses import dataclass
+
+import polars as pl
 
 from .tables import TaskType
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 ANSWER_OPEN, ANSWER_CLOSE = "<answer>", "</answer>"
+LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
-# The whole response, strict: one think block then one answer block, nothing else but whitespace.
+# Rust regex syntax (Polars): no look-arounds, no back-references.
 OUTER_PATTERN = r"^\s*<think>(?s:.*?)</think>\s*<answer>(?s:.*?)</answer>\s*$"
 NUMBER_PATTERN = r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|[-+]?\.\d+"
 CLOCK_PATTERN = r"(?:\d+:)?\d{1,2}:\d{2}(?:\.\d+)?"
+BOX_LABEL_PATTERN = r"(?i)\b(?:[xy][12]|left|top|right|bottom|width|height|w|h)\s*[=:]"
+BOX_NUMBER_PATTERN = r"-?\d+(?:\.\d+)?"
+LETTER_PATTERNS = (
+    r"^\W*\(?([A-Za-z])\)?\W*$",  # B  (B)  B.  **B**  [b]
+    r"(?i)(?:answer|option|choice)\s*(?:is|:)?\s*\(?([A-Za-z])\b\)?",  # Answer: b
+    r"^\W*\(?([A-Z])\)?[.:)]\s",  # "B. red"  "(C) blue"
+)
 STRICT_PATTERNS: dict[str, str] = {
     "multiple_choice": r"^\s*[A-Za-z]\s*$",
     "numerical": r"^\s*[-+]?(?:\d+(?:\.\d+)?|\.\d+)\s*$",
@@ -56,177 +70,269 @@ ANSWER_INSTRUCTIONS: dict[str, str] = {
 }
 FORMAT_INSTRUCTION = "Think inside <think></think>, then answer inside <answer></answer>."
 
-_OUTER_RE = re.compile(OUTER_PATTERN)
-_STRICT_RE = {k: re.compile(v) for k, v in STRICT_PATTERNS.items()}
-_NUMBER_RE = re.compile(NUMBER_PATTERN)
-_CLOCK_RE = re.compile(CLOCK_PATTERN)
-_BOX_LABEL_RE = re.compile(r"\b(?:[xy][12]|left|top|right|bottom|width|height|w|h)\s*[=:]", re.IGNORECASE)
-_BOX_NUMBER_RE = re.compile(r"-?\d+(?:\.\d+)?")
-_ANSWER_BLOCK_RE = re.compile(r"<answer>(?s:(.*?))</answer>", re.IGNORECASE)
-_LETTER_RES = (
-    re.compile(r"^\W*\(?([A-Za-z])\)?\W*$"),  # B  (B)  B.  **B**  [b]
-    re.compile(r"(?i)(?:answer|option|choice)\s*(?:is|:)?\s*\(?([A-Za-z])\b\)?"),  # Answer: b
-    re.compile(r"^\W*\(?([A-Z])\)?[.:)]\s"),  # "B. red"  "(C) blue"
-)
-
-
-@dataclass(frozen=True)
-class ParsedResponse:
-    outer_ok: bool  # the wrapper is exactly <think>..</think><answer>..</answer>
-    answer_text: str | None  # what the response answers, before task parsing (None: nothing)
-    truncated: bool  # an <answer> was opened and never closed
-
-
-def split_response(text: str | None) -> ParsedResponse:
-    """Find the answer part of a response. With several answer blocks, the last one counts."""
-    if not text:
-        return ParsedResponse(False, None, False)
-    outer_ok = bool(_OUTER_RE.match(text)) and text.count(ANSWER_OPEN) == 1 and text.count(THINK_OPEN) == 1
-    blocks = _ANSWER_BLOCK_RE.findall(text)
-    if blocks:
-        return ParsedResponse(outer_ok, blocks[-1].strip(), False)
-    lower = text.lower()
-    if ANSWER_OPEN in lower:  # cut off by the token limit: take what was written
-        tail = text[lower.rindex(ANSWER_OPEN) + len(ANSWER_OPEN) :].strip()
-        return ParsedResponse(False, tail or None, True)
-    body = text
-    if THINK_CLOSE in lower:
-        body = text[lower.rindex(THINK_CLOSE) + len(THINK_CLOSE) :]
-    elif THINK_OPEN in lower:  # an unfinished thought answers nothing
-        return ParsedResponse(False, None, True)
-    body = body.strip()
-    return ParsedResponse(False, body or None, False)
+# Columns the parsers add. v0..v3 hold the numbers of numerical / interval / box answers.
+PARSED_COLUMNS = ("task_ok", "normalised", "display", "v0", "v1", "v2", "v3")
+RESPONSE_COLUMNS = ("answer_text", "outer_ok", "truncated")
 
 
 def option_letters(options: list[str] | None) -> str:
-    n = len(options) if options else 26
-    return "".join(chr(ord("A") + i) for i in range(min(n, 26)))
+    return LETTERS[: len(options)] if options else LETTERS
 
 
-def _parse_number(text: str) -> float | None:
-    match = _NUMBER_RE.search(text)
-    if not match:
-        return None
-    try:
-        value = float(match.group(0).replace(",", ""))
-    except ValueError:
-        return None
-    return value if math.isfinite(value) else None
+# --- the answer part of a response ------------------------------------------------------------
+def response_parts(text: pl.Expr) -> dict[str, pl.Expr]:
+    """answer_text / outer_ok / truncated of a response column."""
+    has_answer = text.str.contains(ANSWER_OPEN, literal=True)
+    tail = text.str.split(ANSWER_OPEN).list.last()
+    closed = tail.str.contains(ANSWER_CLOSE, literal=True)
+    think_open = text.str.contains(THINK_OPEN, literal=True) & ~text.str.contains(THINK_CLOSE, literal=True)
+    after_think = text.str.split(THINK_CLOSE).list.last()
+    raw = (
+        pl.when(has_answer).then(tail.str.split(ANSWER_CLOSE).list.first())
+        .when(think_open).then(pl.lit(None, pl.String))
+        .otherwise(after_think)
+        .str.strip_chars()
+    )
+    outer = (
+        text.str.contains(OUTER_PATTERN)
+        & (text.str.count_matches(ANSWER_OPEN, literal=True) == 1)
+        & (text.str.count_matches(THINK_OPEN, literal=True) == 1)
+    ).fill_null(False)
+    truncated = ((has_answer & ~closed) | (~has_answer & think_open)).fill_null(False)
+    return {
+        "answer_text": pl.when(raw.str.len_chars() > 0).then(raw),
+        "outer_ok": outer & ~truncated,
+        "truncated": truncated,
+    }
 
 
-def _seconds(token: str) -> float | None:
-    if ":" in token:
-        parts = token.split(":")
-        try:
-            values = [float(p) for p in parts]
-        except ValueError:
-            return None
-        total = 0.0
-        for v in values:
-            total = total * 60 + v
-        return total
-    return _parse_number(token)
+# --- helpers on string expressions --------------------------------------------------------------
+def _to_float(e: pl.Expr) -> pl.Expr:
+    value = e.str.replace_all(",", "", literal=True).cast(pl.Float64, strict=False)
+    return pl.when(value.is_finite()).then(value)
 
 
-def _format_number(value: float) -> str:
-    if value == int(value) and abs(value) < 1e15:
-        return str(int(value))
-    return repr(round(value, 6))
+def format_number_expr(value: pl.Expr) -> pl.Expr:
+    """Canonical text of a number: integers without a decimal point, others to 6 decimals."""
+    integral = (value == value.round(0)) & (value.abs() < 1e15)
+    return (
+        pl.when(integral).then(value.cast(pl.Int64, strict=False).cast(pl.String))
+        .otherwise(value.round(6).cast(pl.String))
+    )
 
 
-def _normalise_text(text: str) -> str:
-    return " ".join(text.strip().strip("\"'`*").split())
+def _collapse(e: pl.Expr) -> pl.Expr:
+    return e.str.strip_chars().str.strip_chars("\"'`*").str.replace_all(r"\s+", " ").str.strip_chars()
 
 
-def parse_choice(text: str, options: list[str] | None) -> str | None:
-    letters = option_letters(options)
-    for pattern in _LETTER_RES:
-        match = pattern.search(text)
-        if match and match.group(1).upper() in letters:
-            return match.group(1).upper()
-    if options:  # the option's text instead of its letter
-        said = _normalise_text(text).lower().rstrip(".")
-        for letter, option in zip(letters, options):
-            if said == _normalise_text(option).lower().rstrip("."):
-                return letter
-    return None
+def _clock_seconds(clock: pl.Expr) -> pl.Expr:
+    parts = clock.str.split(":")
+    part = lambda i: parts.list.get(i, null_on_oob=True).cast(pl.Float64, strict=False)  # noqa: E731
+    return pl.when(parts.list.len() == 3).then(part(0) * 3600 + part(1) * 60 + part(2)).otherwise(part(0) * 60 + part(1))
 
 
-def parse_interval(text: str) -> tuple[float, float] | None:
-    clocks = _CLOCK_RE.findall(text)
-    if len(clocks) >= 2:
-        values = [_seconds(c) for c in clocks[:2]]
+def _bracketed(values: list[pl.Expr]) -> pl.Expr:
+    return pl.concat_str([pl.lit("["), pl.concat_str([format_number_expr(v) for v in values], separator=", "), pl.lit("]")])
+
+
+# --- per task type ------------------------------------------------------------------------------
+# Each parser is a list of stages (column name -> expression), applied one ``with_columns`` after
+# another: later stages read the columns earlier ones made, so no expression is evaluated twice.
+Stages = list[dict[str, pl.Expr]]
+_NO_NUMBERS = {f"v{i}": pl.lit(None, pl.Float64) for i in range(4)}
+
+
+def _parse_choice(a: pl.Expr, options: pl.Expr) -> Stages:
+    allowed = pl.lit(LETTERS).str.slice(0, options.list.len().fill_null(len(LETTERS)))
+    candidates = {f"_c{i}": a.str.extract(p, 1).str.to_uppercase() for i, p in enumerate(LETTER_PATTERNS)}
+    valid = [pl.when(allowed.str.contains(pl.col(c), literal=True)).then(pl.col(c)) for c in candidates]
+    letter = pl.col("normalised")  # option-text answers are matched afterwards (_match_option_text)
+    strict = a.str.contains(STRICT_PATTERNS["multiple_choice"]).fill_null(False)
+    return [
+        candidates,
+        {"normalised": pl.coalesce(valid)},
+        {"task_ok": strict & letter.is_not_null(), "display": letter, **_NO_NUMBERS},
+    ]
+
+
+def _parse_number(a: pl.Expr) -> Stages:
+    value = pl.col("v0")
+    strict = a.str.contains(STRICT_PATTERNS["numerical"]).fill_null(False)
+    return [
+        {"v0": _to_float(a.str.extract(f"({NUMBER_PATTERN})", 1))},
+        {"normalised": format_number_expr(value), "task_ok": strict & value.is_not_null()},
+        {"display": pl.col("normalised"), **{k: v for k, v in _NO_NUMBERS.items() if k != "v0"}},
+    ]
+
+
+def _parse_interval(a: pl.Expr) -> Stages:
+    clocks, numbers = pl.col("_clocks"), pl.col("_numbers")
+    use_clock = clocks.list.len() >= 2
+    first = lambda lst, i: lst.list.get(i, null_on_oob=True)  # noqa: E731
+    start, end = pl.col("_start"), pl.col("_end")
+    ok = start.is_not_null() & end.is_not_null() & (start <= end)
+    strict = a.str.contains(STRICT_PATTERNS["temporal_grounding"]).fill_null(False)
+    return [
+        {"_clocks": a.str.extract_all(CLOCK_PATTERN), "_numbers": a.str.extract_all(NUMBER_PATTERN)},
+        {
+            "_start": pl.when(use_clock).then(_clock_seconds(first(clocks, 0))).otherwise(_to_float(first(numbers, 0))),
+            "_end": pl.when(use_clock).then(_clock_seconds(first(clocks, 1))).otherwise(_to_float(first(numbers, 1))),
+        },
+        {"_ok": ok.fill_null(False)},
+        {"v0": pl.when("_ok").then(start), "v1": pl.when("_ok").then(end), "v2": pl.lit(None, pl.Float64), "v3": pl.lit(None, pl.Float64)},
+        {"normalised": pl.when("_ok").then(_bracketed([pl.col("v0"), pl.col("v1")])), "task_ok": strict & pl.col("_ok")},
+        {"display": pl.col("normalised")},
+    ]
+
+
+def _parse_box(a: pl.Expr) -> Stages:
+    numbers = pl.col("_numbers")
+    v = [pl.col(f"_b{i}") for i in range(4)]
+    strict = a.str.contains(STRICT_PATTERNS["spatial_grounding"]).fill_null(False)
+    return [
+        {"_numbers": a.str.replace_all(BOX_LABEL_PATTERN, " ").str.extract_all(BOX_NUMBER_PATTERN)},
+        {f"_b{i}": numbers.list.get(i, null_on_oob=True).cast(pl.Float64, strict=False) for i in range(4)},
+        {"_ok": ((numbers.list.len() >= 4) & (v[0] <= v[2]) & (v[1] <= v[3])).fill_null(False)},
+        {f"v{i}": pl.when("_ok").then(v[i]) for i in range(4)},
+        {"normalised": pl.when("_ok").then(_bracketed([pl.col(f"v{i}") for i in range(4)])), "task_ok": strict & pl.col("_ok")},
+        {"display": pl.col("normalised")},
+    ]
+
+
+def _parse_text(a: pl.Expr, task: str) -> Stages:
+    collapsed = pl.col("_collapsed")
+    return [
+        {"_collapsed": _collapse(a)},
+        {"display": pl.when(collapsed.str.len_chars() > 0).then(collapsed)},
+        {
+            "normalised": pl.col("display").str.to_lowercase(),
+            "task_ok": a.str.contains(STRICT_PATTERNS[task]).fill_null(False),
+            **_NO_NUMBERS,
+        },
+        *([{"display": pl.col("normalised")}] if task == TaskType.OCR.value else []),
+    ]
+
+
+def _task_stages(task: str, a: pl.Expr, options: pl.Expr) -> Stages:
+    if task == TaskType.MULTIPLE_CHOICE.value:
+        return _parse_choice(a, options)
+    if task == TaskType.NUMERICAL.value:
+        return _parse_number(a)
+    if task == TaskType.TEMPORAL_GROUNDING.value:
+        return _parse_interval(a)
+    if task == TaskType.SPATIAL_GROUNDING.value:
+        return _parse_box(a)
+    return _parse_text(a, task)
+
+
+def _match_option_text(frame: pl.DataFrame, answer: str, options: str) -> pl.DataFrame:
+    """Multiple choice answered with the option's text instead of its letter."""
+    missing = frame.select(pl.col("normalised").is_null() & pl.col(answer).is_not_null() & pl.col(options).is_not_null()).to_series()
+    if not missing.any():
+        return frame
+    said = _collapse(pl.col(answer)).str.to_lowercase().str.strip_chars_end(".")
+    matches = (
+        frame.filter(missing)
+        .select("_row", said.alias("_said"), pl.col(options).alias("_option"))
+        .with_columns(pl.int_ranges(pl.col("_option").list.len()).alias("_index"))
+        .explode("_option", "_index")
+        .filter(_collapse(pl.col("_option")).str.to_lowercase().str.strip_chars_end(".") == pl.col("_said"))
+        .group_by("_row")
+        .agg(pl.col("_index").min())
+        .with_columns(pl.lit(LETTERS).str.slice(pl.col("_index"), 1).alias("_letter"))
+    )
+    if matches.is_empty():
+        return frame
+    return (
+        frame.join(matches.select("_row", "_letter"), on="_row", how="left")
+        .with_columns(pl.coalesce("normalised", "_letter").alias("normalised"), pl.coalesce("display", "_letter").alias("display"))
+        .drop("_letter")
+    )
+
+
+def parse_answers(frame: pl.DataFrame, answer: str, task_type: str = "task_type", options: str = "options", prefix: str = "") -> pl.DataFrame:
+    """Add the parsed columns (``PARSED_COLUMNS``, named with ``prefix``) of the texts in column ``answer``."""
+    narrow = frame.select(
+        pl.col(answer).alias("_answer"),
+        pl.col(task_type).alias("_task"),
+        (pl.col(options) if options in frame.columns else pl.lit(None, pl.List(pl.String))).alias("_options"),
+    ).with_row_index("_row")
+    schema = {"task_ok": pl.Boolean, "normalised": pl.String, "display": pl.String, **{f"v{i}": pl.Float64 for i in range(4)}}
+    parts = []
+    for (task,), part in narrow.partition_by("_task", as_dict=True, maintain_order=True).items():
+        for stage in _task_stages(str(task), pl.col("_answer"), pl.col("_options")):
+            part = part.with_columns(**stage)
+        if task == TaskType.MULTIPLE_CHOICE.value:
+            part = _match_option_text(part, "_answer", "_options")
+        parts.append(part.select("_row", *(pl.col(c).cast(t) for c, t in schema.items())))
+    if parts:
+        parsed = pl.concat(parts, how="vertical")
+        parsed = parsed.sort("_row") if len(parts) > 1 else parsed
     else:
-        values = [float(m.replace(",", "")) for m in _NUMBER_RE.findall(text)[:2]]
-    if len(values) < 2 or any(v is None for v in values):
-        return None
-    start, end = values
-    return (start, end) if start <= end else None
+        parsed = narrow.select("_row", *(pl.lit(None, t).alias(c) for c, t in schema.items()))
+    parsed = parsed.select(pl.col("task_ok").fill_null(False), *PARSED_COLUMNS[1:]).rename({c: prefix + c for c in PARSED_COLUMNS})
+    return frame.drop([c for c in parsed.columns if c in frame.columns]).hstack(parsed)
 
 
-def parse_box(text: str) -> tuple[float, float, float, float] | None:
-    unlabelled = _BOX_LABEL_RE.sub(" ", text)  # "x1=4 y1=8 ..." -> " 4  8 ..."
-    numbers = [float(m) for m in _BOX_NUMBER_RE.findall(unlabelled)]
-    if len(numbers) < 4:
-        return None
-    x1, y1, x2, y2 = numbers[:4]
-    return (x1, y1, x2, y2) if x1 <= x2 and y1 <= y2 else None
+def parse_responses(frame: pl.DataFrame, text: str = "text", task_type: str = "task_type", options: str = "options") -> pl.DataFrame:
+    """Add ``RESPONSE_COLUMNS`` and ``PARSED_COLUMNS`` for the responses in column ``text``."""
+    frame = frame.with_columns(**response_parts(pl.col(text)))
+    return parse_answers(frame, "answer_text", task_type, options)
 
 
+# --- one response -------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Extracted:
     outer_ok: bool
     task_ok: bool  # the answer part follows the task's strict syntax
-    value: object  # parsed answer: letter, float, (start, end), box, or text; None if none
+    value: object  # letter, float, (start, end), (x1, y1, x2, y2), or text; None if nothing parsed
     normalised: str | None  # canonical string, equal for answers that mean the same
 
 
-def extract(text: str | None, task_type: str, options: list[str] | None = None) -> Extracted:
-    """Parse a response (or a ground-truth answer) for ``task_type``."""
-    parsed = split_response(text)
-    return extract_answer(parsed.answer_text, task_type, options, outer_ok=parsed.outer_ok and not parsed.truncated)
-
-
-def extract_answer(answer: str | None, task_type: str, options: list[str] | None = None, outer_ok: bool = True) -> Extracted:
-    """Parse the content of an ``<answer>`` block (also used on ground-truth strings)."""
-    if answer is None or not answer.strip():
-        return Extracted(outer_ok, False, None, None)
-    strict = _STRICT_RE.get(task_type)
-    task_ok = bool(strict and strict.search(answer))
-    value: object = None
-    normalised: str | None = None
-    if task_type == TaskType.MULTIPLE_CHOICE.value:
-        value = parse_choice(answer, options)
-        task_ok = task_ok and value is not None
-        normalised = value
-    elif task_type == TaskType.NUMERICAL.value:
-        value = _parse_number(answer)
-        normalised = None if value is None else _format_number(value)
+def _extracted(row: dict, task_type: str, outer_ok: bool) -> Extracted:
+    numbers = tuple(row[f"v{i}"] for i in range(4))
+    if task_type == TaskType.NUMERICAL.value:
+        value: object = numbers[0]
     elif task_type == TaskType.TEMPORAL_GROUNDING.value:
-        value = parse_interval(answer)
-        task_ok = task_ok and value is not None
-        if value is not None:
-            normalised = "[" + ", ".join(_format_number(v) for v in value) + "]"
+        value = numbers[:2] if numbers[0] is not None else None
     elif task_type == TaskType.SPATIAL_GROUNDING.value:
-        value = parse_box(answer)
-        task_ok = task_ok and value is not None
-        if value is not None:
-            normalised = "[" + ", ".join(_format_number(v) for v in value) + "]"
-    elif task_type == TaskType.OCR.value:
-        value = _normalise_text(answer).lower()
-        normalised = value or None
+        value = numbers if numbers[0] is not None else None
     else:
-        value = _normalise_text(answer)
-        normalised = value.lower() or None
-    return Extracted(outer_ok, task_ok, value, normalised)
+        value = row["display"]
+    return Extracted(outer_ok, bool(row["task_ok"]), value, row["normalised"])
+
+
+def _one(column: str, text: str | None, task_type: str, options: list[str] | None) -> pl.DataFrame:
+    return pl.DataFrame(
+        {column: [text], "task_type": [task_type], "options": [options]},
+        schema={column: pl.String, "task_type": pl.String, "options": pl.List(pl.String)},
+    )
+
+
+def extract(text: str | None, task_type: str, options: list[str] | None = None) -> Extracted:
+    """Parse one response for ``task_type`` (the column-wise grammar on a single row)."""
+    row = parse_responses(_one("text", text, task_type, options)).row(0, named=True)
+    return _extracted(row, task_type, bool(row["outer_ok"]))
+
+
+def extract_answer(answer: str | None, task_type: str, options: list[str] | None = None) -> Extracted:
+    """Parse the content of an ``<answer>`` block or a ground-truth string."""
+    row = parse_answers(_one("answer", answer, task_type, options), "answer").row(0, named=True)
+    return _extracted(row, task_type, True)
+
+
+def split_response(text: str | None) -> dict:
+    """answer_text / outer_ok / truncated of one response."""
+    return pl.DataFrame({"t": [text]}, schema={"t": pl.String}).select(**response_parts(pl.col("t"))).row(0, named=True)
 
 
 def format_answer(task_type: str, value: object) -> str:
     """The strict ground-truth form of a value, e.g. ``format_answer("temporal_grounding", (1, 2.5))``."""
     if task_type in (TaskType.TEMPORAL_GROUNDING.value, TaskType.SPATIAL_GROUNDING.value):
-        return "[" + ", ".join(_format_number(float(v)) for v in value) + "]"  # type: ignore[union-attr]
+        values = [float(v) for v in value]  # type: ignore[union-attr]
+        return pl.select(_bracketed([pl.lit(v, pl.Float64) for v in values])).item()
     if task_type == TaskType.NUMERICAL.value:
-        return _format_number(float(value))  # type: ignore[arg-type]
+        return pl.select(format_number_expr(pl.lit(float(value), pl.Float64))).item()  # type: ignore[arg-type]
     return str(value)
 
 

@@ -2,7 +2,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rmsd.schemas.grammar import TaskType, extract, extract_answer, split_response, wrap_response
+import polars as pl
+
+from rmsd.schemas.grammar import TaskType, extract, extract_answer, parse_answers, parse_responses, split_response, wrap_response
 from rmsd.schemas.tables import TASK_TYPES
 
 COLOURS = ["red", "green", "blue", "yellow"]
@@ -51,8 +53,8 @@ def test_outer_format_failures():
     e = extract(two, "multiple_choice", COLOURS)
     assert not e.outer_ok and e.value == "C"  # the last answer counts
     cut = split_response("<think>hmm</think><answer>[1.5, 2")
-    assert cut.truncated and not cut.outer_ok and cut.answer_text == "[1.5, 2"
-    assert split_response("<think>still thinking").answer_text is None
+    assert cut == {"answer_text": "[1.5, 2", "outer_ok": False, "truncated": True}
+    assert split_response("<think>still thinking")["answer_text"] is None
     assert extract("Text before <think>x</think><answer>B</answer>", "multiple_choice", COLOURS).outer_ok is False
 
 
@@ -62,12 +64,38 @@ def test_ground_truth_strings_parse_strictly():
     assert extract_answer("3", "numerical").normalised == "3"
 
 
-@settings(max_examples=300, deadline=None)
-@given(text=st.text(), task=st.sampled_from(TASK_TYPES), options=st.none() | st.lists(st.text(), max_size=6))
-def test_no_parser_raises(text, task, options):
-    extract(text, task, options)
-    extract(wrap_response(text, text), task, options)
-    extract_answer(text, task, options)
+RESPONSES = st.one_of(
+    st.text(),
+    st.builds(wrap_response, st.text(), st.text()),
+    st.builds(lambda a, b: f"<think>{a}</think><answer>{b}", st.text(), st.text()),
+    st.from_regex(r"\[?\s*-?\d{1,4}(\.\d+)?\s*(,\s*-?\d{1,4}(\.\d+)?\s*){0,5}\]?", fullmatch=True),
+    st.from_regex(r"(\d+:)?\d{1,2}:\d{2}(\.\d+)? to (\d+:)?\d{1,2}:\d{2}", fullmatch=True),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(rows=st.lists(st.tuples(RESPONSES, st.sampled_from(TASK_TYPES), st.none() | st.lists(st.text(), max_size=6)), min_size=1, max_size=30))
+def test_no_parser_raises(rows):
+    frame = pl.DataFrame(
+        {"text": [r[0] for r in rows], "task_type": [r[1] for r in rows], "options": [r[2] for r in rows]},
+        schema={"text": pl.String, "task_type": pl.String, "options": pl.List(pl.String)},
+    )
+    parsed = parse_responses(frame)
+    assert parsed.height == len(rows)
+    assert parsed["text"].to_list() == frame["text"].to_list()  # row order kept
+    assert parsed["task_ok"].null_count() == 0 and parsed["outer_ok"].null_count() == 0
+    answers = parse_answers(frame, "text")
+    assert answers.height == len(rows)
+
+
+def test_vectorised_parse_equals_one_at_a_time():
+    texts = [wrap_response("x", a) for a in ["(B)", "12", "[1, 2]", "[1, 2, 3, 4]", "MOON", "A cat."]]
+    tasks = ["multiple_choice", "numerical", "temporal_grounding", "spatial_grounding", "ocr", "open_ended"]
+    options = [COLOURS, None, None, None, None, None]
+    frame = pl.DataFrame({"text": texts, "task_type": tasks, "options": options})
+    parsed = parse_responses(frame)
+    for row, (text, task, opts) in zip(parsed.iter_rows(named=True), zip(texts, tasks, options)):
+        assert row["normalised"] == extract(text, task, opts).normalised
 
 
 def test_task_types_are_the_six_of_the_contract():

@@ -1,0 +1,105 @@
+"""Task metrics and sample quality, column-wise: the scoring rmsd-filter applies to every teacher
+sample and rmsd-train applies to rollouts (rewards) and to evaluation.
+
+=================== ===================================================================
+multiple_choice     exact match of the option letter
+numerical           epsilon-accuracy: |pred - gt| <= tolerance * |gt| (|pred| <= tolerance if gt = 0)
+temporal_grounding  temporal IoU of [start, end]
+spatial_grounding   box IoU
+ocr                 ANLS: 1 - normalised edit distance, 0 below the threshold (default 0.5)
+open_ended          none (null)
+=================== ===================================================================
+
+``quality`` q = valid x metric, valid = outer_ok and task_ok (METHOD.md). Open-ended samples,
+and closed-ended ones without ground truth, have no metric: their quality is validity alone (the
+paper's uniform weighting of valid samples).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+from rapidfuzz.distance import Levenshtein
+from rapidfuzz.process import cpdist
+
+from .grammar import PARSED_COLUMNS, parse_answers, parse_responses
+
+DEFAULT_TOLERANCE = 0.05
+DEFAULT_ANLS_THRESHOLD = 0.5
+SCORE_COLUMNS = ("valid", "correct", "quality")
+
+
+def _iou_1d(s1: pl.Expr, e1: pl.Expr, s2: pl.Expr, e2: pl.Expr) -> pl.Expr:
+    inter = (pl.min_horizontal(e1, e2) - pl.max_horizontal(s1, s2)).clip(lower_bound=0)
+    union = pl.max_horizontal(e1, e2) - pl.min_horizontal(s1, s2)
+    return pl.when(union > 0).then(inter / union).otherwise(((s1 == s2) & (e1 == e2)).cast(pl.Float64))
+
+
+def _box_iou() -> pl.Expr:
+    p = [pl.col(f"v{i}") for i in range(4)]
+    g = [pl.col(f"gt_v{i}") for i in range(4)]
+    w = (pl.min_horizontal(p[2], g[2]) - pl.max_horizontal(p[0], g[0])).clip(lower_bound=0)
+    h = (pl.min_horizontal(p[3], g[3]) - pl.max_horizontal(p[1], g[1])).clip(lower_bound=0)
+    inter = w * h
+    union = (p[2] - p[0]) * (p[3] - p[1]) + (g[2] - g[0]) * (g[3] - g[1]) - inter
+    return pl.when(union > 0).then(inter / union).otherwise((pl.all_horizontal([a == b for a, b in zip(p, g)])).cast(pl.Float64))
+
+
+def metric_expr(tolerance: float = DEFAULT_TOLERANCE) -> pl.Expr:
+    """The metric of every row with a parsed answer and ground truth (OCR: see ``anls``)."""
+    task = pl.col("task_type")
+    pred, gt = pl.col("v0"), pl.col("gt_v0")
+    numeric = pl.when(gt == 0).then(pred.abs() <= tolerance).otherwise((pred - gt).abs() <= tolerance * gt.abs())
+    return (
+        pl.when(task == "multiple_choice").then((pl.col("normalised") == pl.col("gt_normalised")).cast(pl.Float64))
+        .when(task == "numerical").then(numeric.cast(pl.Float64))
+        .when(task == "temporal_grounding").then(_iou_1d(pl.col("v0"), pl.col("v1"), pl.col("gt_v0"), pl.col("gt_v1")))
+        .when(task == "spatial_grounding").then(_box_iou())
+        .otherwise(pl.lit(None, pl.Float64))
+    )
+
+
+def anls(predictions: list[str | None], truths: list[str | None], threshold: float = DEFAULT_ANLS_THRESHOLD) -> np.ndarray:
+    """ANLS of aligned pairs (rapidfuzz, C++); a missing prediction scores 0."""
+    similarity = cpdist([p or "" for p in predictions], [t or "" for t in truths], scorer=Levenshtein.normalized_similarity, workers=1)
+    similarity = np.where(similarity >= threshold, similarity, 0.0)
+    return np.where([p is None for p in predictions], 0.0, similarity)
+
+
+def score_parsed(frame: pl.DataFrame, tolerance: float = DEFAULT_TOLERANCE, anls_threshold: float = DEFAULT_ANLS_THRESHOLD) -> pl.DataFrame:
+    """Add ``valid``, ``correct`` and ``quality`` to a frame holding parsed responses and ``gt_`` columns."""
+    has_gt = pl.col("gt_normalised").is_not_null() & (pl.col("task_type") != "open_ended")
+    frame = frame.with_columns(
+        valid=(pl.col("outer_ok") & pl.col("task_ok")).fill_null(False),
+        correct=pl.when(has_gt).then(pl.when(pl.col("normalised").is_not_null()).then(metric_expr(tolerance)).otherwise(0.0)),
+    )
+    is_ocr = (frame["task_type"] == "ocr") & frame["gt_normalised"].is_not_null()
+    if is_ocr.any():
+        ocr = frame.filter(is_ocr)
+        scores = pl.Series("correct", anls(ocr["normalised"].to_list(), ocr["gt_normalised"].to_list(), anls_threshold))
+        frame = frame.with_columns(
+            pl.when(is_ocr).then(pl.Series(np.zeros(frame.height)).scatter(np.flatnonzero(is_ocr.to_numpy()), scores)).otherwise(pl.col("correct")).alias("correct")
+        )
+    return frame.with_columns(
+        quality=pl.when(pl.col("correct").is_not_null()).then(pl.col("valid").cast(pl.Float64) * pl.col("correct")).otherwise(pl.col("valid").cast(pl.Float64))
+    )
+
+
+def score_responses(
+    frame: pl.DataFrame,
+    text: str = "text",
+    answer: str = "answer",
+    tolerance: float = DEFAULT_TOLERANCE,
+    anls_threshold: float = DEFAULT_ANLS_THRESHOLD,
+) -> pl.DataFrame:
+    """Parse responses and ground truth, then score: the whole stage-2 scoring of a batch.
+
+    ``frame`` needs ``text``, ``answer``, ``task_type`` and ``options``. Adds the grammar's columns
+    (``answer_text``, ``outer_ok``, ``truncated``, ``task_ok``, ``normalised``, ``display``, ``v0..v3``),
+    the ground truth's (``gt_`` prefixed), and ``valid``, ``correct``, ``quality``."""
+    frame = parse_responses(frame, text)
+    frame = parse_answers(frame, answer, prefix="gt_").drop("gt_display", "gt_task_ok")
+    return score_parsed(frame, tolerance, anls_threshold)
+
+
+__all__ = ["PARSED_COLUMNS", "SCORE_COLUMNS", "anls", "metric_expr", "score_parsed", "score_responses"]
