@@ -272,7 +272,7 @@ def run_job(
     rows, refused = load_prompts(prompts_path)
     if limit is not None:
         rows = rows[:limit]
-    config_hash = pipeline.config_hash()
+    config_hash = pipeline.gen_hash()
     digest = prompts_digest(rows)
     run_id = hashlib.sha256(f"{config_hash}/{digest}".encode()).hexdigest()[:16]
     identity = {"pipeline": pipeline_name, "config_hash": config_hash, "prompts_digest": digest, "prompts": len(rows), "run_id": run_id}

@@ -24,6 +24,9 @@ from .tables import TASK_TYPES
 DEFAULT_RMSD_HOME = "~/.cache/rmsd"
 
 
+LATER_STAGE_SECTIONS = ("filter",)  # sections rmsd-gen's job identity ignores
+
+
 class ConfigError(ValueError):
     """pipelines.yaml (or a flag) is wrong; the message says where and how."""
 
@@ -112,6 +115,35 @@ class GenConfig(_Strict):
     decode_cpus: float = Field(1, gt=0, description="CPUs per frame-decoding task")
 
 
+class FilterConfig(_Strict):
+    """rmsd-filter: scoring, filtering and matching weights (METHOD.md, stage 2)."""
+
+    tau: float = Field(0.3, ge=0, le=1, description="keep samples with quality >= tau (paper: 0.3)")
+    tau_by_task: dict[str, float] = Field(default_factory=dict, description="per task type tau overrides")
+    tolerance: float = Field(0.05, ge=0, description="numerical: relative tolerance of epsilon-accuracy")
+    anls_threshold: float = Field(0.5, ge=0, le=1, description="OCR: ANLS similarity below this scores 0")
+    open_ended_weighting: Literal["uniform", "agreement"] = Field(
+        "uniform", description="uniform: 1/K over valid samples (paper); agreement: by mean sentence-embedding similarity to the others"
+    )
+    pseudo_label: Literal["none", "majority"] = Field(
+        "none", description="closed-ended prompts without ground truth: majority vote of the valid samples as the label"
+    )
+    seed: int = Field(0, description="breaks ties when choosing T_best")
+
+    @field_validator("tau_by_task")
+    @classmethod
+    def _known_tasks(cls, taus: dict) -> dict:
+        unknown = sorted(set(taus) - set(TASK_TYPES))
+        if unknown:
+            raise ValueError(f"unknown task types {unknown}; known: {list(TASK_TYPES)}")
+        if any(not 0 <= v <= 1 for v in taus.values()):
+            raise ValueError("tau values must lie in [0, 1]")
+        return taus
+
+    def tau_for(self, task_type: str) -> float:
+        return self.tau_by_task.get(task_type, self.tau)
+
+
 class PipelineConfig(_Strict):
     description: str = ""
     prompts: str | None = Field(None, description="default prompts file when --prompts is not given")
@@ -122,6 +154,7 @@ class PipelineConfig(_Strict):
     tasks: dict[str, SamplingOverride] = Field(default_factory=dict, description="per task type overrides of sampling")
     templates: dict[str, TemplateConfig] = Field(default_factory=lambda: {"default": TemplateConfig()})
     gen: GenConfig = GenConfig()
+    filter: FilterConfig = FilterConfig()
 
     @field_validator("tasks")
     @classmethod
@@ -156,8 +189,14 @@ class PipelineConfig(_Strict):
     def teachers_for(self, task_type: str) -> list[str]:
         return self.route(task_type).teachers or [t.id for t in self.teachers]
 
-    def config_hash(self) -> str:
-        return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+    def config_hash(self, exclude: tuple[str, ...] = ()) -> str:
+        """Hash of the configuration, without the named sections (a stage leaves out later stages')."""
+        data = {k: v for k, v in self.model_dump(mode="json").items() if k not in exclude}
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+    def gen_hash(self) -> str:
+        """What decides rmsd-gen's samples: everything but the later stages' sections."""
+        return self.config_hash(exclude=LATER_STAGE_SECTIONS)
 
 
 class PipelinesFile(_Strict):

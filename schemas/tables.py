@@ -85,9 +85,43 @@ SAMPLES_SCHEMA = pa.schema(
     ]
 )
 
+# --- scored / curated: rmsd-filter's output --------------------------------------------------------
+SCORE_FIELDS = [
+    _field("extracted", pa.string(), True, "normalised answer (grammar); null if none could be parsed"),
+    _field("format_outer_ok", pa.bool_(), False, "wrapper is <think>..</think><answer>..</answer>"),
+    _field("format_task_ok", pa.bool_(), False, "answer follows the task's strict syntax"),
+    _field("truncated", pa.bool_(), False, "an <answer> or <think> was opened and never closed"),
+    _field("label_source", pa.string(), True, "ground_truth | majority (pseudo-label) | null (no label)"),
+    _field("correct", pa.float64(), True, "metric vs the label; null for open-ended or unlabelled"),
+    _field("quality", pa.float64(), False, "q = valid x metric (validity alone where no metric)"),
+    _field("agreement", pa.float64(), True, "share of the prompt's samples from this teacher with the same answer"),
+    _field("agreement_pool", pa.float64(), True, "share of the prompt's samples from all teachers with the same answer"),
+    _field("kept", pa.bool_(), False, "quality >= tau of the task type"),
+    _field("weight", pa.float64(), False, "matching probability p_k over the prompt's kept samples (0 if not kept)"),
+    _field("is_best", pa.bool_(), False, "T_best: the prompt's highest-quality kept sample"),
+]
+SCORED_VERSION = 1
+SCORED_SCHEMA = pa.schema([*SAMPLES_SCHEMA, *SCORE_FIELDS])
+CURATED_VERSION = 1
+CURATED_SCHEMA = SCORED_SCHEMA  # the kept rows of scored, weights summing to 1 per prompt
+
+DROPPED_VERSION = 1
+DROPPED_SCHEMA = pa.schema(
+    [
+        _field("prompt_id", pa.string(), False, "a prompt with no kept sample"),
+        _field("task_type", pa.string(), False, "its task type"),
+        _field("reason", pa.string(), False, "no_samples | all_errors | no_valid_format | below_tau"),
+        _field("num_samples", pa.int32(), False, "samples it had"),
+        _field("best_quality", pa.float64(), True, "its highest sample quality"),
+    ]
+)
+
 TABLES: dict[str, tuple[pa.Schema, int]] = {
     "prompts": (PROMPTS_SCHEMA, PROMPTS_VERSION),
     "samples": (SAMPLES_SCHEMA, SAMPLES_VERSION),
+    "scored": (SCORED_SCHEMA, SCORED_VERSION),
+    "curated": (CURATED_SCHEMA, CURATED_VERSION),
+    "dropped": (DROPPED_SCHEMA, DROPPED_VERSION),
 }
 
 

@@ -1,0 +1,58 @@
+"""``rmsd-filter``: score every teacher sample, keep and weight the good ones, report teacher reliability."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+
+
+@app.callback()
+def _root() -> None:
+    """Score, filter and weight teacher samples (R-MSD stage 2)."""
+
+
+@app.command()
+def run(
+    pipeline: str = typer.Option(..., "--pipeline", help="pipeline name in pipelines.yaml (its `filter:` section is used)"),
+    samples: Path = typer.Option(..., "--samples", help="folder of rmsd-gen sample shards"),
+    out: Path = typer.Option(..., "--out", help="output folder: scored/, curated/, dropped_prompts.parquet, report/, _manifest.json"),
+    config: Optional[Path] = typer.Option(None, "--config", help="pipelines file (default: ./pipelines.yaml, else the packaged one)"),
+    tau: Optional[float] = typer.Option(None, "--tau", min=0, max=1, help="override the pipeline's tau for every task type"),
+    ray: bool = typer.Option(False, "--ray/--local", help="score shard groups as Ray tasks (same results as local)"),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (implies --ray)"),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar"),
+) -> None:
+    """Score samples (format, metric, quality, agreement), filter by tau, compute matching weights."""
+    from ..schemas.config import ConfigError, load_pipeline
+    from ..schemas.tables import SchemaError
+    from .run import run_filter
+
+    try:
+        cfg = load_pipeline(pipeline, config, check_models=False)
+        if tau is not None:
+            cfg = cfg.model_copy(update={"filter": cfg.filter.model_copy(update={"tau": tau, "tau_by_task": {}})})
+        if not samples.is_dir():
+            raise FileNotFoundError(f"samples folder not found: {samples}")
+        summary = run_filter(cfg, pipeline, samples, out, use_ray=ray or address is not None, address=address, progress=progress)
+    except (ConfigError, SchemaError, FileNotFoundError) as exc:
+        typer.secho(f"rmsd-filter: error: {exc}", fg="red", err=True)
+        raise typer.Exit(2)
+    share = summary.kept / max(summary.samples, 1)
+    typer.echo(
+        f"rmsd-filter: {summary.samples} samples of {summary.prompts} prompts scored in {summary.wall_seconds:.1f} s; "
+        f"kept {summary.kept} ({100 * share:.1f}%); {summary.dropped} prompts without a kept sample"
+    )
+    typer.echo(f"rmsd-filter: report {summary.out / 'report' / 'report.md'}; curated shards {summary.out / 'curated'}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,156 @@
+"""The rmsd-filter job: score every group of sample shards, write scored and curated shards, the
+list of prompts left without a kept sample, the reliability report and a manifest.
+
+rmsd-gen writes one shard per teacher and slice of prompts (``samples-<teacher>-<slice>``); all
+teachers' shards of one slice hold every sample of those prompts, so a slice is scored on its own:
+memory is bounded by one slice, and slices run in parallel on a Ray cluster (``use_ray``) with the
+same results as the local run. Outputs are deterministic: the same input gives identical bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+
+from ..schemas.config import PipelineConfig
+from ..schemas.tables import SchemaError, schema_for, shard_paths, write_table
+from .report import finish_stats, partial_stats, write_report
+from .score import dropped_prompts, score_samples
+
+_SLICE = re.compile(r"^samples-.+-(\d+)\.parquet$")
+
+
+@dataclass
+class FilterSummary:
+    out: Path
+    samples: int
+    kept: int
+    prompts: int
+    dropped: int
+    groups: int
+    wall_seconds: float
+    report: dict
+
+
+def shard_groups(samples_dir: Path) -> list[tuple[str, list[Path]]]:
+    """Shards grouped by rmsd-gen slice; files of another naming form one group."""
+    groups: dict[str, list[Path]] = {}
+    for path in shard_paths(samples_dir, "samples"):
+        match = _SLICE.match(path.name)
+        groups.setdefault(match.group(1) if match else "other", []).append(path)
+    if not groups:
+        raise SchemaError(f"{samples_dir}: no samples shards (*.parquet) found")
+    return sorted(groups.items())
+
+
+def _open_weights(cfg):
+    if cfg.open_ended_weighting != "agreement":
+        return None
+    from .embeddings import agreement_weights
+
+    return agreement_weights
+
+
+def _arrow(frame: pl.DataFrame, table: str) -> pa.Table:
+    return frame.to_arrow().cast(schema_for(table))
+
+
+def score_group(key: str, files: list[str], pipeline: PipelineConfig, out: str) -> dict:
+    """Score one group and write its scored and curated shards; returns its statistics."""
+    cfg = pipeline.filter
+    samples = pl.read_parquet(files)
+    scored = score_samples(samples, cfg, _open_weights(cfg))
+    out_path = Path(out)
+    write_table(_arrow(scored, "scored"), out_path / "scored" / f"part-{key}.parquet", "scored")
+    write_table(_arrow(scored.filter(pl.col("kept")), "curated"), out_path / "curated" / f"part-{key}.parquet", "curated")
+    return {
+        "stats": partial_stats(scored),
+        "dropped": dropped_prompts(scored),
+        "samples": scored.height,
+        "kept": int(scored["kept"].sum()),
+        "prompts": scored["prompt_id"].n_unique(),
+    }
+
+
+def _input_manifest_hash(samples_dir: Path) -> str | None:
+    manifest = samples_dir / "_manifest.json"
+    return hashlib.sha256(manifest.read_bytes()).hexdigest() if manifest.exists() else None
+
+
+def run_filter(
+    pipeline: PipelineConfig,
+    pipeline_name: str,
+    samples_dir: str | Path,
+    out: str | Path,
+    use_ray: bool = False,
+    address: str | None = None,
+    progress: bool = True,
+) -> FilterSummary:
+    from tqdm import tqdm
+
+    started = time.time()
+    samples_dir, out = Path(samples_dir).resolve(), Path(out).resolve()
+    groups = shard_groups(samples_dir)
+    for folder in ("scored", "curated"):  # a rerun replaces the previous output whole
+        for old in (out / folder).glob("part-*.parquet"):
+            old.unlink()
+    bar = tqdm(total=len(groups), unit="shard", desc="rmsd-filter", disable=not progress)
+    results = []
+    if use_ray:
+        import ray
+
+        started_ray = not ray.is_initialized()
+        if started_ray:
+            ray.init(address=address, include_dashboard=False, logging_level="WARNING") if address else ray.init(include_dashboard=False, logging_level="WARNING")
+        try:
+            task = ray.remote(score_group)
+            refs = [task.remote(key, [str(f) for f in files], pipeline, str(out)) for key, files in groups]
+            for ref in refs:  # in group order: the combined statistics do not depend on timing
+                results.append(ray.get(ref))
+                bar.update()
+        finally:
+            if started_ray:
+                ray.shutdown()
+    else:
+        for key, files in groups:
+            results.append(score_group(key, [str(f) for f in files], pipeline, str(out)))
+            bar.update()
+            bar.set_postfix(samples=sum(r["samples"] for r in results))
+    bar.close()
+
+    dropped = pl.concat([r["dropped"] for r in results]).sort("prompt_id")
+    write_table(dropped.to_arrow().cast(schema_for("dropped")), out / "dropped_prompts.parquet", "dropped")
+    stats = finish_stats([r["stats"] for r in results])
+    counts = {
+        "samples": sum(r["samples"] for r in results),
+        "kept": sum(r["kept"] for r in results),
+        "prompts": sum(r["prompts"] for r in results),
+        "dropped_prompts": dropped.height,
+        "shard_groups": len(groups),
+    }
+    header = {
+        "pipeline": pipeline_name,
+        "samples_dir": str(samples_dir),
+        "tau": pipeline.filter.tau,
+        "tau_by_task": pipeline.filter.tau_by_task,
+        "counts": counts,
+    }
+    report_paths = write_report(stats, dropped, out / "report", header)
+    manifest = {
+        **header,
+        "filter_config": pipeline.filter.model_dump(mode="json"),
+        "config_hash": pipeline.config_hash(),
+        "input_manifest_sha256": _input_manifest_hash(samples_dir),
+        "input_shards": [f.name for _, files in groups for f in files],
+        "outputs": {"scored": "scored/", "curated": "curated/", "dropped": "dropped_prompts.parquet", **{k: str(v.relative_to(out)) for k, v in report_paths.items()}},
+    }
+    (out / "_manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    report = json.loads(report_paths["json"].read_text())
+    return FilterSummary(out, counts["samples"], counts["kept"], counts["prompts"], dropped.height, len(groups), time.time() - started, report)

@@ -1,0 +1,114 @@
+"""Scoring one group of samples: every prompt's samples from every teacher are in the group.
+
+For each sample: the grammar's extraction and format flags, the metric against the label, quality,
+agreement with the other samples (within its teacher and across the pool), ``kept`` (q >= tau),
+the matching weight p_k over the prompt's kept samples and ``is_best`` (T_best).
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from ..schemas.config import FilterConfig
+from ..schemas.grammar import PARSED_COLUMNS, parse_answers, parse_responses
+from ..schemas.metrics import score_parsed
+from ..schemas.tables import SAMPLES_SCHEMA
+
+CLOSED = pl.col("task_type") != "open_ended"
+SORT_KEYS = ["prompt_id", "teacher", "sample_index"]
+
+
+def _majority_labels(frame: pl.DataFrame) -> pl.DataFrame:
+    """Closed-ended prompts without ground truth: the most common valid answer becomes the label
+    (ties: the smallest normalised answer, so the choice is deterministic)."""
+    unlabelled = CLOSED & pl.col("gt_normalised").is_null()
+    votes = (
+        frame.filter(unlabelled & pl.col("valid") & pl.col("normalised").is_not_null())
+        .group_by("prompt_id", "normalised")
+        .agg(pl.len().alias("_votes"), *(pl.col(f"v{i}").first().alias(f"_m{i}") for i in range(4)))
+        .sort(["prompt_id", "_votes", "normalised"], descending=[False, True, False])
+        .unique("prompt_id", keep="first", maintain_order=True)
+        .select("prompt_id", pl.col("normalised").alias("_majority"), *(f"_m{i}" for i in range(4)))
+    )
+    frame = frame.join(votes, on="prompt_id", how="left", maintain_order="left")
+    use = unlabelled & pl.col("_majority").is_not_null()
+    return frame.with_columns(
+        pl.when(use).then(pl.col("_majority")).otherwise(pl.col("gt_normalised")).alias("gt_normalised"),
+        *(pl.when(use).then(pl.col(f"_m{i}")).otherwise(pl.col(f"gt_v{i}")).alias(f"gt_v{i}") for i in range(4)),
+        pl.when(use).then(pl.lit("majority")).otherwise(pl.col("label_source")).alias("label_source"),
+    ).drop("_majority", *(f"_m{i}" for i in range(4)))
+
+
+def _agreement(over: list[str]) -> pl.Expr:
+    answered = pl.col("error").is_null()
+    same = pl.col("normalised").is_not_null().cast(pl.UInt32).sum().over([*over, "normalised"])
+    total = answered.cast(pl.UInt32).sum().over(over)
+    return pl.when(answered & pl.col("normalised").is_not_null()).then(same / total).when(answered).then(0.0)
+
+
+def score_samples(samples: pl.DataFrame, cfg: FilterConfig, open_weights=None) -> pl.DataFrame:
+    """Scored rows (the ``scored`` table's columns), sorted by prompt, teacher and sample index.
+
+    ``open_weights(frame) -> Series`` gives open-ended kept samples unnormalised weights
+    (agreement weighting); None keeps the paper's uniform weights."""
+    frame = samples.sort(SORT_KEYS)
+    frame = parse_responses(frame, "text")
+    frame = parse_answers(frame, "answer", prefix="gt_").drop("gt_display", "gt_task_ok")
+    frame = frame.with_columns(
+        label_source=pl.when(CLOSED & pl.col("gt_normalised").is_not_null()).then(pl.lit("ground_truth")),
+        valid=(pl.col("outer_ok") & pl.col("task_ok")).fill_null(False),
+    )
+    if cfg.pseudo_label == "majority":
+        frame = _majority_labels(frame)
+    frame = score_parsed(frame.drop("valid"), cfg.tolerance, cfg.anls_threshold)
+    taus = pl.col("task_type").replace_strict({t: cfg.tau_for(t) for t in cfg.tau_by_task}, default=cfg.tau, return_dtype=pl.Float64)
+    frame = frame.with_columns(
+        agreement=_agreement(["prompt_id", "teacher"]),
+        agreement_pool=_agreement(["prompt_id"]),
+        kept=pl.col("error").is_null() & (pl.col("quality") >= taus),
+    )
+    # matching distribution: proportional to q where a metric exists, uniform (or opt-in) otherwise
+    ranked = pl.col("correct").is_not_null()
+    raw = pl.when(~pl.col("kept")).then(0.0).when(ranked).then(pl.col("quality")).otherwise(1.0)
+    frame = frame.with_columns(_raw=raw)
+    if open_weights is not None:
+        frame = frame.with_columns(_raw=pl.when(pl.col("kept") & ~ranked & (pl.col("task_type") == "open_ended")).then(open_weights(frame)).otherwise(pl.col("_raw")))
+    # a prompt whose kept samples all have q = 0 (only possible with tau = 0) weighs them uniformly
+    frame = frame.with_columns(_raw=pl.when(pl.col("kept") & (pl.col("_raw").sum().over("prompt_id") == 0)).then(1.0).otherwise(pl.col("_raw")))
+    total = pl.col("_raw").sum().over("prompt_id")
+    tie_break = (pl.col("seed").cast(pl.UInt64) * 2654435761 + cfg.seed) % 4294967296
+    frame = frame.with_columns(weight=pl.when(total > 0).then(pl.col("_raw") / total).otherwise(0.0), _tie=tie_break)
+    best = frame.filter(pl.col("kept")).sort(["prompt_id", "quality", "_tie"], descending=[False, True, False]).unique("prompt_id", keep="first")
+    frame = frame.join(best.select("prompt_id", "teacher", "sample_index", pl.lit(True).alias("is_best")), on=SORT_KEYS, how="left", maintain_order="left")
+    return frame.select(
+        *(f.name for f in SAMPLES_SCHEMA),
+        pl.col("normalised").alias("extracted"),
+        pl.col("outer_ok").alias("format_outer_ok"),
+        pl.col("task_ok").alias("format_task_ok"),
+        "truncated",
+        "label_source",
+        "correct",
+        "quality",
+        "agreement",
+        "agreement_pool",
+        "kept",
+        "weight",
+        pl.col("is_best").fill_null(False),
+    )
+
+
+def dropped_prompts(scored: pl.DataFrame) -> pl.DataFrame:
+    """Prompts without any kept sample, each with the reason."""
+    per_prompt = scored.group_by("prompt_id", maintain_order=True).agg(
+        pl.col("task_type").first(),
+        pl.col("kept").any().alias("_any_kept"),
+        (pl.col("error").is_null()).any().alias("_any_answered"),
+        (pl.col("format_outer_ok") & pl.col("format_task_ok")).any().alias("_any_valid"),
+        pl.len().cast(pl.Int32).alias("num_samples"),
+        pl.col("quality").max().alias("best_quality"),
+    )
+    reason = pl.when(~pl.col("_any_answered")).then(pl.lit("all_errors")).when(~pl.col("_any_valid")).then(pl.lit("no_valid_format")).otherwise(pl.lit("below_tau"))
+    return per_prompt.filter(~pl.col("_any_kept")).select("prompt_id", "task_type", reason.alias("reason"), "num_samples", "best_quality")
+
+
+__all__ = ["PARSED_COLUMNS", "dropped_prompts", "score_samples"]
