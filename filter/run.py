@@ -50,14 +50,6 @@ def shard_groups(samples_dir: Path) -> list[tuple[str, list[Path]]]:
     return sorted(groups.items())
 
 
-def _open_weights(cfg):
-    if cfg.open_ended_weighting != "agreement":
-        return None
-    from .embeddings import agreement_weights
-
-    return agreement_weights
-
-
 def _arrow(frame: pl.DataFrame, table: str) -> pa.Table:
     return frame.to_arrow().cast(schema_for(table))
 
@@ -66,7 +58,7 @@ def score_group(key: str, files: list[str], pipeline: PipelineConfig, out: str) 
     """Score one group and write its scored and curated shards; returns its statistics."""
     cfg = pipeline.filter
     samples = pl.read_parquet(files)
-    scored = score_samples(samples, cfg, _open_weights(cfg))
+    scored = score_samples(samples, cfg)
     out_path = Path(out)
     write_table(_arrow(scored, "scored"), out_path / "scored" / f"part-{key}.parquet", "scored")
     write_table(_arrow(scored.filter(pl.col("kept")), "curated"), out_path / "curated" / f"part-{key}.parquet", "curated")

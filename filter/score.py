@@ -46,11 +46,8 @@ def _agreement(over: list[str]) -> pl.Expr:
     return pl.when(answered & pl.col("normalised").is_not_null()).then(same / total).when(answered).then(0.0)
 
 
-def score_samples(samples: pl.DataFrame, cfg: FilterConfig, open_weights=None) -> pl.DataFrame:
-    """Scored rows (the ``scored`` table's columns), sorted by prompt, teacher and sample index.
-
-    ``open_weights(frame) -> Series`` gives open-ended kept samples unnormalised weights
-    (agreement weighting); None keeps the paper's uniform weights."""
+def score_samples(samples: pl.DataFrame, cfg: FilterConfig) -> pl.DataFrame:
+    """Scored rows (the ``scored`` table's columns), sorted by prompt, teacher and sample index."""
     frame = samples.sort(SORT_KEYS)
     frame = parse_responses(frame, "text")
     frame = parse_answers(frame, "answer", prefix="gt_").drop("gt_display", "gt_task_ok")
@@ -71,8 +68,11 @@ def score_samples(samples: pl.DataFrame, cfg: FilterConfig, open_weights=None) -
     ranked = pl.col("correct").is_not_null()
     raw = pl.when(~pl.col("kept")).then(0.0).when(ranked).then(pl.col("quality")).otherwise(1.0)
     frame = frame.with_columns(_raw=raw)
-    if open_weights is not None:
-        frame = frame.with_columns(_raw=pl.when(pl.col("kept") & ~ranked & (pl.col("task_type") == "open_ended")).then(open_weights(frame)).otherwise(pl.col("_raw")))
+    if cfg.open_ended_weighting == "agreement":  # opt-in; the paper's uniform weights otherwise
+        from .embeddings import agreement_weights
+
+        open_kept = pl.col("kept") & ~ranked & (pl.col("task_type") == "open_ended")
+        frame = frame.with_columns(_raw=pl.when(open_kept).then(agreement_weights(frame)).otherwise(pl.col("_raw")))
     # a prompt whose kept samples all have q = 0 (only possible with tau = 0) weighs them uniformly
     frame = frame.with_columns(_raw=pl.when(pl.col("kept") & (pl.col("_raw").sum().over("prompt_id") == 0)).then(1.0).otherwise(pl.col("_raw")))
     total = pl.col("_raw").sum().over("prompt_id")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -43,3 +44,20 @@ def bench_dir(tmp_path_factory) -> Path:
 def write_pipelines(path: Path, body: str) -> Path:
     path.write_text("version: 1\npipelines:\n" + textwrap.indent(textwrap.dedent(body), "  "))
     return path
+
+
+def gen(*args, cwd=None, check=None, **popen):
+    """Run rmsd-gen as a user does; assert its exit status when ``check`` is given."""
+    done = subprocess.run([str(BIN / "rmsd-gen"), *map(str, args)], capture_output=True, text=True, cwd=cwd, **popen)
+    if check is not None:
+        assert done.returncode == check, done.stdout + done.stderr
+    return done
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory):
+    """`rmsd-gen synth` then `rmsd-gen run --pipeline demo`, nothing in between (the README's path)."""
+    work = tmp_path_factory.mktemp("demo")
+    gen("synth", "--out", work / "bench", "--num", 3, "--seed", 1, cwd=work, check=0)
+    done = gen("run", "--pipeline", "demo", "--prompts", work / "bench" / "prompts.parquet", "--out", work / "out", cwd=work, check=0)
+    return work, done

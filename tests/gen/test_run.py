@@ -15,29 +15,13 @@ import pyarrow.dataset as ds
 import pytest
 
 from rmsd.schemas.tables import SAMPLES_SCHEMA, read_table
-from tests.conftest import BIN, write_pipelines
+from tests.conftest import BIN, gen, write_pipelines
 
 pytestmark = pytest.mark.slow
 
 
-def gen(*args, cwd=None, check=None, **popen):
-    done = subprocess.run([str(BIN / "rmsd-gen"), *map(str, args)], capture_output=True, text=True, cwd=cwd, **popen)
-    if check is not None:
-        assert done.returncode == check, done.stdout + done.stderr
-    return done
-
-
 def samples(out: Path) -> pl.DataFrame:
     return pl.read_parquet(sorted(out.glob("samples-*.parquet")))
-
-
-@pytest.fixture(scope="module")
-def demo_run(tmp_path_factory):
-    """`rmsd-gen synth` then `rmsd-gen run --pipeline demo`, nothing in between (the README's path)."""
-    work = tmp_path_factory.mktemp("demo")
-    gen("synth", "--out", work / "bench", "--num", 3, "--seed", 1, cwd=work, check=0)
-    done = gen("run", "--pipeline", "demo", "--prompts", work / "bench" / "prompts.parquet", "--out", work / "out", cwd=work, check=0)
-    return work, done
 
 
 def test_demo_writes_k_samples_per_prompt_readable_everywhere(demo_run):

@@ -1,0 +1,117 @@
+"""rmsd-filter end to end: outputs, determinism, Ray equals local, the report's figures, demo output."""
+
+import json
+import subprocess
+
+import polars as pl
+import pytest
+
+from rmsd.filter.run import run_filter
+from rmsd.schemas.config import load_pipeline
+from rmsd.schemas.tables import read_table
+from tests.conftest import BIN, write_pipelines
+from tests.filter.helpers import COLOURS, sample_rows, write_shards
+
+
+@pytest.fixture
+def pipeline(tmp_path, tiny_model):
+    path = write_pipelines(tmp_path / "pipelines.yaml", f"""
+        f:
+          teachers:
+            - id: a
+              model: {{path: {tiny_model}}}
+            - id: b
+              model: {{path: {tiny_model}}}
+          filter: {{tau: 0.3}}
+    """)
+    return path, load_pipeline("f", path)
+
+
+@pytest.fixture
+def samples_dir(tmp_path):
+    """Two slices, two teachers: teacher a always right and well formatted; b right half the time,
+    one format error on temporal questions."""
+    shards = {}
+    for s in range(2):
+        rows_a, rows_b = [], []
+        for i in range(3):
+            p = f"s{s}-q{i}"
+            rows_a += sample_rows(f"{p}-mc", "multiple_choice", "A", ["A"] * 4, teacher="a", options=COLOURS)
+            rows_b += sample_rows(f"{p}-mc", "multiple_choice", "A", ["A", "A", "B", "C"], teacher="b", options=COLOURS)
+            rows_a += sample_rows(f"{p}-t", "temporal_grounding", "[1, 2]", ["[1, 2]"] * 4, teacher="a")
+            rows_b += sample_rows(f"{p}-t", "temporal_grounding", "[1, 2]", ["[1, 2]", "[1, 2]", "1 to", "[5, 6]"], teacher="b")
+        shards[f"samples-a-{s:06d}.parquet"] = rows_a
+        shards[f"samples-b-{s:06d}.parquet"] = rows_b
+    return write_shards(tmp_path / "samples", shards)
+
+
+def _bytes(folder):
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file() and p.suffix in (".parquet", ".json") and p.name != "_manifest.json"}
+
+
+def test_outputs_and_curated_weights(pipeline, samples_dir, tmp_path):
+    _, cfg = pipeline
+    summary = run_filter(cfg, "f", samples_dir, tmp_path / "out", progress=False)
+    out = tmp_path / "out"
+    scored = pl.concat([pl.from_arrow(read_table(p, "scored")) for p in sorted((out / "scored").glob("*.parquet"))])
+    curated = pl.concat([pl.from_arrow(read_table(p, "curated")) for p in sorted((out / "curated").glob("*.parquet"))])
+    assert scored.height == summary.samples == 2 * 3 * 2 * 2 * 4
+    assert curated.height == summary.kept == scored["kept"].sum() and curated["kept"].all()
+    sums = curated.group_by("prompt_id").agg(pl.col("weight").sum(), pl.col("is_best").sum())
+    assert sums["weight"].to_list() == pytest.approx([1.0] * sums.height) and set(sums["is_best"]) == {1}
+    assert read_table(out / "dropped_prompts.parquet", "dropped").num_rows == 0
+    manifest = json.loads((out / "_manifest.json").read_text())
+    assert manifest["tau"] == 0.3 and manifest["counts"]["samples"] == scored.height
+    assert len(manifest["input_shards"]) == 4 and len(manifest["config_hash"]) == 64
+
+
+def test_report_figures_match_a_hand_count(pipeline, samples_dir, tmp_path):
+    _, cfg = pipeline
+    report = run_filter(cfg, "f", samples_dir, tmp_path / "out", progress=False).report
+    stats = {(r["task_type"], r["teacher"]): r for r in report["stats"]}
+    a_mc, b_mc, b_t = stats[("multiple_choice", "a")], stats[("multiple_choice", "b")], stats[("temporal_grounding", "b")]
+    assert (a_mc["questions"], a_mc["mean_quality"], a_mc["sigma_quality"], a_mc["intra_sigma"]) == (6, 1.0, 0.0, 0.0)
+    assert b_mc["mean_quality"] == 0.5 and b_mc["intra_sigma"] == 0.5  # q = 1, 1, 0, 0 per question
+    assert b_mc["kept_share"] == 0.5 and b_mc["unanimous_rate"] == 0.0
+    assert b_mc["agreement_rate"] == pytest.approx((0.5 + 0.5 + 0.25 + 0.25) / 4)
+    assert b_t["task_violation_rate"] == 0.25 and b_t["outer_violation_rate"] == 0.0
+    assert stats[("(all)", "(pool)")]["samples"] == 96
+    for name in ("report.md", "quality_hist.png", "format_violations.png", "sigma.png"):
+        assert (tmp_path / "out" / "report" / name).stat().st_size > 0
+    assert "| multiple_choice | b | 6 | 0.500 |" in (tmp_path / "out" / "report" / "report.md").read_text()
+
+
+def test_same_input_gives_identical_bytes_and_ray_matches_local(pipeline, samples_dir, tmp_path):
+    _, cfg = pipeline
+    run_filter(cfg, "f", samples_dir, tmp_path / "one", progress=False)
+    run_filter(cfg, "f", samples_dir, tmp_path / "two", progress=False)
+    run_filter(cfg, "f", samples_dir, tmp_path / "ray", use_ray=True, progress=False)
+    one = _bytes(tmp_path / "one")
+    assert len(one) >= 6
+    assert one == _bytes(tmp_path / "two")
+    assert one == _bytes(tmp_path / "ray")
+
+
+@pytest.mark.slow
+def test_filter_runs_on_the_demo_generation(demo_run, tmp_path):
+    work, _ = demo_run
+    done = subprocess.run(
+        [BIN / "rmsd-filter", "run", "--pipeline", "demo", "--samples", work / "out", "--out", tmp_path / "f", "--no-progress"],
+        capture_output=True, text=True, cwd=work,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "72 samples of 18 prompts scored" in done.stdout
+    scored = pl.read_parquet(tmp_path / "f" / "scored" / "*.parquet")
+    dropped = pl.read_parquet(tmp_path / "f" / "dropped_prompts.parquet")
+    kept_prompts = set(scored.filter("kept")["prompt_id"])
+    assert kept_prompts | set(dropped["prompt_id"]) == set(scored["prompt_id"])  # every prompt accounted for
+    manifest = json.loads((tmp_path / "f" / "_manifest.json").read_text())
+    assert manifest["input_manifest_sha256"]
+
+
+def test_cli_reports_bad_input(tmp_path):
+    done = subprocess.run([BIN / "rmsd-filter", "run", "--pipeline", "demo", "--samples", tmp_path / "none", "--out", tmp_path / "o"], capture_output=True, text=True)
+    assert done.returncode == 2 and "samples folder not found" in done.stderr
+    (tmp_path / "empty").mkdir()
+    done = subprocess.run([BIN / "rmsd-filter", "run", "--pipeline", "demo", "--samples", tmp_path / "empty", "--out", tmp_path / "o"], capture_output=True, text=True)
+    assert done.returncode == 2 and "no samples shards" in done.stderr

@@ -1,0 +1,136 @@
+import math
+
+import polars as pl
+import pytest
+
+from rmsd.filter.score import dropped_prompts, score_samples
+from rmsd.schemas.config import FilterConfig
+from rmsd.schemas.metrics import anls
+from tests.filter.helpers import COLOURS, frame, sample_rows
+
+
+def scored(rows, **cfg):
+    return score_samples(frame(rows), FilterConfig(**cfg))
+
+
+def by_index(df, prompt_id=None):
+    if prompt_id:
+        df = df.filter(pl.col("prompt_id") == prompt_id)
+    return df.sort("teacher", "sample_index")
+
+
+def test_multiple_choice_exact_match_and_weights_proportional_to_quality():
+    df = scored(sample_rows("p", "multiple_choice", "B", ["B", "(B)", "C", "B"], options=COLOURS))
+    assert df["extracted"].to_list() == ["B", "B", "C", "B"]
+    assert df["format_task_ok"].to_list() == [True, False, True, True]
+    assert df["correct"].to_list() == [1.0, 1.0, 0.0, 1.0]
+    assert df["quality"].to_list() == [1.0, 0.0, 0.0, 1.0]  # (B) is right but not in the strict format
+    assert df["kept"].to_list() == [True, False, False, True]
+    assert df["weight"].to_list() == [0.5, 0.0, 0.0, 0.5]
+    assert df["is_best"].sum() == 1 and df.filter("is_best")["quality"].item() == 1.0
+    assert df["agreement"].to_list() == [0.75, 0.75, 0.25, 0.75]
+
+
+def test_numerical_epsilon_accuracy_with_configurable_tolerance():
+    rows = sample_rows("n", "numerical", "20", ["20", "21", "23", "0"]) + sample_rows("z", "numerical", "0", ["0.01", "0.2"])
+    df = by_index(scored(rows, tolerance=0.1))
+    assert by_index(df, "n")["correct"].to_list() == [1.0, 1.0, 0.0, 0.0]
+    assert by_index(df, "z")["correct"].to_list() == [1.0, 0.0]  # |pred| <= tolerance when gt = 0
+    assert by_index(scored(rows, tolerance=0.2), "n")["correct"].to_list() == [1.0, 1.0, 1.0, 0.0]
+
+
+def test_temporal_iou_and_weights():
+    df = by_index(scored(sample_rows("t", "temporal_grounding", "[2, 4]", ["[2, 4]", "[3, 5]", "[0, 1]", "[1, 5]"])))
+    assert df["correct"].to_list() == pytest.approx([1.0, 1 / 3, 0.0, 0.5])
+    assert df["kept"].to_list() == [True, True, False, True]
+    total = 1 + 1 / 3 + 0.5
+    assert df["weight"].to_list() == pytest.approx([1 / total, (1 / 3) / total, 0.0, 0.5 / total])
+
+
+def test_box_iou():
+    df = by_index(scored(sample_rows("s", "spatial_grounding", "[0, 0, 10, 10]", ["[0, 0, 10, 10]", "[5, 0, 15, 10]", "[20, 20, 30, 30]", "[0,0,10]"])))
+    assert df["correct"].to_list() == pytest.approx([1.0, 50 / 150, 0.0, 0.0])
+    assert df["format_task_ok"].to_list() == [True, True, True, False]
+
+
+def test_ocr_anls():
+    df = by_index(scored(sample_rows("o", "ocr", "MOON", ["MOON", "moan", "SUN", "  moon "])))
+    assert df["correct"].to_list() == pytest.approx([1.0, 0.75, 0.0, 1.0])
+    assert anls(["abcdef", None], ["abcxyz", "a"]).tolist() == [0.5, 0.0]
+    assert anls(["abcdefgh"], ["abcwxyzq"]).tolist() == [0.0]  # below the 0.5 threshold
+
+
+def test_open_ended_uniform_over_valid_samples():
+    df = by_index(scored(sample_rows("e", "open_ended", "A red circle moves left.", ["A red circle.", "<answer>x</answer>", "It moves.", "Red thing left."])))
+    assert df["correct"].null_count() == 4
+    assert df["quality"].to_list() == [1.0, 0.0, 1.0, 1.0]
+    assert df["weight"].to_list() == pytest.approx([1 / 3, 0.0, 1 / 3, 1 / 3])
+
+
+def test_tau_per_task_type():
+    rows = sample_rows("t", "temporal_grounding", "[2, 4]", ["[2, 4]", "[3, 5]"])
+    assert scored(rows)["kept"].to_list() == [True, True]
+    assert scored(rows, tau_by_task={"temporal_grounding": 0.5})["kept"].to_list() == [True, False]
+    with pytest.raises(ValueError):
+        FilterConfig(tau_by_task={"counting": 0.5})
+
+
+def test_weights_sum_to_one_across_the_pool_and_one_best_per_prompt():
+    rows = (
+        sample_rows("p", "multiple_choice", "A", ["A", "A", "B", "A"], teacher="a", options=COLOURS)
+        + sample_rows("p", "multiple_choice", "A", ["A", "C", "C", "C"], teacher="b", options=COLOURS)
+    )
+    df = scored(rows)
+    assert math.isclose(df["weight"].sum(), 1.0)
+    assert df.filter(pl.col("kept")).height == 4 and df["is_best"].sum() == 1
+    a, b = by_index(df.filter(pl.col("teacher") == "a")), by_index(df.filter(pl.col("teacher") == "b"))
+    assert a["agreement"].to_list() == [0.75, 0.75, 0.25, 0.75]
+    assert b["agreement"].to_list() == [0.25, 0.75, 0.75, 0.75]
+    assert a["agreement_pool"].to_list() == [0.5, 0.5, 0.125, 0.5]
+
+
+def test_error_rows_are_scored_zero_and_never_kept():
+    df = by_index(scored(sample_rows("p", "multiple_choice", "A", ["A", None], options=COLOURS)))
+    assert df["kept"].to_list() == [True, False] and df["quality"].to_list() == [1.0, 0.0]
+    assert df["agreement"].to_list()[1] is None
+
+
+def test_prompts_without_kept_samples_are_reported_with_the_reason():
+    rows = (
+        sample_rows("errors", "numerical", "3", [None, None])
+        + sample_rows("format", "numerical", "3", ["<answer>3", "three"])
+        + sample_rows("wrong", "numerical", "3", ["5", "7"])
+        + sample_rows("fine", "numerical", "3", ["3", "7"])
+    )
+    dropped = dropped_prompts(scored(rows)).sort("prompt_id")
+    assert dict(zip(dropped["prompt_id"], dropped["reason"])) == {"errors": "all_errors", "format": "no_valid_format", "wrong": "below_tau"}
+    assert dropped.filter(pl.col("prompt_id") == "wrong")["num_samples"].item() == 2
+
+
+def test_majority_vote_pseudo_label_is_opt_in():
+    rows = sample_rows("u", "multiple_choice", None, ["B", "B", "C", "B"], options=COLOURS)
+    plain = by_index(scored(rows))
+    assert plain["correct"].null_count() == 4 and plain["label_source"].null_count() == 4
+    assert plain["weight"].to_list() == [0.25] * 4  # no label: uniform over valid samples
+    voted = by_index(scored(rows, pseudo_label="majority"))
+    assert voted["label_source"].to_list() == ["majority"] * 4
+    assert voted["correct"].to_list() == [1.0, 1.0, 0.0, 1.0]
+    assert voted["weight"].to_list() == pytest.approx([1 / 3, 1 / 3, 0.0, 1 / 3])
+
+
+def test_agreement_weighting_of_open_ended_is_opt_in():
+    texts = ["A red circle moves left.", "The red circle goes left.", "A red circle moving to the left.", "Bananas are a yellow fruit."]
+    rows = sample_rows("e", "open_ended", None, texts)
+    uniform = by_index(scored(rows))
+    assert uniform["weight"].to_list() == pytest.approx([0.25] * 4)
+    weighted = by_index(scored(rows, open_ended_weighting="agreement"))
+    w = weighted["weight"].to_list()
+    assert sum(w) == pytest.approx(1.0)
+    assert w[3] < min(w[:3]) / 2  # the outlier weighs least
+
+
+def test_tau_zero_keeps_every_answered_sample():
+    rows = sample_rows("w", "multiple_choice", "A", ["B", "C", None], options=COLOURS)
+    df = by_index(scored(rows, tau=0.0))
+    assert df["kept"].to_list() == [True, True, False]
+    assert df["weight"].to_list() == [0.5, 0.5, 0.0]
