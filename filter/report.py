@@ -27,13 +27,15 @@ SUM_COLUMNS = [
 ]
 
 
-def _per_question(scored: pl.DataFrame, teacher: pl.Expr, task: pl.Expr) -> pl.DataFrame:
-    answered = scored.filter(pl.col("error").is_null()).with_columns(teacher.alias("_teacher"), task.alias("_task"))
-    return answered.group_by("_task", "_teacher", "prompt_id").agg(
-        pl.col("quality").mean().alias("q"),
-        pl.col("quality").std(ddof=0).alias("intra"),
-        ((pl.col("extracted").n_unique() == 1) & pl.col("extracted").is_not_null().all()).alias("unanimous"),
+def _question_sums(scored: pl.DataFrame) -> pl.DataFrame:
+    """Sums per (task type, teacher, question) over the answered samples: one pass over the rows."""
+    answered = scored.filter(pl.col("error").is_null())
+    return answered.group_by("task_type", "teacher", "prompt_id").agg(
         pl.len().alias("samples"),
+        pl.col("quality").sum().alias("sum_q"),
+        (pl.col("quality") ** 2).sum().alias("sumsq_q"),
+        (pl.col("agreement").min() == 1).alias("unanimous"),  # every sample gave the same answer
+        pl.col("agreement_pool").min().alias("min_agreement_pool"),
         (~pl.col("format_outer_ok")).sum().alias("outer_violations"),
         (~pl.col("format_task_ok")).sum().alias("task_violations"),
         pl.col("agreement").sum().alias("sum_agreement"),
@@ -43,25 +45,39 @@ def _per_question(scored: pl.DataFrame, teacher: pl.Expr, task: pl.Expr) -> pl.D
     )
 
 
+_ADDITIVE = ["samples", "sum_q", "sumsq_q", "outer_violations", "task_violations", "sum_agreement", "kept", "sum_correct", "labelled"]
+
+
+def _view(questions: pl.DataFrame, pooled: bool, all_tasks: bool) -> pl.DataFrame:
+    """Per-question rows of one view; pooling teachers re-aggregates their per-question sums."""
+    if all_tasks:
+        questions = questions.with_columns(task_type=pl.lit(ALL_TASKS))
+    if not pooled:
+        return questions
+    return questions.with_columns(teacher=pl.lit(POOL)).group_by("task_type", "teacher", "prompt_id").agg(
+        *(pl.col(c).sum() for c in _ADDITIVE),
+        (pl.col("min_agreement_pool").min() == 1).alias("unanimous"),
+    )
+
+
 def partial_stats(scored: pl.DataFrame) -> pl.DataFrame:
     """Sums per (task type, teacher), with pooled teachers and all tasks as extra rows."""
-    views = [
-        (pl.col("teacher"), pl.col("task_type")),
-        (pl.lit(POOL), pl.col("task_type")),
-        (pl.col("teacher"), pl.lit(ALL_TASKS)),
-        (pl.lit(POOL), pl.lit(ALL_TASKS)),
-    ]
-    questions = pl.concat([_per_question(scored, t, k) for t, k in views])
-    bins = (pl.col("q") * BINS).floor().clip(0, BINS - 1)
-    return questions.group_by("_task", "_teacher").agg(
+    questions = _question_sums(scored)
+    views = [_view(questions, pooled, all_tasks) for pooled in (False, True) for all_tasks in (False, True)]
+    columns = ["task_type", "teacher", "prompt_id", "unanimous", *_ADDITIVE]
+    questions = pl.concat([v.select(columns) for v in views])
+    q = pl.col("sum_q") / pl.col("samples")
+    intra = (pl.col("sumsq_q") / pl.col("samples") - q**2).clip(lower_bound=0).sqrt()
+    bins = (q * BINS).floor().clip(0, BINS - 1)
+    return questions.group_by("task_type", "teacher").agg(
         pl.len().alias("questions"),
-        pl.col("q").sum().alias("sum_q"),
-        (pl.col("q") ** 2).sum().alias("sumsq_q"),
-        pl.col("intra").sum().alias("sum_intra_sigma"),
+        q.sum().alias("sum_q"),
+        (q**2).sum().alias("sumsq_q"),
+        intra.sum().alias("sum_intra_sigma"),
         pl.col("unanimous").sum().alias("unanimous"),
         *(pl.col(c).sum().alias(c) for c in ("samples", "outer_violations", "task_violations", "sum_agreement", "kept", "sum_correct", "labelled")),
         *((bins == i).sum().alias(f"hist_{i}") for i in range(BINS)),
-    ).rename({"_task": "task_type", "_teacher": "teacher"}).with_columns(pl.col(c).cast(pl.Float64) for c in SUM_COLUMNS)
+    ).with_columns(pl.col(c).cast(pl.Float64) for c in SUM_COLUMNS)
 
 
 def finish_stats(partials: list[pl.DataFrame]) -> pl.DataFrame:

@@ -15,7 +15,6 @@ from ..schemas.metrics import score_parsed
 from ..schemas.tables import SAMPLES_SCHEMA
 
 CLOSED = pl.col("task_type") != "open_ended"
-SORT_KEYS = ["prompt_id", "teacher", "sample_index"]
 
 
 def _majority_labels(frame: pl.DataFrame) -> pl.DataFrame:
@@ -47,10 +46,12 @@ def _agreement(over: list[str]) -> pl.Expr:
 
 
 def score_samples(samples: pl.DataFrame, cfg: FilterConfig) -> pl.DataFrame:
-    """Scored rows (the ``scored`` table's columns), sorted by prompt, teacher and sample index."""
-    frame = samples.sort(SORT_KEYS)
-    frame = parse_responses(frame, "text")
-    frame = parse_answers(frame, "answer", prefix="gt_").drop("gt_display", "gt_task_ok")
+    """Scored rows (the ``scored`` table's columns), in the input's order."""
+    frame = parse_responses(samples, "text")
+    # the ground truth is the prompt's: parse it once per prompt, not once per sample
+    labels = frame.select("prompt_id", "answer", "task_type", "options").unique("prompt_id", keep="first", maintain_order=True)
+    labels = parse_answers(labels, "answer", prefix="gt_").select("prompt_id", "gt_normalised", *(f"gt_v{i}" for i in range(4)))
+    frame = frame.join(labels, on="prompt_id", how="left", maintain_order="left")
     frame = frame.with_columns(
         label_source=pl.when(CLOSED & pl.col("gt_normalised").is_not_null()).then(pl.lit("ground_truth")),
         valid=(pl.col("outer_ok") & pl.col("task_ok")).fill_null(False),
@@ -76,10 +77,14 @@ def score_samples(samples: pl.DataFrame, cfg: FilterConfig) -> pl.DataFrame:
     # a prompt whose kept samples all have q = 0 (only possible with tau = 0) weighs them uniformly
     frame = frame.with_columns(_raw=pl.when(pl.col("kept") & (pl.col("_raw").sum().over("prompt_id") == 0)).then(1.0).otherwise(pl.col("_raw")))
     total = pl.col("_raw").sum().over("prompt_id")
+    frame = frame.with_columns(
+        weight=pl.when(total > 0).then(pl.col("_raw") / total).otherwise(0.0),
+        _top=pl.col("kept") & (pl.col("quality") == pl.when("kept").then(pl.col("quality")).max().over("prompt_id")),
+    )
+    # T_best: the highest-quality kept sample; ties broken by a hash of the sample's seed
     tie_break = (pl.col("seed").cast(pl.UInt64) * 2654435761 + cfg.seed) % 4294967296
-    frame = frame.with_columns(weight=pl.when(total > 0).then(pl.col("_raw") / total).otherwise(0.0), _tie=tie_break)
-    best = frame.filter(pl.col("kept")).sort(["prompt_id", "quality", "_tie"], descending=[False, True, False]).unique("prompt_id", keep="first")
-    frame = frame.join(best.select("prompt_id", "teacher", "sample_index", pl.lit(True).alias("is_best")), on=SORT_KEYS, how="left", maintain_order="left")
+    frame = frame.with_columns(_tie=pl.when("_top").then(tie_break))
+    frame = frame.with_columns(is_best=pl.col("_top") & (pl.col("_tie") == pl.col("_tie").min().over("prompt_id")))
     return frame.select(
         *(f.name for f in SAMPLES_SCHEMA),
         pl.col("normalised").alias("extracted"),

@@ -80,30 +80,38 @@ def option_letters(options: list[str] | None) -> str:
 
 
 # --- the answer part of a response ------------------------------------------------------------
-def response_parts(text: pl.Expr) -> dict[str, pl.Expr]:
-    """answer_text / outer_ok / truncated of a response column."""
-    has_answer = text.str.contains(ANSWER_OPEN, literal=True)
-    tail = text.str.split(ANSWER_OPEN).list.last()
-    closed = tail.str.contains(ANSWER_CLOSE, literal=True)
-    think_open = text.str.contains(THINK_OPEN, literal=True) & ~text.str.contains(THINK_CLOSE, literal=True)
-    after_think = text.str.split(THINK_CLOSE).list.last()
-    raw = (
-        pl.when(has_answer).then(tail.str.split(ANSWER_CLOSE).list.first())
-        .when(think_open).then(pl.lit(None, pl.String))
-        .otherwise(after_think)
-        .str.strip_chars()
-    )
-    outer = (
-        text.str.contains(OUTER_PATTERN)
-        & (text.str.count_matches(ANSWER_OPEN, literal=True) == 1)
-        & (text.str.count_matches(THINK_OPEN, literal=True) == 1)
-    ).fill_null(False)
-    truncated = ((has_answer & ~closed) | (~has_answer & think_open)).fill_null(False)
-    return {
-        "answer_text": pl.when(raw.str.len_chars() > 0).then(raw),
-        "outer_ok": outer & ~truncated,
-        "truncated": truncated,
-    }
+def response_stages(text: pl.Expr) -> list[dict[str, pl.Expr]]:
+    """Stages adding answer_text / outer_ok / truncated for a response column (see parse_answers)."""
+    return [
+        {
+            "_has_answer": text.str.contains(ANSWER_OPEN, literal=True),
+            "_tail": text.str.split(ANSWER_OPEN).list.last(),
+            "_think_open": text.str.contains(THINK_OPEN, literal=True) & ~text.str.contains(THINK_CLOSE, literal=True),
+            "_after_think": text.str.split(THINK_CLOSE).list.last(),
+            "_outer": text.str.contains(OUTER_PATTERN)
+            & (text.str.count_matches(ANSWER_OPEN, literal=True) == 1)
+            & (text.str.count_matches(THINK_OPEN, literal=True) == 1),
+        },
+        {
+            "_raw": pl.when("_has_answer").then(pl.col("_tail").str.split(ANSWER_CLOSE).list.first())
+            .when("_think_open").then(pl.lit(None, pl.String))
+            .otherwise(pl.col("_after_think"))
+            .str.strip_chars(),
+            "truncated": ((pl.col("_has_answer") & ~pl.col("_tail").str.contains(ANSWER_CLOSE, literal=True))
+                          | (~pl.col("_has_answer") & pl.col("_think_open"))).fill_null(False),
+        },
+        {
+            "answer_text": pl.when(pl.col("_raw").str.len_chars() > 0).then(pl.col("_raw")),
+            "outer_ok": pl.col("_outer").fill_null(False) & ~pl.col("truncated"),
+        },
+    ]
+
+
+def add_response_parts(frame: pl.DataFrame, text: str = "text") -> pl.DataFrame:
+    """Add answer_text / outer_ok / truncated of the responses in column ``text``."""
+    for stage in response_stages(pl.col(text)):
+        frame = frame.with_columns(**stage)
+    return frame.drop("_has_answer", "_tail", "_think_open", "_after_think", "_outer", "_raw")
 
 
 # --- helpers on string expressions --------------------------------------------------------------
@@ -276,8 +284,7 @@ def parse_answers(frame: pl.DataFrame, answer: str, task_type: str = "task_type"
 
 def parse_responses(frame: pl.DataFrame, text: str = "text", task_type: str = "task_type", options: str = "options") -> pl.DataFrame:
     """Add ``RESPONSE_COLUMNS`` and ``PARSED_COLUMNS`` for the responses in column ``text``."""
-    frame = frame.with_columns(**response_parts(pl.col(text)))
-    return parse_answers(frame, "answer_text", task_type, options)
+    return parse_answers(add_response_parts(frame, text), "answer_text", task_type, options)
 
 
 # --- one response -------------------------------------------------------------------------------
@@ -323,7 +330,8 @@ def extract_answer(answer: str | None, task_type: str, options: list[str] | None
 
 def split_response(text: str | None) -> dict:
     """answer_text / outer_ok / truncated of one response."""
-    return pl.DataFrame({"t": [text]}, schema={"t": pl.String}).select(**response_parts(pl.col("t"))).row(0, named=True)
+    parts = add_response_parts(pl.DataFrame({"t": [text]}, schema={"t": pl.String}), "t")
+    return parts.select(*RESPONSE_COLUMNS).row(0, named=True)
 
 
 def format_answer(task_type: str, value: object) -> str:

@@ -172,7 +172,7 @@ def write_table(table: pa.Table, path: str | os.PathLike, name: str) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}-", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
-            pq.write_table(table, handle, compression="zstd")
+            pq.write_table(table, handle, compression="zstd", use_dictionary=_dictionary_columns(schema), write_statistics=_statistics_columns(schema))
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -180,6 +180,20 @@ def write_table(table: pa.Table, path: str | os.PathLike, name: str) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+# Columns that repeat across rows (a prompt's K samples, a run's teachers) compress well as
+# dictionaries; unique texts only cost time there. Statistics serve the filters readers push down.
+_DICTIONARY = {"task_type", "question", "options", "answer", "video", "teacher", "finish_reason", "run_id", "label_source", "dataset", "split", "reason"}
+_STATISTICS = {"prompt_id", "task_type", "teacher", "sample_index", "quality", "kept", "is_best", "split", "error"}
+
+
+def _dictionary_columns(schema: pa.Schema) -> list[str]:
+    return [f.name for f in schema if f.name in _DICTIONARY]
+
+
+def _statistics_columns(schema: pa.Schema) -> list[str]:
+    return [f.name for f in schema if f.name in _STATISTICS]
 
 
 def file_schema_version(path: str | os.PathLike) -> tuple[str, int] | None:

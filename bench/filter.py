@@ -1,0 +1,257 @@
+"""rmsd-filter throughput and memory: read, score and write N synthetic sample rows of mixed task types.
+
+Writes N rows as rmsd-gen would (two teachers, K=4, slices of 12,500 prompts), then times, in a
+child process, the whole `run_filter` job (read, parse, metrics, agreement, weights, write scored
+and curated shards, report) and its peak memory. The baseline, timed in the same run on a subset,
+is a straightforward row-by-row Python implementation of the same scoring (the `re` module, one
+response at a time, dictionaries for the per-prompt steps). Goals (issue 4): >= 1 M rows/s,
+peak < 3 GB, >= 5x the row-by-row baseline.
+
+    .venv/bin/python bench/filter.py [--rows 10000000] [--baseline-rows 300000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from rmsd.schemas.tables import to_table, write_table
+
+K, TEACHERS, PROMPTS_PER_SLICE = 4, ("teacher-a", "teacher-b"), 12_500
+TASKS = ["multiple_choice", "numerical", "temporal_grounding", "spatial_grounding", "ocr", "open_ended"]
+COLOURS = ["red", "green", "blue", "yellow"]
+WORDS = ["cat", "sun", "tree", "boat", "star", "fish", "moon", "bird"]
+THINK = "<think>the red circle moves left while the blue square stays near the top of the frame</think>"
+
+
+def _answers(task: np.ndarray, truth: np.ndarray, rng: np.random.Generator) -> tuple[list[str], list[str]]:
+    """Ground truth (from the prompt's ``truth`` draw) and a sampled answer, right ~70% of the time."""
+    n = len(task)
+    a, b = truth, rng.integers(0, 8, n)
+    right = rng.random(n) < 0.7
+    x = truth * 7
+    gt, said = [], []
+    for i in range(n):
+        t = task[i]
+        if t == "multiple_choice":
+            g = "ABCD"[a[i] % 4]
+            s = g if right[i] else "ABCD"[b[i] % 4]
+        elif t == "numerical":
+            g = str(a[i] + 1)
+            s = g if right[i] else str(b[i] + 1)
+        elif t == "temporal_grounding":
+            g = f"[{a[i] * 0.5}, {a[i] * 0.5 + 2}]"
+            s = g if right[i] else f"[{b[i] * 0.5}, {b[i] * 0.5 + 1.5}]"
+        elif t == "spatial_grounding":
+            g = f"[{x[i]}, {x[i] + 4}, {x[i] + 16}, {x[i] + 20}]"
+            s = g if right[i] else f"[{x[i] + 3}, {x[i] + 4}, {x[i] + 18}, {x[i] + 20}]"
+        elif t == "ocr":
+            g = WORDS[a[i]].upper()
+            s = g if right[i] else WORDS[b[i]].upper()
+        else:
+            g = f"A {COLOURS[a[i] % 4]} circle moves left."
+            s = f"A {COLOURS[b[i] % 4]} circle moves left."
+        gt.append(g)
+        said.append(s)
+    return gt, said
+
+
+def write_corpus(folder: Path, rows: int, seed: int = 0) -> int:
+    rng = np.random.default_rng(seed)
+    slices = math.ceil(rows / (PROMPTS_PER_SLICE * K * len(TEACHERS)))
+    written = 0
+    for s in range(slices):
+        prompts = pl.DataFrame({"p": np.arange(PROMPTS_PER_SLICE)}).with_columns(
+            prompt_id=pl.format("v{}-{}", pl.lit(s), pl.col("p")),
+            task_type=pl.Series(np.array(TASKS)[rng.integers(0, len(TASKS), PROMPTS_PER_SLICE)]),
+            truth=pl.Series(rng.integers(0, 8, PROMPTS_PER_SLICE)),
+        )
+        for t, teacher in enumerate(TEACHERS):
+            frame = prompts.join(pl.DataFrame({"sample_index": np.arange(K, dtype=np.int32)}), how="cross")
+            gt, said = _answers(frame["task_type"].to_numpy(), frame["truth"].to_numpy(), rng)
+            style = rng.random(frame.height)  # ~3% bad wrapper, ~1% cut off
+            text = [
+                f"{THINK}<answer>{a}" if st < 0.01 else f"{THINK} {a}" if st < 0.03 else f"{THINK}<answer>{a}</answer>"
+                for a, st in zip(said, style)
+            ]
+            frame = frame.with_columns(
+                question=pl.lit("What colour is the circle?"),
+                options=pl.when(pl.col("task_type") == "multiple_choice").then(pl.lit(COLOURS)),
+                answer=pl.Series(gt),
+                video=pl.format("videos/v{}-{}.mp4", pl.lit(s), pl.col("p")),
+                teacher=pl.lit(teacher),
+                seed=pl.int_range(pl.len(), dtype=pl.Int64) + s * 10_000_000 + t,
+                text=pl.Series(text),
+                finish_reason=pl.lit("stop"),
+                num_tokens=pl.lit(40, pl.Int32),
+                cumulative_logprob=pl.lit(-12.5),
+                frame_timestamps=pl.lit([0.5, 1.5, 2.5, 3.5]),
+                fps=pl.lit(2.0),
+                error=pl.lit(None, pl.String),
+                run_id=pl.lit("bench"),
+            ).drop("p", "truth")
+            write_table(to_table(frame.to_dict(as_series=False), "samples"), folder / f"samples-{teacher}-{s:06d}.parquet", "samples")
+            written += frame.height
+    return written
+
+
+# --- the row-by-row baseline: the same scoring, one response at a time -------------------------
+NUMBER = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|[-+]?\.\d+")
+OUTER = re.compile(r"^\s*<think>(?s:.*?)</think>\s*<answer>(?s:.*?)</answer>\s*$")
+STRICT = {
+    "multiple_choice": re.compile(r"^\s*[A-Za-z]\s*$"),
+    "numerical": re.compile(r"^\s*[-+]?(?:\d+(?:\.\d+)?|\.\d+)\s*$"),
+    "temporal_grounding": re.compile(r"^\s*\[\s*\d+(?:\.\d+)?\s*,\s*\d+(?:\.\d+)?\s*\]\s*$"),
+    "spatial_grounding": re.compile(r"^\s*\[\s*-?\d+(?:\.\d+)?\s*(?:,\s*-?\d+(?:\.\d+)?\s*){3}\]\s*$"),
+}
+LETTER = re.compile(r"^\W*\(?([A-Za-z])\)?\W*$")
+
+
+def _answer_part(text: str) -> tuple[str | None, bool]:
+    outer = bool(OUTER.match(text)) and text.count("<answer>") == 1 and text.count("<think>") == 1
+    if "<answer>" in text:
+        tail = text.split("<answer>")[-1]
+        return tail.split("</answer>")[0].strip() or None, outer and "</answer>" in tail
+    return text.split("</think>")[-1].strip() or None, False
+
+
+def _parse(task: str, a: str | None):
+    if a is None:
+        return None, False
+    ok = bool(STRICT[task].search(a)) if task in STRICT else bool(a.strip())
+    if task == "multiple_choice":
+        m = LETTER.match(a)
+        return (m.group(1).upper() if m else None), ok and m is not None
+    nums = [float(x.replace(",", "")) for x in NUMBER.findall(a)]
+    if task == "numerical":
+        return (nums[0] if nums else None), ok and bool(nums)
+    if task == "temporal_grounding":
+        v = tuple(nums[:2]) if len(nums) >= 2 and nums[0] <= nums[1] else None
+        return v, ok and v is not None
+    if task == "spatial_grounding":
+        v = tuple(nums[:4]) if len(nums) >= 4 and nums[0] <= nums[2] and nums[1] <= nums[3] else None
+        return v, ok and v is not None
+    return " ".join(a.strip().strip("\"'`*").split()).lower(), ok
+
+
+def _levenshtein(a: str, b: str) -> int:
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i]
+        for j, cb in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        prev = cur
+    return prev[-1]
+
+
+def _metric(task, v, g):
+    if v is None:
+        return 0.0
+    if task == "multiple_choice":
+        return float(v == g)
+    if task == "numerical":
+        return float(abs(v - g) <= 0.05 * abs(g)) if g else float(abs(v) <= 0.05)
+    if task == "temporal_grounding":
+        inter = max(0.0, min(v[1], g[1]) - max(v[0], g[0]))
+        union = max(v[1], g[1]) - min(v[0], g[0])
+        return inter / union if union > 0 else float(v == g)
+    if task == "spatial_grounding":
+        w = max(0.0, min(v[2], g[2]) - max(v[0], g[0]))
+        h = max(0.0, min(v[3], g[3]) - max(v[1], g[1]))
+        union = (v[2] - v[0]) * (v[3] - v[1]) + (g[2] - g[0]) * (g[3] - g[1]) - w * h
+        return w * h / union if union > 0 else float(v == g)
+    sim = 1 - _levenshtein(v, g) / max(len(v), len(g), 1)
+    return sim if sim >= 0.5 else 0.0
+
+
+def python_baseline(rows: list[dict], tau: float = 0.3) -> list[dict]:
+    out = []
+    for r in rows:
+        a, outer = _answer_part(r["text"])
+        v, task_ok = _parse(r["task_type"], a)
+        if r["task_type"] == "open_ended":
+            correct, q = None, float(outer and task_ok)
+        else:
+            g, _ = _parse(r["task_type"], r["answer"])
+            correct = _metric(r["task_type"], v, g)
+            q = float(outer and task_ok) * correct
+        out.append({"prompt_id": r["prompt_id"], "teacher": r["teacher"], "v": v, "q": q, "correct": correct, "kept": q >= tau})
+    groups, counts = defaultdict(list), Counter()
+    for s in out:
+        groups[s["prompt_id"]].append(s)
+        counts[(s["prompt_id"], s["teacher"], str(s["v"]))] += 1
+    for samples in groups.values():
+        per_teacher = Counter(s["teacher"] for s in samples)
+        total = sum(s["q"] if s["correct"] is not None else 1.0 for s in samples if s["kept"])
+        best = max((s for s in samples if s["kept"]), key=lambda s: s["q"], default=None)
+        for s in samples:
+            s["agreement"] = counts[(s["prompt_id"], s["teacher"], str(s["v"]))] / per_teacher[s["teacher"]]
+            raw = (s["q"] if s["correct"] is not None else 1.0) if s["kept"] else 0.0
+            s["weight"] = raw / total if total else 0.0
+            s["is_best"] = s is best
+    return out
+
+
+CHILD = """
+import json, os, resource, sys, time
+from rmsd.filter.run import run_filter
+from rmsd.schemas.config import FilterConfig, GenConfig, PipelineConfig, TeacherConfig, ModelConfig
+cfg = PipelineConfig(teachers=[TeacherConfig(id="bench", model=ModelConfig(path="unused"))], filter=FilterConfig())
+t = time.perf_counter()
+s = run_filter(cfg, "bench", sys.argv[1], sys.argv[2], progress=False)
+own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+worker = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
+workers = os.cpu_count()
+print(json.dumps({"seconds": time.perf_counter() - t, "samples": s.samples, "kept": s.kept,
+                  "peak_rss_gb": own + workers * worker, "driver_gb": own, "worker_gb": worker, "workers": workers}))
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=10_000_000)
+    parser.add_argument("--baseline-rows", type=int, default=300_000)
+    parser.add_argument("--workdir", type=Path, default=None, help="keep the corpus here (default: a temp folder)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = args.workdir or Path(tmp)
+        samples = work / "samples"
+        t = time.perf_counter()
+        if not list(samples.glob("samples-*.parquet")):
+            write_corpus(samples, args.rows)
+        total = pl.scan_parquet(samples / "*.parquet").select(pl.len()).collect().item()
+        size = sum(p.stat().st_size for p in samples.glob("*.parquet")) / 1e9
+        print(f"corpus: {total:,} rows in {len(list(samples.glob('*.parquet')))} shards, {size:.2f} GB on disk ({time.perf_counter() - t:.0f} s to write)")
+
+        done = subprocess.run([sys.executable, "-c", CHILD, str(samples), str(work / "filtered")], capture_output=True, text=True)
+        if done.returncode:
+            sys.exit(done.stderr)
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+        polars_rate = result["samples"] / result["seconds"]
+        print(f"rmsd-filter (Polars): {result['samples']:,} rows in {result['seconds']:.1f} s = {polars_rate / 1e6:.2f} M rows/s, "
+              f"peak RSS {result['peak_rss_gb']:.2f} GB (driver {result['driver_gb']:.2f} + {result['workers']} workers x {result['worker_gb']:.2f}, an upper bound), kept {result['kept'] / result['samples']:.1%}")
+
+        subset = pl.scan_parquet(samples / "*.parquet").head(args.baseline_rows).collect().to_dicts()
+        t = time.perf_counter()
+        python_baseline(subset)
+        python_rate = len(subset) / (time.perf_counter() - t)
+        print(f"row-by-row Python (score only, no I/O, {len(subset):,} rows): {python_rate / 1e6:.3f} M rows/s")
+        print(f"speed-up: {polars_rate / python_rate:.1f}x (goal >= 5x): {'PASS' if polars_rate >= 5 * python_rate else 'FAIL'}")
+        print(f"throughput goal >= 1 M rows/s: {'PASS' if polars_rate >= 1e6 else 'FAIL'}; "
+              f"memory goal < 3 GB: {'PASS' if result['peak_rss_gb'] < 3 else 'FAIL'}")
+
+
+if __name__ == "__main__":
+    main()
