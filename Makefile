@@ -36,6 +36,7 @@ test: setup
 
 bench: setup
 	$(BIN)/python bench/frames.py
+	$(BIN)/python bench/filter.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
