@@ -15,8 +15,8 @@ open_ended          a reference description of the whole video
 
 Options keep a fixed order per question kind, so a small model can map answers to letters.
 Everything derives from ``(seed, video index)``: the same seed gives the same prompts and frames
-whatever the number of worker processes. The scene facts go into ``meta`` (JSON) so later
-stages can write reasoning for the ground truth.
+whatever the number of worker processes. ``meta`` (JSON) holds the scene facts and a short
+``reasoning`` sentence, which ground-truth SFT puts in the response's ``<think>``.
 """
 
 from __future__ import annotations
@@ -197,19 +197,29 @@ def make_questions(scene: Scene, rng: np.random.Generator) -> list[dict]:
     else:
         question, options, correct = f"What shape is the {target.colour} object?", list(SHAPES), target.kind
     letter = option_letters(options)[options.index(correct)]
+    mc_reason = {
+        "colour": f"the {target.kind} is {target.colour}",
+        "direction": f"{_phrase(target)} moves {target.direction}",
+        "shape": f"the {target.colour} object is a {target.kind}",
+    }[mc]
 
     timed = [s for s in shapes if s.first > 0 or s.last < NUM_FRAMES - 1] or shapes
     when = timed[int(rng.integers(0, len(timed)))]
     where = shapes[int(rng.integers(0, len(shapes)))]
+    start, end = format_answer("numerical", frame_time(when.first)), format_answer("numerical", frame_time(when.last))
+    x1, y1, _, _ = where.box(where.first)
+    listed = ", ".join(f"a {s.colour} {s.kind}" for s in shapes)
+    # (task type, question, options, answer, extra meta, reasoning for ground-truth responses)
     questions = [
-        ("multiple_choice", question, options, letter, {"asks": mc, "target": asdict(target)}),
-        ("numerical", "How many shapes appear in the video?", None, str(len(shapes)), {}),
+        ("multiple_choice", question, options, letter, {"asks": mc, "target": asdict(target)}, mc_reason),
+        ("numerical", "How many shapes appear in the video?", None, str(len(shapes)), {}, f"I see {listed}"),
         (
             "temporal_grounding",
             f"When is {_phrase(when)} visible? Give the start and end time in seconds.",
             None,
             format_answer("temporal_grounding", (frame_time(when.first), frame_time(when.last))),
             {"target": asdict(when)},
+            f"{_phrase(when)} is visible from {start} s to {end} s",
         ),
         (
             "spatial_grounding",
@@ -217,13 +227,14 @@ def make_questions(scene: Scene, rng: np.random.Generator) -> list[dict]:
             None,
             format_answer("spatial_grounding", where.box(where.first)),
             {"target": asdict(where), "frame_size": [WIDTH, HEIGHT]},
+            f"{_phrase(where)} starts at x {x1}, y {y1}, {where.size} pixels wide",
         ),
-        ("ocr", "Which word is written in the video?", None, scene.word.upper(), {}),
-        ("open_ended", "Describe what happens in the video.", None, describe(scene), {}),
+        ("ocr", "Which word is written in the video?", None, scene.word.upper(), {}, f"the word {scene.word.upper()} is written at the bottom"),
+        ("open_ended", "Describe what happens in the video.", None, describe(scene), {}, f"I see {listed}"),
     ]
     scene_meta = {"shapes": [asdict(s) for s in shapes], "word": scene.word, "word_frames": [scene.word_first, scene.word_last], "fps": FPS, "num_frames": NUM_FRAMES}
     rows = []
-    for task_type, text, opts, answer, extra in questions:
+    for task_type, text, opts, answer, extra, reasoning in questions:
         rows.append(
             {
                 "prompt_id": f"{scene.video_id}-{task_type}",
@@ -234,7 +245,7 @@ def make_questions(scene: Scene, rng: np.random.Generator) -> list[dict]:
                 "task_type": task_type,
                 "dataset": DATASET,
                 "split": scene.split,
-                "meta": json.dumps({**extra, "scene": scene_meta}, sort_keys=True),
+                "meta": json.dumps({**extra, "reasoning": reasoning, "scene": scene_meta}, sort_keys=True),
             }
         )
     return rows
