@@ -177,8 +177,10 @@ def sample_frames(
     max_frames: int = 64,
     max_pixels: int | None = None,
     mode: Mode = "exact",
+    timestamps: list[float] | None = None,
 ) -> Frames:
-    """Decode frames of ``path`` at uniform targets; raise VideoError for an unusable video."""
+    """Decode frames of ``path`` at uniform targets (or at given ``timestamps``, e.g. the ones a
+    teacher saw, recorded in its samples); raise VideoError for an unusable video."""
     path = str(path)
     _check_file(path)
     container = _open(path)
@@ -186,7 +188,7 @@ def sample_frames(
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         duration = _duration(container, stream)
-        targets = target_times(duration, num_frames, fps, max_frames)
+        targets = list(timestamps) if timestamps else target_times(duration, num_frames, fps, max_frames)
         rate = float(stream.average_rate or stream.guessed_rate or 30)
         if mode == "all":
             chosen = _decode_all(container, stream, targets)

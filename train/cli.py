@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -32,6 +33,92 @@ def init_model(
         raise typer.Exit(2)
     path = build(out, preset, seed)
     typer.echo(f"wrote {preset} model to {path}")
+
+
+def _fail(message: str) -> None:
+    typer.secho(f"rmsd-train: error: {message}", fg="red", err=True)
+    raise typer.Exit(2)
+
+
+def _pipeline(name: str, config: Optional[Path]):
+    from ..schemas.config import load_pipeline
+
+    return load_pipeline(name, config, check_models=False)
+
+
+@app.command()
+def sft(
+    mode: str = typer.Option(..., "--mode", help="best (T_best, the paper's warm-up) | weighted (kept samples, loss weighted by p_k) | single (one random teacher sample, no filtering) | gt (ground truth)"),
+    data: Path = typer.Option(..., "--data", help="best/weighted: rmsd-filter output; single: rmsd-gen samples folder; gt: a prompts file"),
+    model: Path = typer.Option(..., "--model", help="student checkpoint folder (Hugging Face format)"),
+    out: Path = typer.Option(..., "--out", help="output folder: checkpoints, tensorboard logs, final/"),
+    init: Optional[str] = typer.Option(None, "--init", help="build the student from this preset (tiny|demo) if --model does not exist"),
+    pipeline: str = typer.Option("demo", "--pipeline", help="pipeline whose frames and prompt templates the student sees"),
+    config: Optional[Path] = typer.Option(None, "--config", help="pipelines file (default: ./pipelines.yaml, else the packaged one)"),
+    epochs: float = typer.Option(1.0, "--epochs", help="passes over the examples (paper: 1)"),
+    lr: float = typer.Option(2e-6, "--lr", help="AdamW learning rate (paper: 2e-6)"),
+    batch_size: int = typer.Option(8, "--batch-size", min=1, help="examples per device per micro-batch"),
+    grad_accum: int = typer.Option(1, "--grad-accum", min=1, help="micro-batches per optimizer step"),
+    max_steps: int = typer.Option(-1, "--max-steps", help="stop after this many optimizer steps (-1: by epochs)"),
+    save_steps: int = typer.Option(200, "--save-steps", min=1, help="checkpoint every N steps (a killed run resumes from the last)"),
+    seed: int = typer.Option(0, "--seed", help="data order, initialisation and the single-sample draw"),
+    video_base: Optional[Path] = typer.Option(None, "--video-base", help="folder relative video paths start from (default: found through the manifests)"),
+    streaming: bool = typer.Option(False, "--streaming/--in-memory", help="stream curated shards (best, weighted) instead of loading them"),
+    resume: bool = typer.Option(True, "--resume/--no-resume", help="continue from the newest checkpoint in --out"),
+) -> None:
+    """Supervised fine-tuning of the student (weighted SFT on TRL's SFTTrainer)."""
+    from ..models import ensure_model, load_model
+    from ..schemas.config import ConfigError
+    from ..schemas.tables import SchemaError
+    from .collate import FrameCache, VideoSFTCollator, templates_by_task
+    from .data import MODES, sft_dataset
+    from .data import video_base as find_video_base
+    from .sft import SFTSettings, run_sft
+
+    if mode not in MODES:
+        _fail(f"unknown --mode {mode!r}; choose one of {', '.join(MODES)}")
+    try:
+        cfg = _pipeline(pipeline, config)
+        base = video_base or find_video_base(mode, data)
+        dataset = sft_dataset(mode, data, seed=seed, streaming=streaming)
+        if streaming and max_steps < 0:
+            _fail("--streaming needs --max-steps (a stream has no length)")
+        student, processor = load_model(ensure_model(model, init))
+    except (ConfigError, SchemaError, FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+    collator = VideoSFTCollator(processor, FrameCache(cfg.frames, base), templates_by_task(cfg))
+    settings = SFTSettings(epochs=epochs, learning_rate=lr, batch_size=batch_size, gradient_accumulation=grad_accum, max_steps=max_steps, save_steps=save_steps, seed=seed)
+    final = run_sft(student, processor, dataset, collator, out, settings, resume=resume)
+    typer.echo(f"rmsd-train: {mode} SFT done: {final}")
+
+
+@app.command("eval")
+def evaluate_command(
+    model: Path = typer.Option(..., "--model", help="checkpoint folder to evaluate"),
+    prompts: Path = typer.Option(..., "--prompts", help="prompts file with ground truth"),
+    out: Path = typer.Option(..., "--out", help="folder for eval.json, eval.md and responses.parquet"),
+    split: Optional[str] = typer.Option("test", "--split", help="only prompts of this split ('' = all)"),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="only the first N prompts of the split"),
+    max_tokens: int = typer.Option(96, "--max-tokens", min=1, help="generated tokens cap"),
+    pipeline: str = typer.Option("demo", "--pipeline", help="pipeline whose frames and prompt templates are used"),
+    config: Optional[Path] = typer.Option(None, "--config", help="pipelines file"),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar"),
+) -> None:
+    """Per-task accuracy with the filter's metrics, greedy decoding; JSON and Markdown outputs."""
+    from ..schemas.config import ConfigError
+    from .collate import templates_by_task
+    from .evaluate import evaluate
+
+    try:
+        cfg = _pipeline(pipeline, config)
+        if not model.is_dir():
+            raise FileNotFoundError(f"model folder not found: {model}")
+        result = evaluate(model, prompts, out, split or None, cfg.frames, templates_by_task(cfg), limit, max_tokens, progress)
+    except (ConfigError, FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+    closed = next(r for r in result["by_task"] if r["task_type"] == "(closed-ended)")
+    accuracy = "-" if closed["accuracy"] is None else f"{100 * closed['accuracy']:.1f}%"
+    typer.echo(f"rmsd-train: {result['questions']} questions, closed-ended accuracy {accuracy}; {out / 'eval.md'}")
 
 
 def main() -> None:

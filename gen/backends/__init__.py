@@ -20,7 +20,7 @@ class GenerationRequest:
     fps: float  # effective fps of the frames
     timestamps: list[float]
     seeds: list[int]  # one per sample: K = len(seeds)
-    temperature: float = 1.0
+    temperature: float = 1.0  # 0 = greedy (one sample)
     top_p: float = 1.0
     top_k: int = 0
     max_tokens: int = 128

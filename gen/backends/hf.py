@@ -84,16 +84,19 @@ class HFBackend:
             raise ValueError("one generate call needs one K and one set of sampling settings")
         k = ks.pop()
         inputs = self._inputs(requests)
-        sampler = SeededRowSampler([s for r in requests for s in r.seeds], first.temperature, first.top_p, first.top_k, self.device)
+        greedy = first.temperature == 0  # evaluation: one greedy answer per request
+        sampler = SeededRowSampler([s for r in requests for s in r.seeds], first.temperature or 1.0, first.top_p, first.top_k, self.device)
+        if greedy and k != 1:
+            raise ValueError("greedy decoding (temperature 0) gives one sample per request")
         output = self.model.generate(
             **inputs,
-            do_sample=True,  # the sampler leaves one finite logit; generate's sampling then takes it
+            do_sample=not greedy,  # sampling: the sampler leaves one finite logit; generate then takes it
             num_return_sequences=k,
-            temperature=1.0,
+            temperature=None if greedy else 1.0,
             top_k=None,
             top_p=None,
             max_new_tokens=first.max_tokens,
-            logits_processor=LogitsProcessorList([sampler]),
+            logits_processor=None if greedy else LogitsProcessorList([sampler]),
             pad_token_id=self.tokenizer.pad_token_id,
             eos_token_id=sorted(self.eos_ids),
         )

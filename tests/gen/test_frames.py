@@ -90,3 +90,10 @@ def test_media_roots(tmp_path):
         resolve_video("../secret.mp4", tmp_path / "data", [tmp_path / "data"])
     assert err.value.kind == "refused"
     assert resolve_video(str(tmp_path / "other" / "b.mp4"), tmp_path / "data", [tmp_path / "data", tmp_path / "other"])
+
+
+def test_frames_at_recorded_timestamps_reproduce_the_teachers_frames(ramp):
+    seen = sample_frames(ramp, num_frames=5, mode="exact")
+    again = sample_frames(ramp, timestamps=seen.timestamps, mode="exact")
+    assert again.timestamps == seen.timestamps
+    assert (again.array == seen.array).all()

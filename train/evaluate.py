@@ -1,0 +1,120 @@
+"""Evaluation: greedy answers of a model on a split of a prompts file, scored with the filter's
+metrics (``schemas/metrics.py``): per task type, accuracy (the mean metric) and format validity."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import polars as pl
+from tqdm import tqdm
+
+from ..gen.adapters import load_prompts
+from ..gen.backends import GenerationRequest
+from ..gen.backends.hf import HFBackend
+from ..gen.frames import VideoError, resolve_video, sample_frames
+from ..schemas.config import FramesConfig, TemplateConfig
+from ..schemas.metrics import score_responses
+from .collate import prompt_messages
+
+
+def answer_prompts(
+    model_path: str | Path,
+    prompts: list[dict],
+    video_base: Path,
+    frames: FramesConfig,
+    templates: dict[str, TemplateConfig] | None = None,
+    max_tokens: int = 96,
+    batch_size: int = 16,
+    progress: bool = True,
+) -> pl.DataFrame:
+    """One greedy response per prompt (``text``; null with ``error`` for an unusable video)."""
+    backend = HFBackend(str(model_path), num_threads=max(1, __import__("os").cpu_count() or 1))
+    texts: dict[str, str | None] = {}
+    errors: dict[str, str] = {}
+    bar = tqdm(total=len(prompts), unit="prompt", desc="eval", disable=not progress)
+    for start in range(0, len(prompts), batch_size):
+        batch = []
+        for row in prompts[start : start + batch_size]:
+            try:
+                path = resolve_video(row["video"], video_base, [video_base])
+                f = sample_frames(path, frames.num_frames, frames.fps, frames.max_frames, frames.max_pixels, frames.mode)
+            except VideoError as exc:
+                errors[row["prompt_id"]] = str(exc)
+                continue
+            messages = prompt_messages(row, templates)
+            batch.append(GenerationRequest(row["prompt_id"], messages, f.array, f.fps, f.timestamps, seeds=[0], temperature=0.0, max_tokens=max_tokens))
+        if batch:
+            for request, (completion,) in zip(batch, backend.generate(batch)):
+                texts[request.prompt_id] = completion.text
+        bar.update(len(prompts[start : start + batch_size]))
+    bar.close()
+    frame = pl.DataFrame(prompts, schema_overrides={"options": pl.List(pl.String)}).select("prompt_id", "task_type", "question", "options", "answer", "video")
+    return frame.with_columns(
+        text=pl.col("prompt_id").replace_strict(texts, default=None, return_dtype=pl.String),
+        error=pl.col("prompt_id").replace_strict(errors, default=None, return_dtype=pl.String),
+    )
+
+
+def accuracy_table(scored: pl.DataFrame) -> pl.DataFrame:
+    """Per task type (and overall): questions, accuracy (mean metric; open-ended: none) and format validity."""
+    per_task = scored.group_by("task_type").agg(
+        pl.len().alias("questions"),
+        pl.col("correct").mean().alias("accuracy"),
+        pl.col("valid").mean().alias("format_valid"),
+    )
+    closed = scored.filter(pl.col("correct").is_not_null())
+    overall = pl.DataFrame(
+        {
+            "task_type": ["(closed-ended)"],
+            "questions": [closed.height],
+            "accuracy": [closed["correct"].mean() if closed.height else None],
+            "format_valid": [scored["valid"].mean()],
+        },
+        schema=per_task.schema,
+    )
+    return pl.concat([per_task.sort("task_type"), overall])
+
+
+def evaluate(
+    model_path: str | Path,
+    prompts_path: str | Path,
+    out: str | Path,
+    split: str | None = "test",
+    frames: FramesConfig | None = None,
+    templates: dict[str, TemplateConfig] | None = None,
+    limit: int | None = None,
+    max_tokens: int = 96,
+    progress: bool = True,
+) -> dict:
+    """Evaluate and write ``eval.json``, ``eval.md`` and ``responses.parquet`` to ``out``."""
+    started = time.time()
+    prompts_path, out = Path(prompts_path), Path(out)
+    rows, _ = load_prompts(prompts_path)
+    if split:
+        rows = [r for r in rows if r.get("split") == split]
+    rows = rows[:limit] if limit else rows
+    if not rows:
+        raise ValueError(f"{prompts_path}: no prompts in split {split!r}")
+    answered = answer_prompts(model_path, rows, prompts_path.parent, frames or FramesConfig(), templates, max_tokens=max_tokens, progress=progress)
+    scored = score_responses(answered)
+    table = accuracy_table(scored)
+    out.mkdir(parents=True, exist_ok=True)
+    scored.select("prompt_id", "task_type", "answer", "text", "error", "normalised", "valid", "correct").write_parquet(out / "responses.parquet")
+    result = {
+        "model": str(model_path),
+        "prompts": str(prompts_path),
+        "split": split,
+        "questions": len(rows),
+        "seconds": round(time.time() - started, 2),
+        "by_task": table.to_dicts(),
+    }
+    (out / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
+    lines = [f"# Evaluation of `{model_path}`", "", f"{len(rows)} questions of split `{split}` in `{prompts_path}`, greedy decoding.", "",
+             "| task type | questions | accuracy | format valid |", "| --- | ---: | ---: | ---: |"]
+    for r in table.iter_rows(named=True):
+        acc = "-" if r["accuracy"] is None else f"{100 * r['accuracy']:.1f}%"
+        lines.append(f"| {r['task_type']} | {r['questions']} | {acc} | {100 * (r['format_valid'] or 0):.1f}% |")
+    (out / "eval.md").write_text("\n".join(lines) + "\n")
+    return result

@@ -1,0 +1,131 @@
+"""Supervised fine-tuning of the student on teacher samples: TRL's SFTTrainer, extended at its
+``compute_loss`` seam with per-example weights.
+
+The loss of an optimizer step is the weighted token mean over every micro-batch of the step:
+
+    L = sum_i w_i * sum_t l_it  /  sum_i w_i * n_i
+
+(l_it the cross-entropy of response token t of example i, n_i its response tokens, w_i its
+weight). The denominator covers the whole gradient-accumulation window (and every rank), so the
+step's gradient does not depend on how the batch is split. With all weights 1 it is TRL's own
+token-mean loss.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from trl import SFTConfig, SFTTrainer
+
+from .collate import IGNORE
+
+
+class WeightedSFTTrainer(SFTTrainer):
+    """SFTTrainer whose batches carry ``weights`` (one per example)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.loss_is_scaled_for_ga = True  # compute_loss divides by the whole step's weighted token count
+
+    def _get_num_items_in_batch(self, batch_samples: list, device: torch.device):
+        total = sum(_weighted_tokens(batch["labels"], batch["weights"]) for batch in batch_samples)
+        total = torch.as_tensor(total, dtype=torch.float32, device=device)
+        if self.args.average_tokens_across_devices and self.args.world_size > 1:
+            total = self.accelerator.gather(total.reshape(1)).sum()
+        return total
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        weights = inputs.pop("weights").float()
+        labels = inputs.pop("labels")
+        outputs = model(**inputs, use_cache=False)
+        per_example = _per_example_token_loss(outputs.logits, labels)
+        denominator = num_items_in_batch if num_items_in_batch is not None else _weighted_tokens(labels, weights)
+        loss = (weights.to(per_example.device) * per_example).sum() / torch.as_tensor(denominator, device=per_example.device).clamp(min=1e-8)
+        if self.args.average_tokens_across_devices and self.args.world_size > 1 and num_items_in_batch is not None:
+            loss = loss * self.args.world_size  # DDP averages gradients over ranks; the denominator is global
+        mode = "train" if model.training else "eval"
+        self._metrics[mode]["weighted_tokens"].append(float(_weighted_tokens(labels, weights)))
+        return (loss, outputs) if return_outputs else loss
+
+
+def _per_example_token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Sum over each example's response tokens of the next-token cross-entropy."""
+    shifted = labels[:, 1:].to(logits.device)
+    token_loss = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), shifted, ignore_index=IGNORE, reduction="none")
+    return token_loss.sum(dim=1)
+
+
+def _weighted_tokens(labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    tokens = (labels[:, 1:] != IGNORE).sum(dim=1).float()
+    return (tokens * weights.float().to(tokens.device)).sum()
+
+
+@dataclass
+class SFTSettings:
+    """Defaults follow the paper where it speaks (1 epoch, AdamW); the demo raises the lr for tiny models."""
+
+    epochs: float = 1.0
+    learning_rate: float = 2e-6
+    batch_size: int = 8
+    gradient_accumulation: int = 1
+    warmup_ratio: float = 0.05
+    weight_decay: float = 0.0
+    max_steps: int = -1
+    save_steps: int = 200
+    logging_steps: int = 10
+    seed: int = 0
+
+
+def sft_config(out: Path, s: SFTSettings, **overrides) -> SFTConfig:
+    use_gpu = torch.cuda.is_available()
+    return SFTConfig(
+        output_dir=str(out),
+        num_train_epochs=s.epochs,
+        max_steps=s.max_steps,
+        learning_rate=s.learning_rate,
+        per_device_train_batch_size=s.batch_size,
+        gradient_accumulation_steps=s.gradient_accumulation,
+        lr_scheduler_type="cosine",
+        warmup_steps=s.warmup_ratio,  # a float in [0, 1) is a ratio of the total steps
+        weight_decay=s.weight_decay,
+        logging_steps=s.logging_steps,
+        save_steps=s.save_steps,
+        save_total_limit=2,
+        seed=s.seed,
+        report_to=["tensorboard"],
+        use_cpu=not use_gpu,
+        bf16=use_gpu and torch.cuda.is_bf16_supported(),
+        remove_unused_columns=False,
+        dataset_kwargs={"skip_prepare_dataset": True},
+        max_length=None,
+        dataloader_num_workers=0,
+        save_only_model=False,
+        **overrides,
+    )
+
+
+def last_checkpoint(out: Path) -> str | None:
+    checkpoints = sorted(Path(out).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    return str(checkpoints[-1]) if checkpoints else None
+
+
+def run_sft(model, processor, dataset, collator, out: Path, settings: SFTSettings, resume: bool = True) -> Path:
+    """Train, resuming from the newest checkpoint in ``out`` if there is one; save to ``out/final``."""
+    out = Path(out)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    trainer = WeightedSFTTrainer(
+        model=model,
+        args=sft_config(out, settings),
+        train_dataset=dataset,
+        data_collator=collator,
+        processing_class=processor,
+    )
+    trainer.train(resume_from_checkpoint=last_checkpoint(out) if resume else None)
+    final = out / "final"
+    trainer.save_model(str(final))
+    processor.save_pretrained(str(final))
+    return final
