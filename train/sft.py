@@ -13,6 +13,7 @@ token-mean loss.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,9 +109,21 @@ def sft_config(out: Path, s: SFTSettings, **overrides) -> SFTConfig:
     )
 
 
+def _complete(checkpoint: Path) -> bool:
+    """The Trainer writes trainer_state.json last: a checkpoint without a readable one was cut
+    short (a kill while saving) and cannot be resumed from."""
+    try:
+        json.loads((checkpoint / "trainer_state.json").read_text())
+        return True
+    except (OSError, ValueError):
+        return False
+
+
 def last_checkpoint(out: Path) -> str | None:
+    """The newest complete checkpoint in ``out``."""
     checkpoints = sorted(Path(out).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
-    return str(checkpoints[-1]) if checkpoints else None
+    complete = [c for c in checkpoints if _complete(c)]
+    return str(complete[-1]) if complete else None
 
 
 def run_sft(model, processor, dataset, collator, out: Path, settings: SFTSettings, resume: bool = True) -> Path:

@@ -1,0 +1,62 @@
+"""rmsd-train from its command line: SFT that survives a kill, and evaluation."""
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from tests.conftest import BIN
+
+pytestmark = pytest.mark.slow
+
+
+def train(*args, **popen):
+    return [str(BIN / "rmsd-train"), *map(str, args)]
+
+
+def test_sft_resumes_after_a_kill_and_eval_scores_the_result(bench_dir, tmp_path, rmsd_home):
+    out = tmp_path / "sft"
+    command = train(
+        "sft", "--mode", "gt", "--data", bench_dir / "prompts.parquet", "--model", tmp_path / "student", "--init", "tiny",
+        "--out", out, "--lr", "1e-3", "--batch-size", "2", "--max-steps", "80", "--save-steps", "4",
+    )
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 180
+    while time.time() < deadline and not (out / "checkpoint-8").exists():
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (out / "final").exists(), "the kill should land before the end"
+    done = subprocess.run(command, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    state = json.loads((out / "checkpoint-80" / "trainer_state.json").read_text())
+    assert state["global_step"] == 80
+    first_logged = min(entry["step"] for entry in state["log_history"] if "loss" in entry)
+    assert first_logged <= 10  # one continued history, not a restart from scratch after the kill
+    assert (out / "final" / "model.safetensors").exists()
+    assert list((out / "runs").rglob("events.out.tfevents.*")), "TensorBoard logs"
+    # the final checkpoint loads in transformers as any Hugging Face checkpoint
+    from rmsd.models import load_model
+
+    model, _ = load_model(out / "final")
+    assert model.config.model_type == "qwen2_vl"
+
+    done = subprocess.run(
+        train("eval", "--model", out / "final", "--prompts", bench_dir / "prompts.parquet", "--out", tmp_path / "eval", "--split", "", "--limit", 12, "--no-progress"),
+        capture_output=True, text=True,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    tasks = {r["task_type"] for r in result["by_task"]}
+    assert tasks == {"multiple_choice", "numerical", "temporal_grounding", "spatial_grounding", "ocr", "open_ended", "(closed-ended)"}
+    assert "| multiple_choice |" in (tmp_path / "eval" / "eval.md").read_text()
+
+
+def test_bad_mode_and_missing_data_fail_clearly(tmp_path):
+    done = subprocess.run(train("sft", "--mode", "best-of", "--data", tmp_path, "--model", tmp_path, "--out", tmp_path / "o"), capture_output=True, text=True)
+    assert done.returncode == 2 and "unknown --mode" in done.stderr
+    done = subprocess.run(train("sft", "--mode", "best", "--data", tmp_path, "--model", tmp_path, "--out", tmp_path / "o"), capture_output=True, text=True)
+    assert done.returncode == 2 and "no curated shards" in done.stderr or "manifest" in done.stderr
