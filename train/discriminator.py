@@ -1,0 +1,154 @@
+"""The adversarial plug-in: a discriminator trained online to tell teacher answers from student ones.
+
+"Critic as discriminator" (GAD, arXiv 2511.10643; METHOD.md stage 3): a copy of the student's
+backbone with a scalar head reading the last token of (video, question, response). It is trained
+with the quality-weighted Bradley-Terry loss
+
+    L_D = E[ q_m(i) * -log sigmoid( D(T_m(i)) - D(S_i) ) ]
+
+where each student rollout S_i is paired with a teacher response T_m(i) drawn from the matching
+distribution p of its prompt. As a reward, D(S) scores the student's rollouts; the reward call
+then updates D on those rollouts, so D keeps up with the student (online), and the rewards of a
+step always come from the discriminator before that step's update.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .collate import VideoSFTCollator
+from .rewards import completion_text
+
+HEAD_FILE = "score_head.safetensors"
+
+
+class Discriminator(nn.Module):
+    """A causal VLM's backbone with a linear scalar head on the last non-padding token."""
+
+    def __init__(self, lm: nn.Module):
+        super().__init__()
+        self.lm = lm  # the full model is kept so it saves and loads as any Hugging Face checkpoint
+        hidden = lm.config.get_text_config().hidden_size
+        self.head = nn.Linear(hidden, 1)
+        nn.init.zeros_(self.head.bias)
+        nn.init.normal_(self.head.weight, std=1.0 / hidden**0.5)
+
+    @classmethod
+    def from_student(cls, path: str | Path) -> Discriminator:
+        """Initialise from the student's checkpoint (GAD's practice); a saved discriminator folder
+        (with its head) loads back whole."""
+        from ..models import load_model
+
+        lm, _ = load_model(path)
+        disc = cls(lm)
+        head = Path(path) / HEAD_FILE
+        if head.exists():
+            disc.head.load_state_dict(load_file(str(head)))
+        return disc.train()
+
+    def forward(self, labels=None, weights=None, **inputs) -> torch.Tensor:
+        backbone = self.lm.model if hasattr(self.lm, "model") else self.lm.base_model
+        hidden = backbone(**inputs, use_cache=False).last_hidden_state  # (B, T, H), right padding
+        last = inputs["attention_mask"].sum(dim=1) - 1
+        return self.head(hidden[torch.arange(hidden.shape[0], device=hidden.device), last].float()).squeeze(-1)
+
+    def save(self, out: str | Path, processor=None) -> Path:
+        out = Path(out)
+        self.lm.save_pretrained(str(out))
+        if processor is not None:
+            processor.save_pretrained(str(out))
+        save_file({k: v.contiguous() for k, v in self.head.state_dict().items()}, str(out / HEAD_FILE))
+        return out
+
+
+def bradley_terry_loss(teacher: torch.Tensor, student: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
+    """Quality-weighted Bradley-Terry loss: E[q * -log sigmoid(D(T) - D(S))]."""
+    return (quality * -F.logsigmoid(teacher - student)).mean()
+
+
+@dataclass
+class TeacherPool:
+    """The curated teacher responses of every prompt, with their matching probabilities p_k."""
+
+    responses: dict[str, list[tuple[str, float, float]]]  # prompt_id -> [(text, weight, quality)]
+
+    @classmethod
+    def from_curated(cls, frame: pl.DataFrame) -> TeacherPool:
+        pool: dict[str, list[tuple[str, float, float]]] = {}
+        for row in frame.select("prompt_id", "text", "weight", "quality").iter_rows():
+            pool.setdefault(row[0], []).append((row[1], float(row[2]), float(row[3])))
+        return cls(pool)
+
+    def draw(self, prompt_id: str, rng: random.Random) -> tuple[str, float] | None:
+        """T_m ~ p for one rollout: (text, quality), or None if the prompt has no kept sample."""
+        choices = self.responses.get(prompt_id)
+        if not choices:
+            return None
+        text, _, quality = rng.choices(choices, weights=[w for _, w, _ in choices])[0]
+        return text, quality
+
+
+class DiscriminatorTrainer:
+    """Owns the discriminator, its optimizer, and one Bradley-Terry update per call."""
+
+    def __init__(self, disc: Discriminator, collator: VideoSFTCollator, lr: float = 1e-6, max_grad_norm: float = 0.2, device: str = "cpu"):
+        self.disc, self.collator, self.max_grad_norm, self.device = disc.to(device), collator, max_grad_norm, device
+        self.optimizer = torch.optim.AdamW(disc.parameters(), lr=lr)
+
+    def _batch(self, examples: list[dict]) -> dict:
+        batch = self.collator(examples)
+        return {k: v.to(self.device) for k, v in batch.items() if k not in ("labels", "weights")}
+
+    @torch.no_grad()
+    def score(self, examples: list[dict]) -> torch.Tensor:
+        self.disc.eval()
+        scores = self.disc(**self._batch(examples))
+        self.disc.train()
+        return scores
+
+    def step(self, teacher_examples: list[dict], student_examples: list[dict], quality: list[float]) -> dict[str, float]:
+        """One update on pairs (teacher_examples[i], student_examples[i])."""
+        scores = self.disc(**self._batch(teacher_examples + student_examples))
+        teacher, student = scores[: len(teacher_examples)], scores[len(teacher_examples) :]
+        q = torch.tensor(quality, dtype=torch.float32, device=scores.device)
+        loss = bradley_terry_loss(teacher, student, q)
+        self.optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.disc.parameters(), self.max_grad_norm)
+        self.optimizer.step()
+        return {"loss": loss.item(), "accuracy": (teacher > student).float().mean().item(), "margin": (teacher - student).mean().item()}
+
+
+class DiscriminatorReward:
+    """TRL reward callable: D(S) for each rollout, then an online update of D on these rollouts
+    against teacher responses drawn from p."""
+
+    __name__ = "discriminator_reward"
+
+    def __init__(self, trainer: DiscriminatorTrainer, pool: TeacherPool, seed: int = 0):
+        self.trainer, self.pool, self.rng = trainer, pool, random.Random(seed)
+        self.history: list[dict[str, float]] = []
+
+    def __call__(self, prompts, completions, completion_ids=None, prompt_id=None, question=None, task_type=None,
+                 options=None, video=None, frame_timestamps=None, **_) -> list[float]:
+        n = len(completions)
+        frame_timestamps = frame_timestamps or [None] * n
+        options = options or [None] * n
+        base = [dict(question=question[i], task_type=task_type[i], options=options[i], video=video[i], frame_timestamps=frame_timestamps[i]) for i in range(n)]
+        students = [dict(b, response=completion_text(c)) for b, c in zip(base, completions)]
+        rewards = self.trainer.score(students).tolist()
+        pairs = [(i, self.pool.draw(prompt_id[i], self.rng)) for i in range(n)]
+        pairs = [(i, drawn) for i, drawn in pairs if drawn is not None]
+        if pairs:
+            teachers = [dict(base[i], response=text) for i, (text, _) in pairs]
+            stats = self.trainer.step(teachers, [students[i] for i, _ in pairs], [q for _, (_, q) in pairs])
+            self.history.append(stats)
+        return rewards
