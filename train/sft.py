@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from trl import SFTConfig, SFTTrainer
 
 from .collate import IGNORE
@@ -42,8 +41,10 @@ class WeightedSFTTrainer(SFTTrainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         weights = inputs.pop("weights").float()
         labels = inputs.pop("labels")
-        outputs = model(**inputs, use_cache=False)
-        per_example = _per_example_token_loss(outputs.logits, labels)
+        # SFTTrainer patches the model with TRL's fused LM head: per-token log-probabilities of the
+        # labels (shifted, zero where ignored) without building the (batch, length, vocab) logits
+        outputs = model(**inputs, labels=labels, fused_lm_head=True)
+        per_example = -outputs.log_probs.float().sum(dim=1)
         denominator = num_items_in_batch if num_items_in_batch is not None else _weighted_tokens(labels, weights)
         loss = (weights.to(per_example.device) * per_example).sum() / torch.as_tensor(denominator, device=per_example.device).clamp(min=1e-8)
         if self.args.average_tokens_across_devices and self.args.world_size > 1 and num_items_in_batch is not None:
@@ -51,13 +52,6 @@ class WeightedSFTTrainer(SFTTrainer):
         mode = "train" if model.training else "eval"
         self._metrics[mode]["weighted_tokens"].append(float(_weighted_tokens(labels, weights)))
         return (loss, outputs) if return_outputs else loss
-
-
-def _per_example_token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Sum over each example's response tokens of the next-token cross-entropy."""
-    shifted = labels[:, 1:].to(logits.device)
-    token_loss = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), shifted, ignore_index=IGNORE, reduction="none")
-    return token_loss.sum(dim=1)
 
 
 def _weighted_tokens(labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
