@@ -133,6 +133,7 @@ def run_sft(model, processor, dataset, collator, out: Path, settings: SFTSetting
     )
     trainer.train(resume_from_checkpoint=last_checkpoint(out) if resume else None)
     final = out / "final"
-    trainer.save_model(str(final))
-    processor.save_pretrained(str(final))
+    trainer.save_model(str(final))  # the main process writes; every process waits for it
+    if trainer.is_world_process_zero():
+        processor.save_pretrained(str(final))
     return final

@@ -60,3 +60,23 @@ def test_bad_mode_and_missing_data_fail_clearly(tmp_path):
     assert done.returncode == 2 and "unknown --mode" in done.stderr
     done = subprocess.run(train("sft", "--mode", "best", "--data", tmp_path, "--model", tmp_path, "--out", tmp_path / "o"), capture_output=True, text=True)
     assert done.returncode == 2 and "no curated shards" in done.stderr or "manifest" in done.stderr
+
+
+def test_sft_runs_in_two_processes_over_gloo(bench_dir, tiny_model, tmp_path):
+    """The distributed path (DDP on the gloo backend), as torchrun or accelerate launch it."""
+    import math
+
+    import polars as pl
+
+    out = tmp_path / "ddp"
+    command = [
+        str(BIN / "torchrun"), "--nproc-per-node", "2", "--master-port", "29531", "-m", "rmsd.train.cli", "sft",
+        "--mode", "gt", "--data", str(bench_dir / "prompts.parquet"), "--model", str(tiny_model), "--out", str(out),
+        "--lr", "1e-3", "--batch-size", "2", "--max-steps", "4", "--save-steps", "4",
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    state = json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())
+    examples = pl.read_parquet(bench_dir / "prompts.parquet").filter(pl.col("split") == "train").height
+    assert state["epoch"] == pytest.approx(4 / math.ceil(examples / (2 * 2)), rel=1e-3)  # 2 ranks x 2 examples per step
+    assert (out / "final" / "model.safetensors").exists() and (out / "final" / "processor_config.json").exists()
