@@ -38,6 +38,7 @@ def run(
     prompts: Optional[Path] = typer.Option(None, "--prompts", help="prompts: rmsd Parquet, Video-R1 JSON/JSONL or LLaVA-Video JSON (default: the pipeline's)"),
     out: Optional[Path] = typer.Option(None, "--out", help="output folder of the shards (default: runs/<pipeline>/samples)"),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="only the first N prompts"),
+    split: Optional[str] = typer.Option(None, "--split", help="only prompts of this split (e.g. train: keep evaluation prompts out of the training data)"),
     config: Optional[Path] = typer.Option(None, "--config", help="pipelines file (default: ./pipelines.yaml, else the packaged one)"),
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (default: a local Ray instance)"),
     media_root: list[Path] = typer.Option([], "--media-root", help="extra folder videos may be read from (repeatable)"),
@@ -60,7 +61,7 @@ def run(
         if prompts_path is None:
             _fail(f"pipeline {pipeline!r} names no prompts file; pass --prompts")
         summary = run_job(
-            cfg, pipeline, prompts_path, out or Path("runs") / pipeline / "samples", limit=limit, address=address,
+            cfg, pipeline, prompts_path, out or Path("runs") / pipeline / "samples", limit=limit, split=split, address=address,
             media_roots=[str(p.resolve()) for p in media_root], progress=progress,
         )
     except (ConfigError, SchemaError, JobMismatchError, FileNotFoundError) as exc:

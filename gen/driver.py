@@ -265,11 +265,14 @@ def run_job(
     address: str | None = None,
     media_roots: list[str] | None = None,
     progress: bool = True,
+    split: str | None = None,
 ) -> GenSummary:
     started = time.time()
     out = Path(out).resolve()
     prompts_path = Path(prompts_path).resolve()
     rows, refused = load_prompts(prompts_path)
+    if split is not None:
+        rows = [r for r in rows if r.get("split") == split]
     if limit is not None:
         rows = rows[:limit]
     config_hash = pipeline.gen_hash()

@@ -121,6 +121,36 @@ def evaluate_command(
     typer.echo(f"rmsd-train: {result['questions']} questions, closed-ended accuracy {accuracy}; {out / 'eval.md'}")
 
 
+@app.command()
+def compare(
+    runs: list[str] = typer.Argument(..., help="NAME=EVAL_DIR pairs (folders written by `rmsd-train eval`)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="also write the table to this Markdown file"),
+) -> None:
+    """One table of several evaluations: accuracy per task type, one column per model."""
+    import json
+
+    results = {}
+    for pair in runs:
+        name, _, folder = pair.partition("=")
+        path = Path(folder) / "eval.json"
+        if not name or not path.is_file():
+            _fail(f"expected NAME=EVAL_DIR with {path} present, got {pair!r}")
+        results[name] = {r["task_type"]: r for r in json.loads(path.read_text())["by_task"]}
+    tasks = list(next(iter(results.values())))
+    lines = ["| task type | " + " | ".join(results) + " |", "| --- |" + " ---: |" * len(results)]
+    for task in tasks:
+        cells = []
+        for by_task in results.values():
+            acc = by_task.get(task, {}).get("accuracy")
+            cells.append("-" if acc is None else f"{100 * acc:.1f}%")
+        lines.append(f"| {task} | " + " | ".join(cells) + " |")
+    table = "\n".join(lines)
+    typer.echo(table)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(table + "\n")
+
+
 def main() -> None:
     app()
 
