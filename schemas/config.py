@@ -31,6 +31,13 @@ class ConfigError(ValueError):
     """pipelines.yaml (or a flag) is wrong; the message says where and how."""
 
 
+def _check_task_types(by_task: dict) -> dict:
+    unknown = sorted(set(by_task) - set(TASK_TYPES))
+    if unknown:
+        raise ValueError(f"unknown task types {unknown}; known: {list(TASK_TYPES)}")
+    return by_task
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -133,9 +140,7 @@ class FilterConfig(_Strict):
     @field_validator("tau_by_task")
     @classmethod
     def _known_tasks(cls, taus: dict) -> dict:
-        unknown = sorted(set(taus) - set(TASK_TYPES))
-        if unknown:
-            raise ValueError(f"unknown task types {unknown}; known: {list(TASK_TYPES)}")
+        _check_task_types(taus)
         if any(not 0 <= v <= 1 for v in taus.values()):
             raise ValueError("tau values must lie in [0, 1]")
         return taus
@@ -159,10 +164,7 @@ class PipelineConfig(_Strict):
     @field_validator("tasks")
     @classmethod
     def _known_tasks(cls, tasks: dict) -> dict:
-        unknown = sorted(set(tasks) - set(TASK_TYPES))
-        if unknown:
-            raise ValueError(f"unknown task types {unknown}; known: {list(TASK_TYPES)}")
-        return tasks
+        return _check_task_types(tasks)
 
     @model_validator(mode="after")
     def _references(self) -> PipelineConfig:
