@@ -42,6 +42,8 @@ CHAT_TEMPLATE = (
 PRESETS = {
     "tiny": dict(hidden=64, intermediate=128, layers=2, heads=2, kv_heads=1, v_depth=1, v_embed=32, v_heads=2),
     "demo": dict(hidden=128, intermediate=384, layers=2, heads=4, kv_heads=2, v_depth=2, v_embed=64, v_heads=2),
+    # ~100 M parameters: large enough that compute, not overhead, dominates (bench/gen.py)
+    "bench": dict(hidden=768, intermediate=3072, layers=12, heads=24, kv_heads=8, v_depth=4, v_embed=384, v_heads=6),
 }
 HEAD_DIM = 32  # vLLM's CPU attention supports 32 and up
 MIN_PIXELS, MAX_PIXELS = 56 * 56, 112 * 112
