@@ -141,3 +141,30 @@ def test_sigkill_then_rerun_loses_and_duplicates_nothing(tmp_path, bench_dir, ti
     assert len(keys) == keys.unique().height == 40 * 3 + 8 * 2 * 2
     assert not list(out.glob(".tmp-*"))
     assert killed_ray and not any(d.exists() for d in killed_ray), "the rerun clears what the killed run left of Ray"
+
+
+def test_a_failed_teacher_does_not_lose_the_other_teachers_samples(tmp_path, bench_dir, tiny_model):
+    broken = tmp_path / "broken-model"
+    shutil.copytree(tiny_model, broken)
+    (broken / "config.json").write_text("{not json")
+    config = write_pipelines(tmp_path / "pipelines.yaml", f"""
+        pool:
+          frames: {{num_frames: 4}}
+          teachers:
+            - id: good
+              model: {{path: {tiny_model}}}
+            - id: bad
+              model: {{path: {broken}}}
+          sampling: {{k: 2, max_tokens: 4}}
+          gen: {{shard_size: 6}}
+    """)
+    args = ("run", "--pipeline", "pool", "--config", config, "--prompts", bench_dir / "prompts.parquet", "--limit", 12, "--out", tmp_path / "out", "--no-progress")
+    done = gen(*args, check=1)
+    assert "2 shards failed; rerun the same command to retry" in done.stderr
+    df = samples(tmp_path / "out")
+    assert set(df["teacher"]) == {"good"} and df.height == 12 * 2
+    shutil.rmtree(broken)
+    shutil.copytree(tiny_model, broken)  # the teacher is fixed: a rerun does only its shards
+    done = gen(*args, check=0)
+    assert "2 shards written, 2 already done" in done.stdout
+    assert samples(tmp_path / "out").group_by("teacher").len().sort("teacher")["len"].to_list() == [24, 24]
