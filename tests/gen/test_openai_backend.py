@@ -1,0 +1,159 @@
+"""backend: openai against a real OpenAI-compatible server (`vllm serve` of the tiny model, CPU build),
+behind a local proxy that injects faults (429, 500, hangs) into a share of the requests."""
+
+import json
+import random
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from tests.conftest import gen, write_pipelines
+
+pytestmark = pytest.mark.slow
+SECRET = "sk-rmsd-test-secret-0123456789"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model, tmp_path_factory):
+    port = free_port()
+    log = tmp_path_factory.mktemp("serve") / "vllm.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(tiny_model), "--served-model-name", "tiny",
+         "--host", "127.0.0.1", "--port", str(port), "--max-model-len", "4096", "--dtype", "float32",
+         "--limit-mm-per-prompt", '{"image": 8, "video": 0}'],
+        stdout=log.open("w"), stderr=subprocess.STDOUT, env={**__import__("os").environ, "VLLM_CPU_KVCACHE_SPACE": "1"},
+    )
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+            break
+        except OSError:
+            if proc.poll() is not None:
+                pytest.fail("vllm serve exited:\n" + log.read_text()[-3000:])
+            time.sleep(1)
+    else:
+        proc.kill()
+        pytest.fail("vllm serve did not start:\n" + log.read_text()[-3000:])
+    yield f"http://127.0.0.1:{port}"
+    proc.terminate()
+    proc.wait(timeout=60)
+
+
+class FaultProxy:
+    """Forwards chat requests to the real server, except a share it answers 429 / 500 or lets hang."""
+
+    def __init__(self, upstream: str, failure_rate: float, seed: int = 0):
+        """Faults in a fixed pattern: 3 requests in every 10 (a 30% failure rate), kinds in turn."""
+        self.upstream, self.lock = upstream, threading.Lock()
+        self.pattern = random.Random(seed).sample(range(10), round(failure_rate * 10))
+        self.requests = 0
+        self.faults = {"429": 0, "500": 0, "hang": 0}
+        self.forwarded = 0
+        self.auth: set[str] = set()
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                with proxy.lock:
+                    proxy.auth.add(self.headers.get("Authorization", ""))
+                    n, proxy.requests = proxy.requests, proxy.requests + 1
+                    fault = None
+                    if n % 10 in proxy.pattern:
+                        fault = ("429", "500", "hang")[sum(proxy.faults.values()) % 3]
+                    if fault:
+                        proxy.faults[fault] += 1
+                if fault == "hang":
+                    time.sleep(3)  # past the client's timeout
+                    return
+                if fault:
+                    self.send_response(int(fault))
+                    self.send_header("Content-Type", "application/json")
+                    self.end_headers()
+                    self.wfile.write(json.dumps({"error": {"message": f"injected {fault}"}}).encode())
+                    return
+                request = urllib.request.Request(proxy.upstream + self.path, data=body, headers={"Content-Type": "application/json"})
+                with urllib.request.urlopen(request, timeout=60) as response:
+                    payload = response.read()
+                with proxy.lock:
+                    proxy.forwarded += 1
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+
+
+def _pipeline(tmp_path: Path, url: str, retries: int) -> Path:
+    return write_pipelines(tmp_path / "pipelines.yaml", f"""
+        api:
+          frames: {{num_frames: 4}}
+          teachers:
+            - id: api-teacher
+              backend: openai
+              api: {{base_url: "{url}", model: tiny, api_key_env: RMSD_TEST_API_KEY, max_concurrency: 4,
+                     max_retries: {retries}, timeout_s: 1.0, backoff_s: 0.05}}
+          sampling: {{k: 2, max_tokens: 8}}
+          gen: {{shard_size: 4}}
+    """)
+
+
+def _run(tmp_path, bench_dir, url, retries, check):
+    done = gen("run", "--pipeline", "api", "--config", _pipeline(tmp_path, url, retries), "--prompts", bench_dir / "prompts.parquet",
+               "--limit", 12, "--out", tmp_path / "out", "--no-progress", check=check, env={**__import__("os").environ, "RMSD_TEST_API_KEY": SECRET})
+    return done, pl.read_parquet(tmp_path / "out" / "*.parquet")
+
+
+def test_a_30_percent_failing_endpoint_still_gives_every_sample_once(server, tmp_path, bench_dir):
+    proxy = FaultProxy(server, failure_rate=0.3)
+    try:
+        done, df = _run(tmp_path, bench_dir, proxy.url, retries=8, check=0)
+    finally:
+        proxy.close()
+    keys = df.select("prompt_id", "teacher", "sample_index")
+    assert len(keys) == keys.unique().height == 12 * 2
+    assert df["error"].null_count() == len(df) and df["text"].null_count() == 0
+    assert min(proxy.faults.values()) > 0, proxy.faults  # every kind of fault happened and was retried
+    assert proxy.auth == {f"Bearer {SECRET}"}  # the key went to the endpoint ...
+    for path in (tmp_path / "out").iterdir():  # ... and nowhere else
+        assert SECRET.encode() not in path.read_bytes(), path
+    assert SECRET not in done.stdout + done.stderr
+
+
+def test_out_of_retries_becomes_error_rows_and_the_run_goes_on(server, tmp_path, bench_dir):
+    proxy = FaultProxy(server, failure_rate=0.3, seed=1)
+    try:
+        done, df = _run(tmp_path, bench_dir, proxy.url, retries=0, check=3)
+    finally:
+        proxy.close()
+    keys = df.select("prompt_id", "teacher", "sample_index")
+    assert len(keys) == keys.unique().height == 12 * 2
+    errors = df.filter(pl.col("error").is_not_null())
+    assert 0 < errors.height < len(df)
+    assert errors["error"].str.starts_with("api:").all() and errors["text"].null_count() == errors.height
+    assert f"{errors.height} error samples (api: {errors.height})" in done.stdout
