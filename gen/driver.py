@@ -118,6 +118,7 @@ class TeacherEngine:
             "num_tokens": None,
             "cumulative_logprob": None,
             "error": None,
+            "logprobs": None,
             **values,
         }
 
@@ -146,8 +147,9 @@ class TeacherEngine:
                 top_p=route.top_p,
                 top_k=route.top_k,
                 max_tokens=route.max_tokens,
+                logprobs=route.logprobs,
             )
-            key = (route.k, route.temperature, route.top_p, route.top_k, route.max_tokens)
+            key = (route.k, route.temperature, route.top_p, route.top_k, route.max_tokens, route.logprobs)
             groups.setdefault(key, []).append((p, request))
         for items in groups.values():
             for start in range(0, len(items), self.teacher.batch_size):
@@ -157,7 +159,7 @@ class TeacherEngine:
                     for k, (seed, c) in enumerate(zip(req.seeds, samples)):
                         rows[(p.row["prompt_id"], k)] = self._row(
                             p, k, seed, text=c.text, finish_reason=c.finish_reason, num_tokens=c.num_tokens,
-                            cumulative_logprob=c.cumulative_logprob, error=c.error,
+                            cumulative_logprob=c.cumulative_logprob, error=c.error, logprobs=c.logprobs,
                         )
         order = {p.row["prompt_id"]: i for i, p in enumerate(mine)}
         return [rows[key] for key in sorted(rows, key=lambda key: (order[key[0]], key[1]))]

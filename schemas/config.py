@@ -117,6 +117,7 @@ class SamplingConfig(_Strict):
     top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling mass")
     top_k: int = Field(0, ge=0, description="top-k sampling, 0 = off")
     max_tokens: int = Field(128, ge=1, description="generated tokens cap; longer outputs end with finish_reason=length")
+    logprobs: int | None = Field(None, ge=0, le=20, description="store per-token logprobs with this many top alternatives (0: the sampled token only); null: none")
     template: str = Field("default", description="name of an entry of `templates`")
 
 
@@ -129,6 +130,7 @@ class SamplingOverride(_Strict):
     top_p: float | None = Field(None, gt=0, le=1)
     top_k: int | None = Field(None, ge=0)
     max_tokens: int | None = Field(None, ge=1)
+    logprobs: int | None = Field(None, ge=0, le=20)
     template: str | None = None
 
 

@@ -62,6 +62,13 @@ PROMPTS_SCHEMA = pa.schema(
 )
 
 # --- samples: one row per teacher sample; the output of rmsd-gen ---------------------------------
+TOP_LOGPROB = pa.struct(
+    [
+        pa.field("token_id", pa.int32()),  # null where the backend gives only text (API teachers)
+        pa.field("token", pa.string()),
+        pa.field("logprob", pa.float32()),
+    ]
+)
 SAMPLES_VERSION = 1
 SAMPLES_SCHEMA = pa.schema(
     [
@@ -82,6 +89,8 @@ SAMPLES_SCHEMA = pa.schema(
         _field("fps", pa.float64(), True, "effective fps of the frames used"),
         _field("error", pa.string(), True, "null, or why this sample failed"),
         _field("run_id", pa.string(), False, "id of the rmsd-gen job"),
+        _field("logprobs", pa.list_(pa.list_(TOP_LOGPROB)), True,
+               "per generated token: the sampled token then the top-k alternatives; null unless sampling.logprobs is set"),
     ]
 )
 

@@ -24,6 +24,7 @@ class GenerationRequest:
     top_p: float = 1.0
     top_k: int = 0
     max_tokens: int = 128
+    logprobs: int | None = None  # top-k alternatives per token to return (None: no per-token logprobs)
 
 
 @dataclass
@@ -33,6 +34,7 @@ class Completion:
     num_tokens: int | None
     cumulative_logprob: float | None = None
     error: str | None = None  # why the sample failed (an API teacher out of retries); written as an error row
+    logprobs: list | None = None  # per token: [{"token_id", "token", "logprob"}, ...], the sampled token first
     extra: dict = field(default_factory=dict)
 
 

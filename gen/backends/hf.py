@@ -22,10 +22,13 @@ class SeededRowSampler(LogitsProcessor):
     caller can sum a sample's ``cumulative_logprob`` (as vLLM reports it).
     """
 
-    def __init__(self, seeds: list[int], temperature: float, top_p: float, top_k: int, device: torch.device):
+    def __init__(self, seeds: list[int], temperature: float, top_p: float, top_k: int, device: torch.device, top_logprobs: int = 0):
         self.generators = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
         self.temperature, self.top_p, self.top_k = temperature, top_p, top_k
         self.chosen_logprobs: list[torch.Tensor] = []
+        self.chosen_tokens: list[torch.Tensor] = []
+        self.top_logprobs = top_logprobs
+        self.top: list[tuple[torch.Tensor, torch.Tensor]] = []  # per step: (values, indices) of the top-k
 
     def _filter(self, logits: torch.Tensor) -> torch.Tensor:
         if self.top_k and self.top_k < logits.shape[-1]:
@@ -42,7 +45,11 @@ class SeededRowSampler(LogitsProcessor):
         scores = scores.float()
         probs = self._filter(scores / self.temperature).softmax(-1)
         tokens = torch.stack([torch.multinomial(probs[i], 1, generator=g) for i, g in enumerate(self.generators)])
-        self.chosen_logprobs.append(scores.log_softmax(-1).gather(1, tokens).squeeze(1))
+        logprobs = scores.log_softmax(-1)
+        self.chosen_logprobs.append(logprobs.gather(1, tokens).squeeze(1))
+        self.chosen_tokens.append(tokens.squeeze(1))
+        if self.top_logprobs:
+            self.top.append(torch.topk(logprobs, self.top_logprobs, dim=-1))
         only = torch.full_like(scores, float("-inf"))
         return only.scatter_(1, tokens, 0.0)
 
@@ -58,6 +65,18 @@ class HFBackend:
         self.tokenizer.padding_side = "left"
         self.eos_ids = self._eos_ids()
         self.model_type = self.model.config.model_type
+
+    def _token_logprobs(self, sampler: SeededRowSampler, row: int, length: int) -> list[list[dict]]:
+        """Per generated token: the sampled token, then the top-k alternatives (raw distribution)."""
+        positions = []
+        for step in range(length):
+            chosen = int(sampler.chosen_tokens[step][row])
+            entries = [(chosen, float(sampler.chosen_logprobs[step][row]))]
+            if sampler.top:
+                values, indices = sampler.top[step]
+                entries += [(int(t), float(v)) for v, t in zip(values[row], indices[row]) if int(t) != chosen]
+            positions.append([{"token_id": t, "token": self.tokenizer.decode([t]), "logprob": v} for t, v in entries])
+        return positions
 
     def _eos_ids(self) -> set[int]:
         eos = self.model.generation_config.eos_token_id
@@ -85,7 +104,7 @@ class HFBackend:
         k = ks.pop()
         inputs = self._inputs(requests)
         greedy = first.temperature == 0  # evaluation: one greedy answer per request
-        sampler = SeededRowSampler([s for r in requests for s in r.seeds], first.temperature or 1.0, first.top_p, first.top_k, self.device)
+        sampler = SeededRowSampler([s for r in requests for s in r.seeds], first.temperature or 1.0, first.top_p, first.top_k, self.device, first.logprobs or 0)
         if greedy and k != 1:
             raise ValueError("greedy decoding (temperature 0) gives one sample per request")
         output = self.model.generate(
@@ -112,6 +131,7 @@ class HFBackend:
                 length = len(tokens) if end is None else end + 1
                 logprob = float(step_logprobs[row, :length].sum()) if step_logprobs is not None else None
                 text = self.tokenizer.decode(tokens[: end if end is not None else length], skip_special_tokens=True)
-                row_completions.append(Completion(text, "length" if end is None else "stop", length, logprob))
+                per_token = self._token_logprobs(sampler, row, length) if first.logprobs is not None and not greedy else None
+                row_completions.append(Completion(text, "length" if end is None else "stop", length, logprob, logprobs=per_token))
             results.append(row_completions)
         return results

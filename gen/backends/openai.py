@@ -71,14 +71,21 @@ class OpenAIBackend:
             try:
                 response = self.client.chat.completions.create(
                     model=self.model, messages=messages, n=1, seed=seed, temperature=r.temperature, top_p=r.top_p,
-                    max_tokens=r.max_tokens, logprobs=True,
+                    max_tokens=r.max_tokens, logprobs=True, **({"top_logprobs": r.logprobs} if r.logprobs else {}),
                 )
                 choice = response.choices[0]
                 logprobs = choice.logprobs.content if choice.logprobs and choice.logprobs.content else None
                 tokens = response.usage.completion_tokens if response.usage else (len(logprobs) if logprobs else 0)
+                per_token = None
+                if r.logprobs is not None and logprobs:
+                    per_token = [
+                        [{"token_id": None, "token": t.token, "logprob": t.logprob}]
+                        + [{"token_id": None, "token": a.token, "logprob": a.logprob} for a in (t.top_logprobs or []) if a.token != t.token]
+                        for t in logprobs
+                    ]
                 return Completion(
                     choice.message.content or "", "length" if choice.finish_reason == "length" else "stop", int(tokens),
-                    sum(t.logprob for t in logprobs) if logprobs else None,
+                    sum(t.logprob for t in logprobs) if logprobs else None, logprobs=per_token,
                 )
             except Exception as exc:  # noqa: BLE001 - classified below; anything else is not retried
                 if not self._retriable(exc):

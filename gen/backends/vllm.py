@@ -63,7 +63,7 @@ class VLLMBackend:
 
         prompts, params, owners = [], [], []
         for i, r in enumerate(requests):
-            base = dict(temperature=r.temperature, top_p=r.top_p, top_k=r.top_k if r.top_k > 0 else -1, max_tokens=r.max_tokens, logprobs=0)
+            base = dict(temperature=r.temperature, top_p=r.top_p, top_k=r.top_k if r.top_k > 0 else -1, max_tokens=r.max_tokens, logprobs=r.logprobs or 0)
             consecutive = r.seeds == list(range(r.seeds[0], r.seeds[0] + len(r.seeds)))
             if consecutive:  # one request, shared prefill; vLLM seeds child k with seed + k
                 prompts.append(self._prompt(r))
@@ -81,6 +81,16 @@ class VLLMBackend:
                 completion = Completion(
                     o.text, "length" if o.finish_reason == "length" else "stop", len(o.token_ids),
                     None if o.cumulative_logprob is None else float(o.cumulative_logprob),
+                    logprobs=_token_logprobs(o) if requests[i].logprobs is not None else None,
                 )
                 results[i][j if k is None else k] = completion
         return results
+
+
+def _token_logprobs(output) -> list[list[dict]]:
+    """vLLM's per-position {token_id: Logprob} as lists: the sampled token, then the rest by rank."""
+    positions = []
+    for token_id, candidates in zip(output.token_ids, output.logprobs or []):
+        ordered = sorted(candidates.items(), key=lambda kv: (kv[0] != token_id, kv[1].rank or 0))
+        positions.append([{"token_id": int(t), "token": lp.decoded_token, "logprob": float(lp.logprob)} for t, lp in ordered])
+    return positions

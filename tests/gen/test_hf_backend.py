@@ -51,3 +51,17 @@ def test_mixed_sampling_settings_in_one_call_are_refused(backend, bench_dir):
     a, b = _request(bench_dir, "a", [1]), _request(bench_dir, "b", [2], max_tokens=3)
     with pytest.raises(ValueError, match="one set of sampling settings"):
         backend.generate([a, b])
+
+
+def test_per_token_logprobs_when_asked(backend, bench_dir):
+    request = _request(bench_dir, "a", [7, 8], max_tokens=6)
+    request.logprobs = 3
+    with_top = backend.generate([request])[0]
+    plain = backend.generate([_request(bench_dir, "a", [7, 8], max_tokens=6)])[0]
+    assert [c.text for c in with_top] == [c.text for c in plain]  # asking for logprobs changes no sample
+    for c in with_top:
+        assert len(c.logprobs) == c.num_tokens
+        assert all(len(position) == 4 or len(position) == 3 for position in c.logprobs)  # sampled + top-3 (minus itself)
+        assert sum(position[0]["logprob"] for position in c.logprobs) == pytest.approx(c.cumulative_logprob, abs=1e-3)
+        assert all(p["logprob"] <= 0 and isinstance(p["token_id"], int) for position in c.logprobs for p in position)
+    assert plain[0].logprobs is None

@@ -83,7 +83,7 @@ def tiny_pipeline(tmp_path, tiny_model):
               model: {{path: {tiny_model}}}
           sampling: {{k: 3, max_tokens: 6, teachers: [a]}}
           tasks:
-            ocr: {{teachers: [a, b], k: 2}}
+            ocr: {{teachers: [a, b], k: 2, logprobs: 2}}
           gen: {{shard_size: 2}}
     """)
 
@@ -118,6 +118,9 @@ def test_teacher_pool_routes_task_types(tmp_path, bench_dir, tiny_pipeline):
     counts = {(r["task_type"], r["teacher"]): r["len"] for r in df.group_by("task_type", "teacher").len().iter_rows(named=True)}
     assert counts[("ocr", "a")] == counts[("ocr", "b")] == 2 * 2  # two videos, k=2 from both teachers
     assert counts[("multiple_choice", "a")] == 2 * 3 and ("multiple_choice", "b") not in counts
+    ocr = df.filter(pl.col("task_type") == "ocr")  # per-token logprobs asked for OCR only
+    assert (ocr["logprobs"].list.len() == ocr["num_tokens"]).all()
+    assert df.filter(pl.col("task_type") != "ocr")["logprobs"].null_count() == df.height - ocr.height
 
 
 def test_sigkill_then_rerun_loses_and_duplicates_nothing(tmp_path, bench_dir, tiny_pipeline):

@@ -62,3 +62,13 @@ def test_two_engine_actors_give_the_same_samples_as_one(tmp_path, bench_dir, tin
     two = pl.read_parquet(tmp_path / "out2" / "*.parquet").sort("prompt_id", "sample_index")
     assert one.height == two.height == 24 * 3
     assert one.select("prompt_id", "sample_index", "seed", "text").equals(two.select("prompt_id", "sample_index", "seed", "text"))
+
+
+def test_per_token_logprobs_when_asked(engine, bench_dir):
+    request = _request(bench_dir, [500, 501])
+    request.logprobs = 2
+    samples = engine.generate([request])[0]
+    for s in samples:
+        assert len(s.logprobs) == s.num_tokens
+        assert sum(p[0]["logprob"] for p in s.logprobs) == pytest.approx(s.cumulative_logprob, abs=1e-3)
+        assert all(2 <= len(p) <= 3 for p in s.logprobs)

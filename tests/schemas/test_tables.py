@@ -62,6 +62,6 @@ def test_samples_schema_has_the_contract_columns():
     names = [f.name for f in SAMPLES_SCHEMA]
     assert names == [
         "prompt_id", "task_type", "question", "options", "answer", "video", "teacher", "sample_index", "seed",
-        "text", "finish_reason", "num_tokens", "cumulative_logprob", "frame_timestamps", "fps", "error", "run_id",
+        "text", "finish_reason", "num_tokens", "cumulative_logprob", "frame_timestamps", "fps", "error", "run_id", "logprobs",
     ]
     assert schema_for("samples").field("frame_timestamps").type == pa.list_(pa.float64())
