@@ -16,7 +16,6 @@ import argparse
 import json
 import math
 import re
-import resource
 import subprocess
 import sys
 import tempfile

@@ -24,7 +24,7 @@ from .tables import TASK_TYPES
 DEFAULT_RMSD_HOME = "~/.cache/rmsd"
 
 
-LATER_STAGE_SECTIONS = ("filter",)  # sections rmsd-gen's job identity ignores
+LATER_STAGE_SECTIONS = ("filter", "train")  # sections rmsd-gen's job identity ignores
 
 
 class ConfigError(ValueError):
@@ -177,6 +177,12 @@ class FilterConfig(_Strict):
         return self.tau_by_task.get(task_type, self.tau)
 
 
+class TrainConfig(_Strict):
+    """rmsd-train."""
+
+    student: ModelConfig | None = Field(None, description="the student checkpoint: rmsd-train's default --model (and --init)")
+
+
 class PipelineConfig(_Strict):
     description: str = ""
     prompts: str | None = Field(None, description="default prompts file when --prompts is not given")
@@ -188,6 +194,7 @@ class PipelineConfig(_Strict):
     templates: dict[str, TemplateConfig] = Field(default_factory=lambda: {"default": TemplateConfig()})
     gen: GenConfig = GenConfig()
     filter: FilterConfig = FilterConfig()
+    train: TrainConfig = TrainConfig()
 
     @field_validator("tasks")
     @classmethod
@@ -292,8 +299,11 @@ def _resolve_paths(pipeline: PipelineConfig, base: Path) -> PipelineConfig:
         return str(p if Path(p).is_absolute() else (base / p).resolve())
 
     teachers = [t.model_copy(update={"model": t.model.model_copy(update={"path": absolute(t.model.path)})}) if t.model else t for t in pipeline.teachers]
+    student = pipeline.train.student
+    train = pipeline.train.model_copy(update={"student": student.model_copy(update={"path": absolute(student.path)})}) if student else pipeline.train
     return pipeline.model_copy(
         update={
+            "train": train,
             "teachers": teachers,
             "media_roots": [absolute(p) for p in pipeline.media_roots],
             "prompts": absolute(pipeline.prompts) if pipeline.prompts else None,

@@ -50,8 +50,8 @@ def _pipeline(name: str, config: Optional[Path]):
 def sft(
     mode: str = typer.Option(..., "--mode", help="best (T_best, the paper's warm-up) | weighted (kept samples, loss weighted by p_k) | single (one random teacher sample, no filtering) | gt (ground truth)"),
     data: Path = typer.Option(..., "--data", help="best/weighted: rmsd-filter output; single: rmsd-gen samples folder; gt: a prompts file"),
-    model: Path = typer.Option(..., "--model", help="student checkpoint folder (Hugging Face format)"),
     out: Path = typer.Option(..., "--out", help="output folder: checkpoints, tensorboard logs, final/"),
+    model: Optional[Path] = typer.Option(None, "--model", help="student checkpoint folder (Hugging Face format); default: the pipeline's train.student"),
     init: Optional[str] = typer.Option(None, "--init", help="build the student from this preset (tiny|demo) if --model does not exist"),
     pipeline: str = typer.Option("demo", "--pipeline", help="pipeline whose frames and prompt templates the student sees"),
     config: Optional[Path] = typer.Option(None, "--config", help="pipelines file (default: ./pipelines.yaml, else the packaged one)"),
@@ -79,6 +79,10 @@ def sft(
         _fail(f"unknown --mode {mode!r}; choose one of {', '.join(MODES)}")
     try:
         cfg = _pipeline(pipeline, config)
+        if model is None:
+            if cfg.train.student is None:
+                raise ValueError(f"give --model, or set train.student in pipeline {pipeline!r}")
+            model, init = Path(cfg.train.student.path), init or cfg.train.student.init
         base = video_base or find_video_base(mode, data)
         dataset = sft_dataset(mode, data, seed=seed, streaming=streaming)
         if streaming and max_steps < 0:

@@ -156,3 +156,24 @@ def test_each_backend_needs_its_source(tmp_path):
     with pytest.raises(ConfigError, match="backend vllm needs `model`"):
         load_pipeline("b", path)
     assert load_pipeline("c", path).teachers[0].api.api_key_env == "MY_KEY"
+
+
+def test_pipelines_name_their_student_and_gen_ignores_later_stages(tmp_path, tiny_model):
+    cfg = load_pipeline("cluster-video-pool", REPO / "pipelines.yaml", check_models=False)
+    assert cfg.train.student.path.endswith("Qwen3-VL-4B-Instruct")
+    path = _config(tmp_path, f"""
+        p:
+          teachers:
+            - id: a
+              model: {{path: {tiny_model}}}
+        q:
+          teachers:
+            - id: a
+              model: {{path: {tiny_model}}}
+          filter: {{tau: 0.5}}
+          train:
+            student: {{path: student, init: tiny}}
+    """)
+    p, q = load_pipeline("p", path), load_pipeline("q", path)
+    assert q.train.student.path == str(tmp_path / "student")
+    assert p.gen_hash() == q.gen_hash() and p.config_hash() != q.config_hash()  # tau or the student do not redo rmsd-gen
