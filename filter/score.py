@@ -10,7 +10,7 @@ from __future__ import annotations
 import polars as pl
 
 from ..schemas.config import FilterConfig
-from ..schemas.grammar import PARSED_COLUMNS, parse_answers, parse_responses
+from ..schemas.grammar import parse_answers, parse_responses
 from ..schemas.metrics import score_parsed
 from ..schemas.tables import SAMPLES_SCHEMA
 
@@ -116,4 +116,4 @@ def dropped_prompts(scored: pl.DataFrame) -> pl.DataFrame:
     return per_prompt.filter(~pl.col("_any_kept")).select("prompt_id", "task_type", reason.alias("reason"), "num_samples", "best_quality")
 
 
-__all__ = ["PARSED_COLUMNS", "dropped_prompts", "score_samples"]
+__all__ = ["dropped_prompts", "score_samples"]

@@ -298,7 +298,7 @@ def run_job(
     summary.samples, summary.error_samples, summary.errors_by_reason = stats["samples"], stats["error_samples"], stats["errors_by_reason"]
     summary.wall_seconds = time.time() - started
     if todo or not (out / MANIFEST_FILE).exists():
-        _write_manifest(pipeline, pipeline_name, prompts_path, out, identity, summary, stats, config_hash)
+        _write_manifest(pipeline, prompts_path, out, identity, summary, stats)
     return summary
 
 
@@ -359,11 +359,10 @@ def _run_slices(pipeline, todo, run_id, prompts_path, out, address, extra_roots,
             shutil.rmtree(temp, ignore_errors=True)
 
 
-def _write_manifest(pipeline, name, prompts_path, out, identity, summary, stats, config_hash) -> None:
+def _write_manifest(pipeline, prompts_path, out, identity, summary, stats) -> None:
     manifest = {
         **identity,
         "pipeline_config": pipeline.model_dump(mode="json"),
-        "config_hash": config_hash,
         "prompts_path": str(prompts_path),
         "models": {t.id: t.model.path if t.model else f"{t.api.base_url} {t.api.model}" for t in pipeline.teachers},
         "sampling": {task: {**pipeline.route(task).model_dump(), "teachers": pipeline.teachers_for(task)} for task in TASK_TYPES},

@@ -22,7 +22,7 @@ import polars as pl
 from rapidfuzz.distance import Levenshtein
 from rapidfuzz.process import cpdist
 
-from .grammar import PARSED_COLUMNS, parse_answers, parse_responses
+from .grammar import parse_answers, parse_responses
 
 DEFAULT_TOLERANCE = 0.05
 DEFAULT_ANLS_THRESHOLD = 0.5
@@ -102,4 +102,4 @@ def score_responses(
     return score_parsed(frame, tolerance, anls_threshold)
 
 
-__all__ = ["PARSED_COLUMNS", "SCORE_COLUMNS", "anls", "metric_expr", "score_parsed", "score_responses"]
+__all__ = ["SCORE_COLUMNS", "anls", "metric_expr", "score_parsed", "score_responses"]
