@@ -2,7 +2,7 @@
 
 Flow for each shard (a slice of ``shard_size`` prompts):
 
-    decode_slice (Ray task)  ->  TeacherEngine.generate_shard (one call per teacher)  ->  driver writes
+    decode_prompts (Ray task)  ->  TeacherEngine.generate_shard (one call per teacher)  ->  driver writes
 
 Decoded frames travel through Ray's object store straight from the decoding task to the engines;
 the driver holds only object references and the finished rows. At most ``max_inflight_shards``
@@ -36,7 +36,7 @@ from ..schemas.config import PipelineConfig
 from ..schemas.prompting import build_messages
 from ..schemas.tables import TASK_TYPES, to_table, write_table
 from .adapters import Refusal, load_prompts
-from .frames import VideoError, resolve_video, sample_frames
+from .frames import DecodedPrompt, decode_prompts
 from .writer import MANIFEST_FILE, finished_shards, prepare_output, shard_name, shard_stats, write_json
 
 log = logging.getLogger("rmsd.gen")
@@ -56,34 +56,6 @@ def prompts_digest(rows: list[dict]) -> str:
     for r in rows:
         h.update(json.dumps([r["prompt_id"], r["video"], r["question"], r["options"], r["answer"], r["task_type"]]).encode())
     return h.hexdigest()
-
-
-@dataclass
-class DecodedPrompt:
-    row: dict
-    frames: object | None  # rmsd.gen.frames.Frames
-    error: str | None
-
-
-def decode_slice(rows: list[dict], frames_cfg: dict, base: str, roots: list[str]) -> list[DecodedPrompt]:
-    """Frames of every prompt of a slice; each distinct video is decoded once."""
-    cache: dict[str, object] = {}
-    out = []
-    for row in rows:
-        try:
-            path = str(resolve_video(row["video"], Path(base), [Path(r) for r in roots]))
-            if path not in cache:
-                try:
-                    cache[path] = sample_frames(path, **frames_cfg)
-                except VideoError as exc:
-                    cache[path] = exc
-            result = cache[path]
-            if isinstance(result, VideoError):
-                raise result
-            out.append(DecodedPrompt(row, result, None))
-        except VideoError as exc:
-            out.append(DecodedPrompt(row, None, str(exc)))
-    return out
 
 
 class TeacherEngine:
@@ -316,7 +288,7 @@ def _run_slices(pipeline, todo, run_id, prompts_path, out, address, extra_roots,
                     actor_class.options(num_cpus=t.num_cpus, num_gpus=t.num_gpus).remote(pipeline, t.id, run_id)
                     for _ in range(t.replicas)
                 )
-        decode = ray.remote(decode_slice).options(num_cpus=pipeline.gen.decode_cpus)
+        decode = ray.remote(decode_prompts).options(num_cpus=pipeline.gen.decode_cpus)
         frames_cfg = pipeline.frames.model_dump()
         roots = [str(prompts_path.parent), *pipeline.media_roots, *extra_roots]
         base = str(prompts_path.parent)

@@ -227,3 +227,32 @@ def resolve_video(video: str, base: Path, media_roots: list[Path]) -> Path:
         if path.is_relative_to(root.resolve()):
             return path
     raise VideoError("refused", f"{path} is outside the media roots {[str(r) for r in media_roots]} (add one with --media-root)")
+
+
+@dataclass
+class DecodedPrompt:
+    row: dict
+    frames: Frames | None
+    error: str | None  # "<kind>: <message>" when the video could not be used
+
+
+def decode_prompts(rows: list[dict], frames_cfg: dict, base: str | Path, roots: list[str | Path]) -> list[DecodedPrompt]:
+    """Frames of every prompt (``frames_cfg``: sample_frames' keyword arguments); each distinct
+    video is decoded once, however many questions ask about it."""
+    cache: dict[Path, Frames | VideoError] = {}
+    out = []
+    for row in rows:
+        try:
+            path = resolve_video(row["video"], Path(base), [Path(r) for r in roots])
+            if path not in cache:
+                try:
+                    cache[path] = sample_frames(path, **frames_cfg)
+                except VideoError as exc:
+                    cache[path] = exc
+            result = cache[path]
+            if isinstance(result, VideoError):
+                raise result
+            out.append(DecodedPrompt(row, result, None))
+        except VideoError as exc:
+            out.append(DecodedPrompt(row, None, str(exc)))
+    return out

@@ -134,11 +134,6 @@ TABLES: dict[str, tuple[pa.Schema, int]] = {
 }
 
 
-def register_table(name: str, schema: pa.Schema, version: int) -> None:
-    """Later stages (filter, train) declare their tables here so one reader/writer serves all."""
-    TABLES[name] = (schema, version)
-
-
 def schema_for(table: str) -> pa.Schema:
     if table not in TABLES:
         raise SchemaError(f"unknown table {table!r}; known: {sorted(TABLES)}")

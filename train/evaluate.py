@@ -4,6 +4,7 @@ metrics (``schemas/metrics.py``): per task type, accuracy (the mean metric) and 
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from tqdm import tqdm
 from ..gen.adapters import load_prompts
 from ..gen.backends import GenerationRequest
 from ..gen.backends.hf import HFBackend
-from ..gen.frames import VideoError, resolve_video, sample_frames
+from ..gen.frames import decode_prompts
 from ..schemas.config import FramesConfig, TemplateConfig
 from ..schemas.metrics import score_responses
 from .collate import prompt_messages
@@ -30,21 +31,19 @@ def answer_prompts(
     progress: bool = True,
 ) -> pl.DataFrame:
     """One greedy response per prompt (``text``; null with ``error`` for an unusable video)."""
-    backend = HFBackend(str(model_path), num_threads=max(1, __import__("os").cpu_count() or 1))
+    backend = HFBackend(str(model_path), num_threads=max(1, os.cpu_count() or 1))
     texts: dict[str, str | None] = {}
     errors: dict[str, str] = {}
     bar = tqdm(total=len(prompts), unit="prompt", desc="eval", disable=not progress)
     for start in range(0, len(prompts), batch_size):
         batch = []
-        for row in prompts[start : start + batch_size]:
-            try:
-                path = resolve_video(row["video"], video_base, [video_base])
-                f = sample_frames(path, frames.num_frames, frames.fps, frames.max_frames, frames.max_pixels, frames.mode)
-            except VideoError as exc:
-                errors[row["prompt_id"]] = str(exc)
+        for p in decode_prompts(prompts[start : start + batch_size], frames.model_dump(), video_base, [video_base]):
+            if p.error is not None:
+                errors[p.row["prompt_id"]] = p.error
                 continue
-            messages = prompt_messages(row, templates)
-            batch.append(GenerationRequest(row["prompt_id"], messages, f.array, f.fps, f.timestamps, seeds=[0], temperature=0.0, max_tokens=max_tokens))
+            f = p.frames
+            messages = prompt_messages(p.row, templates)
+            batch.append(GenerationRequest(p.row["prompt_id"], messages, f.array, f.fps, f.timestamps, seeds=[0], temperature=0.0, max_tokens=max_tokens))
         if batch:
             for request, (completion,) in zip(batch, backend.generate(batch)):
                 texts[request.prompt_id] = completion.text
