@@ -96,6 +96,70 @@ def sft(
     typer.echo(f"rmsd-train: {mode} SFT done: {final}")
 
 
+@app.command()
+def rl(
+    data: Path = typer.Option(..., "--data", help="rmsd-filter output: questions (scored) and teacher responses with p_k (curated)"),
+    out: Path = typer.Option(..., "--out", help="output folder: checkpoints, tensorboard logs, final/ (policy) and final/discriminator/"),
+    model: Optional[Path] = typer.Option(None, "--model", help="the SFT-warmed student checkpoint; default: the pipeline's train.student"),
+    pipeline: str = typer.Option("demo", "--pipeline", help="pipeline whose frames and prompt templates the student sees"),
+    config: Optional[Path] = typer.Option(None, "--config", help="pipelines file (default: ./pipelines.yaml, else the packaged one)"),
+    discriminator: bool = typer.Option(True, "--discriminator/--no-discriminator", help="the adversarial reward D (off: the SFT+RL baseline, verifiable rewards only)"),
+    num_generations: int = typer.Option(8, "--num-generations", min=2, help="N rollouts per question (paper: 8)"),
+    temperature: float = typer.Option(0.8, "--temperature", help="rollout sampling temperature"),
+    lr: float = typer.Option(1e-6, "--lr", help="policy learning rate (paper: 1e-6)"),
+    disc_lr: float = typer.Option(1e-6, "--disc-lr", help="discriminator learning rate"),
+    beta: float = typer.Option(0.001, "--beta", help="KL coefficient to the reference policy"),
+    weights: str = typer.Option("0.4,0.1,0.1,0.4", "--weights", help="alpha,beta,eta,delta: discriminator, outer format, task format, content"),
+    batch_size: int = typer.Option(8, "--batch-size", min=1, help="rollouts per device per micro-batch"),
+    grad_accum: int = typer.Option(1, "--grad-accum", min=1, help="micro-batches per optimizer step"),
+    epochs: float = typer.Option(1.0, "--epochs", help="passes over the questions (paper: 1)"),
+    max_steps: int = typer.Option(-1, "--max-steps", help="stop after this many optimizer steps (-1: by epochs)"),
+    max_tokens: int = typer.Option(96, "--max-tokens", min=1, help="rollout length cap"),
+    warmup_steps: int = typer.Option(8, "--disc-warmup-steps", min=0, help="discriminator-only steps on the SFT student's rollouts before RL (GAD)"),
+    save_steps: int = typer.Option(200, "--save-steps", min=1, help="checkpoint every N steps (a killed run resumes from the last)"),
+    seed: int = typer.Option(0, "--seed", help="data order, rollouts and teacher draws"),
+    video_base: Optional[Path] = typer.Option(None, "--video-base", help="folder relative video paths start from (default: found through the manifests)"),
+    resume: bool = typer.Option(True, "--resume/--no-resume", help="continue from the newest checkpoint in --out"),
+) -> None:
+    """Adversarial distillation: GRPO on video with the online discriminator as a reward."""
+    from ..models import ensure_model, load_model
+    from ..schemas.config import ConfigError
+    from ..schemas.tables import SchemaError
+    from .collate import FrameCache, templates_by_task
+    from .data import video_base as find_video_base
+    from .rl import RLSettings, run_rl
+
+    try:
+        alpha, beta_w, eta, delta = (float(w) for w in weights.split(","))
+    except ValueError:
+        _fail(f"--weights takes four numbers alpha,beta,eta,delta; got {weights!r}")
+    if (batch_size * grad_accum) % num_generations:
+        _fail(f"--batch-size x --grad-accum ({batch_size * grad_accum}) must be a multiple of --num-generations ({num_generations})")
+    try:
+        cfg = _pipeline(pipeline, config)
+        if model is None:
+            if cfg.train.student is None:
+                raise ValueError(f"give --model, or set train.student in pipeline {pipeline!r}")
+            model = Path(cfg.train.student.path)
+        if not Path(model).is_dir():
+            raise FileNotFoundError(f"model folder not found: {model} (rl starts from an SFT-warmed student)")
+        base = video_base or find_video_base("weighted", data)
+        policy, processor = load_model(ensure_model(model, None))
+    except (ConfigError, SchemaError, FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+    settings = RLSettings(
+        num_generations=num_generations, temperature=temperature, learning_rate=lr, disc_learning_rate=disc_lr, beta=beta,
+        batch_size=batch_size, gradient_accumulation=grad_accum, epochs=epochs, max_steps=max_steps, max_completion_length=max_tokens,
+        warmup_steps=warmup_steps, discriminator=discriminator, save_steps=save_steps, seed=seed,
+        weights={"discriminator": alpha, "outer": beta_w, "task": eta, "content": delta},
+    )
+    try:
+        final = run_rl(Path(model), processor, policy, data, FrameCache(cfg.frames, base), templates_by_task(cfg), out, settings, resume=resume)
+    except SchemaError as exc:
+        _fail(str(exc))
+    typer.echo(f"rmsd-train: RL done: {final}")
+
+
 @app.command("eval")
 def evaluate_command(
     model: Path = typer.Option(..., "--model", help="checkpoint folder to evaluate"),

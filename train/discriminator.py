@@ -138,7 +138,7 @@ class DiscriminatorReward:
         self.history: list[dict[str, float]] = []
 
     def __call__(self, prompts, completions, completion_ids=None, prompt_id=None, question=None, task_type=None,
-                 options=None, video=None, frame_timestamps=None, **_) -> list[float]:
+                 options=None, video=None, frame_timestamps=None, log_metric=None, **_) -> list[float]:
         n = len(completions)
         frame_timestamps = frame_timestamps or [None] * n
         options = options or [None] * n
@@ -151,4 +151,7 @@ class DiscriminatorReward:
             teachers = [dict(base[i], response=text) for i, (text, _) in pairs]
             stats = self.trainer.step(teachers, [students[i] for i, _ in pairs], [q for _, (_, q) in pairs])
             self.history.append(stats)
+            if log_metric is not None:  # TRL's GRPOTrainer: averaged per logging step, sent to TensorBoard
+                for name, value in stats.items():
+                    log_metric(f"discriminator/{name}", value)
         return rewards

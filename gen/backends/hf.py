@@ -59,8 +59,19 @@ class HFBackend:
         if not use_gpu:
             torch.set_num_threads(num_threads)
         device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
-        self.model, self.processor = load_model(model_path, dtype=dtype, device=device)
-        self.device = torch.device(device)
+        self._attach(*load_model(model_path, dtype=dtype, device=device))
+
+    @classmethod
+    def from_model(cls, model, processor) -> HFBackend:
+        """A backend over a model already in memory (rmsd-train's policy: its rollouts for the
+        discriminator warm-up)."""
+        backend = cls.__new__(cls)
+        backend._attach(model, processor)
+        return backend
+
+    def _attach(self, model, processor) -> None:
+        self.model, self.processor = model, processor
+        self.device = next(model.parameters()).device
         self.tokenizer = self.processor.tokenizer
         self.tokenizer.padding_side = "left"
         self.eos_ids = self._eos_ids()

@@ -1,0 +1,171 @@
+"""rmsd-train rl: GRPO on video with the discriminator plug-in."""
+
+import json
+import subprocess
+
+import polars as pl
+import pytest
+import torch
+
+from rmsd.filter.run import run_filter
+from rmsd.schemas.config import FilterConfig, ModelConfig, PipelineConfig, TeacherConfig
+from rmsd.schemas.grammar import wrap_response
+from rmsd.schemas.tables import to_table, write_table
+from tests.conftest import BIN
+
+
+@pytest.fixture(scope="module")
+def distilled(bench_dir, tmp_path_factory):
+    """rmsd-filter output over the benchmark's train questions: per question one right, well-formed
+    teacher answer and one unwrapped answer (dropped by the filter)."""
+    root = tmp_path_factory.mktemp("rl")
+    prompts = pl.read_parquet(bench_dir / "prompts.parquet").filter(pl.col("split") == "train")
+    rows = []
+    for p in prompts.to_dicts():
+        answer = p["answer"] or "a short description"
+        for k, text in enumerate([wrap_response("I watched the whole video.", answer), f"the answer is {answer}"]):
+            rows.append(dict(
+                prompt_id=p["prompt_id"], task_type=p["task_type"], question=p["question"], options=p["options"], answer=p["answer"],
+                video=p["video"], teacher="t", sample_index=k, seed=k, text=text, finish_reason="stop", num_tokens=12,
+                cumulative_logprob=None, frame_timestamps=None, fps=None, error=None, run_id="r",
+            ))
+    samples = root / "samples"
+    samples.mkdir()
+    write_table(to_table(rows, "samples"), samples / "samples-t-000000.parquet", "samples")
+    (samples / "_manifest.json").write_text(json.dumps({"prompts_path": str(bench_dir / "prompts.parquet")}))
+    cfg = PipelineConfig(teachers=[TeacherConfig(id="t", model=ModelConfig(path="unused"))], filter=FilterConfig())
+    run_filter(cfg, "t", samples, root / "filtered", progress=False, workers=1)
+    return root / "filtered"
+
+
+def test_rl_rows_are_the_questions_and_the_pool_their_kept_answers(distilled):
+    from rmsd.train.rl import rl_frame, teacher_pool
+
+    frame = rl_frame(distilled)
+    assert frame["prompt_id"].is_unique().all() and frame.height > 0
+    pool = teacher_pool(distilled)
+    assert set(pool.responses) == set(frame["prompt_id"])
+    assert all(len(v) == 1 and v[0][0].startswith("<think>") for v in pool.responses.values())  # the unwrapped one was dropped
+
+
+def _trainer(model_path, distilled, out, num_generations=2):
+    from rmsd.models import load_model
+    from rmsd.schemas.config import FramesConfig
+    from rmsd.train.collate import FrameCache
+    from rmsd.train.data import video_base
+    from rmsd.train.rl import RLSettings, VideoGRPOTrainer, grpo_config, rl_frame
+    from rmsd.train.rewards import outer_format_reward
+
+    import datasets
+
+    policy, processor = load_model(model_path)
+    settings = RLSettings(num_generations=num_generations, batch_size=4, max_steps=1, max_completion_length=8, beta=0.0)
+    args = grpo_config(out, settings, [processor.video_token_id, processor.image_token_id])
+    cache = FrameCache(FramesConfig(num_frames=4, max_pixels=12544), video_base("weighted", distilled))
+    return VideoGRPOTrainer(
+        model=policy, args=args, reward_funcs=[outer_format_reward], train_dataset=datasets.Dataset.from_polars(rl_frame(distilled)),
+        processing_class=processor, frame_cache=cache,
+    )
+
+
+def test_video_log_probs_match_each_row_alone(tiny_model, distilled, tmp_path):
+    """The batched, video-sliced log-probabilities equal a plain forward of each row on its own
+    video: every row keeps its own frames through TRL's generate -> score -> shuffle path."""
+    trainer = _trainer(tiny_model, distilled, tmp_path)
+    rows = trainer.train_dataset.to_list()
+    other = next(r for r in rows if r["video"] != rows[0]["video"])
+    inputs = [rows[0], rows[0], other, other]  # two questions x two rollouts, as TRL's sampler orders them
+    batch = trainer._generate_and_score_completions(inputs)
+    assert len(batch["pixel_values_videos"]) == 4 and batch["video_grid_thw"].shape == (4, 3)
+    ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1)
+    mask = torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1)
+    keep = batch["completion_ids"].shape[1]
+    trainer._video_rows = (batch["pixel_values_videos"], batch["video_grid_thw"])
+    batched, _, _ = trainer._get_per_token_logps_and_entropies(trainer.model, ids, mask, keep, batch_size=3)
+    trainer._video_rows = None
+    model = trainer.model.eval()
+    video_token = trainer.processing_class.video_token_id
+    for i in range(4):
+        row = mask[i].bool()
+        row_ids = ids[i][row].unsqueeze(0)
+        with torch.no_grad():
+            logits = model(
+                input_ids=row_ids, attention_mask=torch.ones_like(row_ids), mm_token_type_ids=(row_ids == video_token).long() * 2,
+                pixel_values_videos=batch["pixel_values_videos"][i], video_grid_thw=batch["video_grid_thw"][i : i + 1],
+            ).logits[0].float()
+        n = int(batch["completion_mask"][i].sum())
+        targets = row_ids[0, -n:]
+        # TRL scores the completion at the sampling temperature
+        alone = torch.log_softmax(logits[-n - 1 : -1] / trainer.temperature, dim=-1).gather(1, targets[:, None])[:, 0]
+        torch.testing.assert_close(batched[i, :n].float(), alone, atol=2e-4, rtol=1e-4)
+    # the two videos really reach the model as different inputs
+    assert not torch.equal(batch["pixel_values_videos"][0], batch["pixel_values_videos"][2])
+
+
+def _rl(*args):
+    return subprocess.run([str(BIN / "rmsd-train"), "rl", *map(str, args)], capture_output=True, text=True)
+
+
+def _scalars(out):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tags = set()
+    for events in (out / "runs").rglob("events.out.tfevents.*"):
+        acc = EventAccumulator(str(events))
+        acc.Reload()
+        tags |= set(acc.Tags()["scalars"])
+    return tags
+
+
+@pytest.mark.slow
+def test_rl_with_the_discriminator_trains_saves_logs_and_resumes(tiny_model, distilled, tmp_path):
+    out = tmp_path / "rl"
+    common = ["--data", distilled, "--out", out, "--model", tiny_model, "--num-generations", 2, "--batch-size", 4,
+              "--max-tokens", 12, "--disc-warmup-steps", 2, "--save-steps", 1]
+    done = _rl(*common, "--max-steps", 2)
+    assert done.returncode == 0, done.stderr[-3000:]
+    warmup = json.loads((out / "discriminator_warmup.json").read_text())
+    assert len(warmup["steps"]) == 2 and all("accuracy" in s for s in warmup["steps"])
+    for folder in (out / "checkpoint-2", out / "final"):
+        assert (folder / "discriminator" / "score_head.safetensors").exists()
+    tags = _scalars(out)
+    for tag in ("train/discriminator/accuracy", "train/discriminator/loss", "train/rewards/discriminator_reward/mean",
+                "train/rewards/outer_format_reward/mean", "train/rewards/task_format_reward/mean", "train/rewards/ContentReward/mean",
+                "train/kl", "train/loss"):
+        assert tag in tags, sorted(tags)
+
+    from rmsd.models import load_model
+    from rmsd.train.discriminator import Discriminator
+
+    policy, _ = load_model(out / "final")
+    assert policy.config.model_type == "qwen2_vl"
+    saved = Discriminator.from_student(out / "final" / "discriminator")
+    assert saved.head.weight.abs().sum() > 0
+
+    # a rerun with more steps continues from checkpoint-2 (policy and discriminator), without a new warm-up
+    (out / "discriminator_warmup.json").unlink()
+    done = _rl(*common, "--max-steps", 3)
+    assert done.returncode == 0, done.stderr[-3000:]
+    state = json.loads((out / "checkpoint-3" / "trainer_state.json").read_text())
+    assert state["global_step"] == 3 and min(e["step"] for e in state["log_history"] if "loss" in e) == 1
+    assert not (out / "discriminator_warmup.json").exists()
+
+
+@pytest.mark.slow
+def test_rl_without_the_discriminator_is_the_verifiable_reward_baseline(tiny_model, distilled, tmp_path):
+    out = tmp_path / "rl"
+    done = _rl("--data", distilled, "--out", out, "--model", tiny_model, "--num-generations", 2, "--batch-size", 2,
+               "--max-tokens", 8, "--max-steps", 1, "--no-discriminator")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert not (out / "final" / "discriminator").exists()
+    tags = _scalars(out)
+    assert "train/rewards/ContentReward/mean" in tags and not any("discriminator" in t for t in tags)
+
+
+def test_rl_refuses_bad_arguments(tiny_model, distilled, tmp_path):
+    done = _rl("--data", distilled, "--out", tmp_path / "o", "--model", tiny_model, "--num-generations", 3, "--batch-size", 4)
+    assert done.returncode == 2 and "multiple of --num-generations" in done.stderr
+    done = _rl("--data", distilled, "--out", tmp_path / "o", "--model", tmp_path / "nope")
+    assert done.returncode == 2 and "model folder not found" in done.stderr
+    done = _rl("--data", distilled, "--out", tmp_path / "o", "--model", tiny_model, "--weights", "1,2")
+    assert done.returncode == 2 and "--weights" in done.stderr
