@@ -1,11 +1,15 @@
-"""Weighted SFT step time against plain TRL SFT on the same batch (issue 5).
+"""Weighted SFT step time against plain TRL SFT on the same batch, and an RL step's time split
+into generation, discriminator and policy update (issue 5).
 
 Both trainers get the same model weights, the same pre-collated batch (video, prompt, response)
 and run `training_step` (forward and backward) N times, interleaved so machine noise hits both
 alike. Plain: TRL's SFTTrainer loss (its fused LM head, token mean). Weighted: rmsd's
 WeightedSFTTrainer (per-example weights, full logits). Goal: weighted within 10% of plain.
 
-    .venv/bin/python bench/train.py [--preset demo] [--batch 8] [--steps 20]
+RL (``--rl-steps``, 0 to skip): rmsd's VideoGRPOTrainer with the discriminator reward, N rollouts
+per question, KL to the reference; each part of a step is timed where it runs.
+
+    .venv/bin/python bench/train.py [--preset demo] [--batch 8] [--steps 20] [--rl-steps 4]
 """
 
 from __future__ import annotations
@@ -33,6 +37,9 @@ def main() -> None:
     parser.add_argument("--preset", default="demo")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--rl-steps", type=int, default=4, help="RL steps to time (0: skip)")
+    parser.add_argument("--rl-generations", type=int, default=4, help="N rollouts per question")
+    parser.add_argument("--rl-tokens", type=int, default=48, help="rollout length cap")
     args = parser.parse_args()
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
@@ -65,6 +72,86 @@ def main() -> None:
         print(f"plain TRL SFT step:   {p * 1000:.1f} ms (median)")
         print(f"weighted SFT step:    {w * 1000:.1f} ms (median)")
         print(f"weighted / plain = {w / p:.3f} (goal <= 1.10): {'PASS' if w / p <= 1.10 else 'FAIL'}")
+        if args.rl_steps:
+            rl_step_split(args, model, processor, prompts, tmp)
+
+
+def _timed(times: dict, name: str, fn):
+    def wrapper(*a, **k):
+        start = time.perf_counter()
+        try:
+            return fn(*a, **k)
+        finally:
+            times[name] = times.get(name, 0.0) + time.perf_counter() - start
+    return wrapper
+
+
+def rl_step_split(args, model, processor, prompts: Path, tmp: Path) -> None:
+    """One RL configuration, its steps timed part by part (the parts nest: discriminator inside
+    rewards inside scoring; policy update = the rest of the step)."""
+    import json
+
+    import datasets
+    import polars as pl
+    from transformers import TrainerCallback
+
+    from rmsd.models import init_model, load_model
+    from rmsd.train.discriminator import Discriminator, DiscriminatorReward, DiscriminatorTrainer, TeacherPool
+    from rmsd.train.rewards import PAPER_WEIGHTS, ContentReward, outer_format_reward, task_format_reward
+    from rmsd.train.rl import RL_COLUMNS, RLSettings, VideoGRPOTrainer, grpo_config
+
+    questions = pl.read_parquet(prompts).filter(pl.col("answer").is_not_null())
+    questions = questions.with_columns(frame_timestamps=pl.lit(None, pl.List(pl.Float64))).select(RL_COLUMNS)
+    gt = datasets.Dataset.from_polars(questions)
+    # the teacher pool: ground-truth answers (the bench times the machinery, not the teacher)
+    pool = TeacherPool({r["prompt_id"]: [(f"<think>seen</think><answer>{r['answer']}</answer>", 1.0, 1.0)] for r in questions.to_dicts()})
+    path = init_model(tmp / "rl-student", args.preset, seed=0)
+    policy, processor = load_model(path)
+    cache = FrameCache(FramesConfig(num_frames=8), video_base("gt", prompts))
+    disc = DiscriminatorTrainer(Discriminator.from_student(path), VideoSFTCollator(processor, cache))
+    s = RLSettings(num_generations=args.rl_generations, batch_size=args.batch, max_steps=args.rl_steps, max_completion_length=args.rl_tokens, learning_rate=1e-5)
+    config = grpo_config(tmp / "rl", s, [processor.video_token_id, processor.image_token_id])
+    config.reward_weights = list(PAPER_WEIGHTS.values())
+    config.report_to = []
+    times: dict[str, float] = {}
+    steps: list[dict] = []
+
+    class Split(TrainerCallback):
+        def on_step_begin(self, *_, **__):
+            times.clear()
+            times["_start"] = time.perf_counter()
+
+        def on_step_end(self, *_, **__):
+            total = time.perf_counter() - times.pop("_start")
+            steps.append(dict(times, total=total))
+
+    trainer = VideoGRPOTrainer(
+        model=policy, args=config, train_dataset=gt, processing_class=processor, frame_cache=cache, callbacks=[Split()],
+        reward_funcs=[DiscriminatorReward(disc, pool), outer_format_reward, task_format_reward, ContentReward()],
+    )
+    trainer._generate = _timed(times, "generation", trainer._generate)
+    trainer._calculate_rewards = _timed(times, "rewards", trainer._calculate_rewards)
+    trainer._generate_and_score_completions = _timed(times, "generate+score", trainer._generate_and_score_completions)
+    disc.score = _timed(times, "discriminator score", disc.score)
+    disc.step = _timed(times, "discriminator update", disc.step)
+    trainer.train()
+    timed = steps[1:] or steps  # the first step includes one-off warm-up
+    mean = {k: statistics.mean(step.get(k, 0.0) for step in timed) for k in timed[0]}
+    d = mean.get("discriminator score", 0) + mean.get("discriminator update", 0)
+    parts = {
+        "generation (policy rollouts)": mean["generation"],
+        "discriminator: score rollouts": mean.get("discriminator score", 0),
+        "discriminator: Bradley-Terry update": mean.get("discriminator update", 0),
+        "format + content rewards": mean["rewards"] - d,
+        "old/reference log-probs": mean["generate+score"] - mean["generation"] - mean["rewards"],
+        "policy update (forward, backward, optimizer)": mean["total"] - mean["generate+score"],
+    }
+    print(f"RL step: {s.batch_size} rollouts ({s.batch_size // s.num_generations} questions x N={s.num_generations}), "
+          f"up to {s.max_completion_length} tokens, KL beta {s.beta}; mean of steps 2..{len(steps)}:")
+    for name, value in parts.items():
+        print(f"  {name:46s} {value:7.2f} s  {100 * value / mean['total']:5.1f}%")
+    print(f"  {'total':46s} {mean['total']:7.2f} s")
+    print(json.dumps({k: round(v, 3) for k, v in parts.items()}))
 
 
 if __name__ == "__main__":
