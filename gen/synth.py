@@ -27,6 +27,7 @@ import json
 import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -142,7 +143,14 @@ def encode_mp4(path: Path, frames, fps: int, keyframe_interval: int, crf: int = 
     """Encode RGB uint8 frames (an iterable of H x W x 3 arrays) as H.264 mp4; the file appears whole."""
     path = Path(path)
     tmp = path.with_name(f".tmp-{path.name}")
-    with av.open(str(tmp), mode="w", format="mp4") as container:
+    write_mp4(str(tmp), frames, fps, keyframe_interval, crf)
+    os.replace(tmp, path)
+
+
+def write_mp4(file, frames, fps: int | Fraction, keyframe_interval: int, crf: int = 18) -> None:
+    """Encode RGB uint8 frames (H x W x 3 arrays, H and W even: yuv420p) as H.264 mp4 into ``file``, a
+    path or a writable binary file object (``io.BytesIO``). ``fps`` may be a Fraction (a sampling rate)."""
+    with av.open(file, mode="w", format="mp4") as container:
         stream = container.add_stream("libx264", rate=fps, options={"crf": str(crf), "g": str(keyframe_interval), "keyint_min": str(keyframe_interval)})
         stream.pix_fmt = "yuv420p"
         stream.thread_count = 1  # deterministic bytes
@@ -153,7 +161,6 @@ def encode_mp4(path: Path, frames, fps: int, keyframe_interval: int, crf: int = 
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
-    os.replace(tmp, path)
 
 
 def write_video(scene: Scene, path: Path) -> None:

@@ -80,6 +80,14 @@ class ApiConfig(_Strict):
     max_retries: int = Field(5, ge=0, description="retries on 429, 5xx, timeouts and dropped connections; then an error row")
     timeout_s: float = Field(120.0, gt=0, description="seconds before a request counts as timed out")
     backoff_s: float = Field(1.0, ge=0, description="first retry delay; doubles each attempt, with jitter x0.5-1.5")
+    media: Literal["images", "video"] = Field(
+        "images",
+        description=(
+            "how frames are sent. images: one base64 JPEG image part per sampled frame (any vision chat API); "
+            "video: the same sampled frames re-encoded as one small H.264 mp4 at their effective fps, sent as one base64 "
+            "video_url part (servers that accept video, e.g. vllm serve), so the teacher gets the frames rmsd records"
+        ),
+    )
 
 
 class TeacherConfig(_Strict):

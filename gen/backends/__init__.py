@@ -55,5 +55,7 @@ def create_backend(teacher, model_path: str | None):
         from .openai import OpenAIBackend
 
         api = teacher.api
-        return OpenAIBackend(api.base_url, api.model, api.api_key_env, api.max_concurrency, api.max_retries, api.timeout_s, api.backoff_s)
+        return OpenAIBackend(
+            api.base_url, api.model, api.api_key_env, api.max_concurrency, api.max_retries, api.timeout_s, api.backoff_s, media=api.media,
+        )
     raise ValueError(f"unknown backend {teacher.backend!r}")

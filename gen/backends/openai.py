@@ -1,11 +1,17 @@
 """``backend: openai``: any OpenAI-compatible chat endpoint (hosted API teachers, or ``vllm serve``).
 
-Frames are sent as base64 JPEG images, one image part per frame, before the question. Each
-sample is its own request with its own seed (``n=1``; hosted APIs differ in ``n`` support), at
-most ``max_concurrency`` in flight. 429, 5xx, timeouts and dropped connections are retried with
-exponential backoff and jitter; a sample still failing after ``max_retries`` becomes an error row
-(``error: "api: ..."``) and the job goes on. The API key is read from the environment variable the
-config names; it is never written to shards, manifests or logs.
+Frames go before the question, as base64 JPEG images, one image part per frame (``api.media:
+images``, any vision chat API), or as one video part (``api.media: video``, servers that take video
+such as ``vllm serve``): the same sampled frames re-encoded as a small H.264 mp4 at their effective
+fps, in a base64 ``video_url``. Re-encoding the sampled frames, rather than sending the source file,
+keeps what the teacher sees identical to the frames and timestamps rmsd records (a server may still
+resample a video: ``vllm serve`` keeps at most 2 fps of a Qwen-VL video unless started with
+``--media-io-kwargs '{"video": {"fps": 30}}'``). Each sample is its own request with its own seed
+(``n=1``; hosted APIs differ in ``n`` support), at most ``max_concurrency`` in flight. 429, 5xx,
+timeouts and dropped connections are retried with exponential backoff and jitter; a sample still
+failing after ``max_retries`` becomes an error row (``error: "api: ..."``) and the job goes on. The
+API key is read from the environment variable the config names; it is never written to shards,
+manifests or logs.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import os
 import random
 import time
 from concurrent.futures import ThreadPoolExecutor
+from fractions import Fraction
 
 import numpy as np
 from PIL import Image
@@ -31,14 +38,33 @@ def frame_part(frame: np.ndarray, quality: int = 90) -> dict:
     return {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()}}
 
 
-def openai_messages(messages: list[dict], frames: np.ndarray) -> list[dict]:
-    """rmsd's chat (one {"type": "video"} placeholder) in the OpenAI format, frames as images."""
+def video_part(frames: np.ndarray, fps: float) -> dict:
+    """The frames as one H.264 mp4 (one keyframe, constant rate ``fps``) in a base64 ``video_url``."""
+    from ..synth import write_mp4
+
+    # H.264 in yuv420p needs even width and height: an odd edge gets its last row / column repeated
+    # (one pixel of padding; every sampled pixel is still sent).
+    height, width = frames.shape[1:3]
+    frames = np.pad(frames, ((0, 0), (0, height % 2), (0, width % 2), (0, 0)), mode="edge")
+    buffer = io.BytesIO()
+    write_mp4(buffer, frames, Fraction(fps).limit_denominator(1001), keyframe_interval=len(frames))
+    return {"type": "video_url", "video_url": {"url": "data:video/mp4;base64," + base64.b64encode(buffer.getvalue()).decode()}}
+
+
+def openai_messages(messages: list[dict], frames: np.ndarray, fps: float | None = None, media: str = "images") -> list[dict]:
+    """rmsd's chat (one {"type": "video"} placeholder) in the OpenAI format: the frames as one image
+    part each (``media="images"``), or as one mp4 video part at ``fps`` (``media="video"``)."""
+    if media not in ("images", "video"):
+        raise ValueError(f"media must be 'images' or 'video', not {media!r}")
     out = []
     for message in messages:
         parts = []
         for part in message["content"] if isinstance(message["content"], list) else [{"type": "text", "text": message["content"]}]:
             if part["type"] == "video":
-                parts.extend(frame_part(f) for f in frames)
+                if media == "video":
+                    parts.append(video_part(frames, fps))
+                else:
+                    parts.extend(frame_part(f) for f in frames)
             elif part["type"] == "text":
                 parts.append({"type": "text", "text": part["text"]})
         out.append({"role": message["role"], "content": parts})
@@ -47,7 +73,7 @@ def openai_messages(messages: list[dict], frames: np.ndarray) -> list[dict]:
 
 class OpenAIBackend:
     def __init__(self, base_url: str, model: str, api_key_env: str | None = None, max_concurrency: int = 8,
-                 max_retries: int = 5, timeout_s: float = 120.0, backoff_s: float = 1.0, seed: int = 0):
+                 max_retries: int = 5, timeout_s: float = 120.0, backoff_s: float = 1.0, seed: int = 0, media: str = "images"):
         from openai import OpenAI
 
         key = "EMPTY"
@@ -57,6 +83,7 @@ class OpenAIBackend:
                 raise RuntimeError(f"backend: openai: the environment variable {api_key_env} (api.api_key_env) is not set")
         self.client = OpenAI(base_url=base_url, api_key=key, max_retries=0, timeout=timeout_s)
         self.model, self.max_concurrency, self.max_retries, self.backoff_s = model, max_concurrency, max_retries, backoff_s
+        self.media = media
         self.jitter = random.Random(seed)
 
     def _retriable(self, exc: Exception) -> bool:
@@ -98,7 +125,7 @@ class OpenAIBackend:
     def generate(self, requests: list[GenerationRequest]) -> list[list[Completion]]:
         jobs = []
         for i, r in enumerate(requests):
-            messages = openai_messages(r.messages, r.frames)
+            messages = openai_messages(r.messages, r.frames, r.fps, self.media)
             jobs += [(i, k, r, messages, seed) for k, seed in enumerate(r.seeds)]
         results: list[list] = [[None] * len(r.seeds) for r in requests]
         with ThreadPoolExecutor(self.max_concurrency) as pool:

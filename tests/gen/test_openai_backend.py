@@ -1,6 +1,9 @@
 """backend: openai against a real OpenAI-compatible server (`vllm serve` of the tiny model, CPU build),
-behind a local proxy that injects faults (429, 500, hangs) into a share of the requests."""
+behind a local proxy that injects faults (429, 500, hangs) into a share of the requests, and with the
+frames sent as one mp4 video (`api.media: video`). The message building alone is tested fast."""
 
+import base64
+import io
 import json
 import random
 import socket
@@ -9,15 +12,21 @@ import sys
 import threading
 import time
 import urllib.request
+from fractions import Fraction
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import av
+import numpy as np
 import polars as pl
 import pytest
 
+from rmsd.gen.backends import create_backend
+from rmsd.gen.backends.openai import openai_messages
+from rmsd.schemas.config import TeacherConfig
 from tests.conftest import gen, write_pipelines
 
-pytestmark = pytest.mark.slow
+slow = pytest.mark.slow
 SECRET = "sk-rmsd-test-secret-0123456789"
 
 
@@ -34,7 +43,8 @@ def server(tiny_model, tmp_path_factory):
     proc = subprocess.Popen(
         [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(tiny_model), "--served-model-name", "tiny",
          "--host", "127.0.0.1", "--port", str(port), "--max-model-len", "4096", "--dtype", "float32",
-         "--limit-mm-per-prompt", '{"image": 8, "video": 0}'],
+         "--limit-mm-per-prompt", '{"image": 8, "video": 1}',
+         "--media-io-kwargs", '{"video": {"fps": 30}}'],  # keep every frame of a video part (see the README)
         stdout=log.open("w"), stderr=subprocess.STDOUT, env={**__import__("os").environ, "VLLM_CPU_KVCACHE_SPACE": "1"},
     )
     deadline = time.time() + 240
@@ -109,7 +119,7 @@ class FaultProxy:
         self.httpd.shutdown()
 
 
-def _pipeline(tmp_path: Path, url: str, retries: int) -> Path:
+def _pipeline(tmp_path: Path, url: str, retries: int, media: str) -> Path:
     return write_pipelines(tmp_path / "pipelines.yaml", f"""
         api:
           frames: {{num_frames: 4}}
@@ -117,18 +127,19 @@ def _pipeline(tmp_path: Path, url: str, retries: int) -> Path:
             - id: api-teacher
               backend: openai
               api: {{base_url: "{url}", model: tiny, api_key_env: RMSD_TEST_API_KEY, max_concurrency: 4,
-                     max_retries: {retries}, timeout_s: 1.0, backoff_s: 0.05}}
+                     max_retries: {retries}, timeout_s: 1.0, backoff_s: 0.05, media: {media}}}
           sampling: {{k: 2, max_tokens: 8}}
           gen: {{shard_size: 4}}
     """)
 
 
-def _run(tmp_path, bench_dir, url, retries, check):
-    done = gen("run", "--pipeline", "api", "--config", _pipeline(tmp_path, url, retries), "--prompts", bench_dir / "prompts.parquet",
+def _run(tmp_path, bench_dir, url, retries, check, media="images"):
+    done = gen("run", "--pipeline", "api", "--config", _pipeline(tmp_path, url, retries, media), "--prompts", bench_dir / "prompts.parquet",
                "--limit", 12, "--out", tmp_path / "out", "--no-progress", check=check, env={**__import__("os").environ, "RMSD_TEST_API_KEY": SECRET})
     return done, pl.read_parquet(tmp_path / "out" / "*.parquet")
 
 
+@slow
 def test_a_30_percent_failing_endpoint_still_gives_every_sample_once(server, tmp_path, bench_dir):
     proxy = FaultProxy(server, failure_rate=0.3)
     try:
@@ -145,6 +156,7 @@ def test_a_30_percent_failing_endpoint_still_gives_every_sample_once(server, tmp
     assert SECRET not in done.stdout + done.stderr
 
 
+@slow
 def test_out_of_retries_becomes_error_rows_and_the_run_goes_on(server, tmp_path, bench_dir):
     proxy = FaultProxy(server, failure_rate=0.3, seed=1)
     try:
@@ -157,3 +169,32 @@ def test_out_of_retries_becomes_error_rows_and_the_run_goes_on(server, tmp_path,
     assert 0 < errors.height < len(df)
     assert errors["error"].str.starts_with("api:").all() and errors["text"].null_count() == errors.height
     assert f"{errors.height} error samples (api: {errors.height})" in done.stdout
+
+
+CHAT = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "What moves?"}]}]
+
+
+def test_video_media_sends_the_sampled_frames_as_one_mp4():
+    # odd height and width (H.264 yuv420p needs even ones), smooth content that survives the encoding
+    ramp = np.linspace(0, 200, 63, dtype=np.uint8)[None, :, None].repeat(47, 0).repeat(3, 2)
+    frames = np.stack([ramp + 10 * i for i in range(5)])
+    assert len(openai_messages(CHAT, frames)[0]["content"]) == 5 + 1  # images: one part per frame
+    content = openai_messages(CHAT, frames, fps=2 / 3, media="video")[0]["content"]
+    assert [p["type"] for p in content] == ["video_url", "text"] and content[1]["text"] == "What moves?"
+    prefix, data = content[0]["video_url"]["url"].split(",", 1)
+    assert prefix == "data:video/mp4;base64"
+    with av.open(io.BytesIO(base64.b64decode(data))) as container:
+        assert container.streams.video[0].average_rate == Fraction(2, 3)
+        decoded = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+    assert decoded.shape == (5, 48, 64, 3)  # padded by one row and one column
+    assert np.abs(decoded[:, :47, :63].astype(int) - frames).mean() < 3
+    teacher = TeacherConfig(id="t", backend="openai", api={"base_url": "http://127.0.0.1:1/v1", "model": "m", "media": "video"})
+    assert create_backend(teacher, None).media == "video"
+
+
+@slow
+def test_video_media_against_vllm_serve_gives_every_sample(server, tmp_path, bench_dir):
+    _, df = _run(tmp_path, bench_dir, server + "/v1", retries=2, check=0, media="video")
+    keys = df.select("prompt_id", "teacher", "sample_index")
+    assert len(keys) == keys.unique().height == 12 * 2
+    assert df["error"].null_count() == len(df) and df["text"].null_count() == 0
