@@ -99,7 +99,8 @@ class TeacherPool:
 class DiscriminatorTrainer:
     """Owns the discriminator, its optimizer, and one Bradley-Terry update per call."""
 
-    def __init__(self, disc: Discriminator, collator: VideoSFTCollator, lr: float = 1e-6, max_grad_norm: float = 0.2, device: str = "cpu"):
+    def __init__(self, disc: Discriminator, collator: VideoSFTCollator, lr: float = 1e-6, max_grad_norm: float = 0.2, device: str | None = None):
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.disc, self.collator, self.max_grad_norm, self.device = disc.to(device), collator, max_grad_norm, device
         self.optimizer = torch.optim.AdamW(disc.parameters(), lr=lr)
 

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import polars as pl
+import torch
 from tqdm import tqdm
 
 from ..gen.adapters import load_prompts
@@ -31,7 +32,7 @@ def answer_prompts(
     progress: bool = True,
 ) -> pl.DataFrame:
     """One greedy response per prompt (``text``; null with ``error`` for an unusable video)."""
-    backend = HFBackend(str(model_path), num_threads=max(1, os.cpu_count() or 1))
+    backend = HFBackend(str(model_path), num_threads=max(1, os.cpu_count() or 1), use_gpu=torch.cuda.is_available())
     texts: dict[str, str | None] = {}
     errors: dict[str, str] = {}
     bar = tqdm(total=len(prompts), unit="prompt", desc="eval", disable=not progress)

@@ -265,10 +265,9 @@ def run_rl(model_path: Path, processor, policy, data: Path, frame_cache: FrameCa
     if s.discriminator:
         pool = teacher_pool(data)
         saved = Path(checkpoint) / DISCRIMINATOR_DIR if checkpoint else None
-        device = "cuda" if torch.cuda.is_available() else "cpu"
         disc_model = Discriminator.from_student(saved if saved and saved.is_dir() else model_path)
         disc = DiscriminatorTrainer(disc_model, VideoSFTCollator(processor, frame_cache, templates), lr=s.disc_learning_rate,
-                                    max_grad_norm=s.max_grad_norm, device=device)
+                                    max_grad_norm=s.max_grad_norm)
         if checkpoint is None and s.warmup_steps > 0:
             started = time.perf_counter()
             history = warm_up_discriminator(disc, policy, processor, frame, pool, frame_cache, templates, s)
