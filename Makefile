@@ -10,7 +10,7 @@ PIP := $(BIN)/python -m pip install --quiet --constraint constraints.txt
 QUIET_PIP := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 DEMO_DIR ?= runs/demo
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo ablation test bench clean
 setup: $(SETUP_STAMP)
 
 $(SETUP_STAMP):
@@ -35,35 +35,46 @@ $(SETUP_STAMP):
 
 # The embedded default end to end, on the CPU: synthetic benchmark -> teacher bootstrap (ground-truth
 # SFT of a small model built from its config) -> K=4 teacher samples -> scoring and filtering ->
-# students (single-sample baseline and R-MSD weighted SFT) -> evaluation table.
+# students (single-sample baseline; R-MSD: weighted SFT, then adversarial RL) -> evaluation table.
 DEMO_HOME = $(abspath $(DEMO_DIR))/home
 DEMO_RUN = RMSD_HOME=$(DEMO_HOME)
 DEMO_SFT = --lr 2e-3 --batch-size 16 --save-steps 1000
+DEMO_RL = --num-generations 4 --batch-size 8 --max-tokens 48 --max-steps 120 --lr 1e-5 --disc-lr 1e-5 --disc-warmup-steps 16 --save-steps 1000
 demo: setup
 	$(BIN)/rmsd-gen synth --out $(DEMO_DIR)/benchmark --num 200 --seed 0
-	@echo "== 1/5 teacher bootstrap: ground-truth SFT of the demo model (the pipeline's teacher)"
+	@echo "== 1/6 teacher bootstrap: ground-truth SFT of the demo model (the pipeline's teacher)"
 	test -d $(DEMO_HOME)/models/demo-teacher || { \
 	  $(BIN)/rmsd-train sft --mode gt --data $(DEMO_DIR)/benchmark/prompts.parquet --model $(DEMO_DIR)/models/teacher-init --init demo \
 	    --out $(DEMO_DIR)/teacher --epochs 8 $(DEMO_SFT) && \
 	  mkdir -p $(DEMO_HOME)/models && cp -r $(DEMO_DIR)/teacher/final $(DEMO_HOME)/models/demo-teacher; }
-	@echo "== 2/5 rmsd-gen: K=4 samples per training question"
+	@echo "== 2/6 rmsd-gen: K=4 samples per training question"
 	$(DEMO_RUN) $(BIN)/rmsd-gen run --pipeline demo --prompts $(DEMO_DIR)/benchmark/prompts.parquet --split train --out $(DEMO_DIR)/samples
-	@echo "== 3/5 rmsd-filter: quality, tau filter, matching weights, teacher report"
+	@echo "== 3/6 rmsd-filter: quality, tau filter, matching weights, teacher report"
 	$(DEMO_RUN) $(BIN)/rmsd-filter run --pipeline demo --samples $(DEMO_DIR)/samples --out $(DEMO_DIR)/filtered
-	@echo "== 4/5 students: one random teacher sample per question vs R-MSD weighted SFT"
+	@echo "== 4/6 students: one random teacher sample per question vs R-MSD weighted SFT"
 	$(BIN)/rmsd-train sft --mode single --data $(DEMO_DIR)/samples --model $(DEMO_DIR)/models/student-init --init demo --out $(DEMO_DIR)/student-single --epochs 6 $(DEMO_SFT)
 	$(BIN)/rmsd-train sft --mode weighted --data $(DEMO_DIR)/filtered --model $(DEMO_DIR)/models/student-init --out $(DEMO_DIR)/student-rmsd --epochs 6 $(DEMO_SFT)
-	@echo "== 5/5 evaluation on the test split (greedy)"
+	@echo "== 5/6 R-MSD adversarial stage: GRPO on video with the online discriminator, from the weighted-SFT student"
+	$(BIN)/rmsd-train rl --data $(DEMO_DIR)/filtered --model $(DEMO_DIR)/student-rmsd/final --out $(DEMO_DIR)/student-rmsd-rl $(DEMO_RL)
+	@echo "== 6/6 evaluation on the test split (greedy)"
 	$(BIN)/rmsd-train eval --model $(DEMO_HOME)/models/demo-teacher --prompts $(DEMO_DIR)/benchmark/prompts.parquet --out $(DEMO_DIR)/eval/teacher --no-progress
 	$(BIN)/rmsd-train eval --model $(DEMO_DIR)/models/student-init --prompts $(DEMO_DIR)/benchmark/prompts.parquet --out $(DEMO_DIR)/eval/student-before --no-progress
 	$(BIN)/rmsd-train eval --model $(DEMO_DIR)/student-single/final --prompts $(DEMO_DIR)/benchmark/prompts.parquet --out $(DEMO_DIR)/eval/single --no-progress
 	$(BIN)/rmsd-train eval --model $(DEMO_DIR)/student-rmsd/final --prompts $(DEMO_DIR)/benchmark/prompts.parquet --out $(DEMO_DIR)/eval/rmsd --no-progress
+	$(BIN)/rmsd-train eval --model $(DEMO_DIR)/student-rmsd-rl/final --prompts $(DEMO_DIR)/benchmark/prompts.parquet --out $(DEMO_DIR)/eval/rmsd-rl --no-progress
 	@echo "== accuracy on the test split"
 	@$(BIN)/rmsd-train compare teacher=$(DEMO_DIR)/eval/teacher "student before=$(DEMO_DIR)/eval/student-before" \
-	  "single-sample=$(DEMO_DIR)/eval/single" "R-MSD (weighted SFT)=$(DEMO_DIR)/eval/rmsd" --out $(DEMO_DIR)/results.md
+	  "single-sample=$(DEMO_DIR)/eval/single" "R-MSD SFT=$(DEMO_DIR)/eval/rmsd" "R-MSD (SFT + adversarial RL)=$(DEMO_DIR)/eval/rmsd-rl" \
+	  --out $(DEMO_DIR)/results.md
 	@echo "artefacts: benchmark $(DEMO_DIR)/benchmark | samples $(DEMO_DIR)/samples | scored/curated $(DEMO_DIR)/filtered |"
 	@echo "  teacher report $(DEMO_DIR)/filtered/report/report.md (+ PNG plots) | checkpoints $(DEMO_DIR)/student-*/final |"
+	@echo "  discriminator $(DEMO_DIR)/student-rmsd-rl/final/discriminator | RL logs (TensorBoard) $(DEMO_DIR)/student-rmsd-rl/runs |"
 	@echo "  evaluations $(DEMO_DIR)/eval/*/eval.md | table $(DEMO_DIR)/results.md"
+
+# The paper's ablation (A-F, K, tau; three seeds) on the demo's benchmark and teacher: docs/results.md.
+ablation: setup
+	test -d $(DEMO_HOME)/models/demo-teacher || $(MAKE) demo
+	$(BIN)/python experiments/ablation.py --demo $(DEMO_DIR)
 
 test: setup
 	$(BIN)/python -m pytest tests
@@ -71,6 +82,8 @@ test: setup
 bench: setup
 	$(BIN)/python bench/frames.py
 	$(BIN)/python bench/filter.py
+	$(BIN)/python bench/gen.py
+	$(BIN)/python bench/train.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -48,8 +48,8 @@ def _pipeline(name: str, config: Optional[Path]):
 
 @app.command()
 def sft(
-    mode: str = typer.Option(..., "--mode", help="best (T_best, the paper's warm-up) | weighted (kept samples, loss weighted by p_k) | single (one random teacher sample, no filtering) | gt (ground truth)"),
-    data: Path = typer.Option(..., "--data", help="best/weighted: rmsd-filter output; single: rmsd-gen samples folder; gt: a prompts file"),
+    mode: str = typer.Option(..., "--mode", help="best (T_best, the paper's warm-up) | weighted (kept samples, loss weighted by p_k) | filtered (kept samples, uniform) | unfiltered (every answered sample, uniform) | single (one random teacher sample, no filtering) | gt (ground truth)"),
+    data: Path = typer.Option(..., "--data", help="best/weighted/filtered/unfiltered: rmsd-filter output; single: rmsd-gen samples folder; gt: a prompts file"),
     out: Path = typer.Option(..., "--out", help="output folder: checkpoints, tensorboard logs, final/"),
     model: Optional[Path] = typer.Option(None, "--model", help="student checkpoint folder (Hugging Face format); default: the pipeline's train.student"),
     init: Optional[str] = typer.Option(None, "--init", help="build the student from this preset (tiny|demo) if --model does not exist"),

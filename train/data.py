@@ -6,14 +6,16 @@ Every example has: ``prompt_id``, ``task_type``, ``question``, ``options``, ``vi
 
 SFT modes (METHOD.md, stage 3):
 
-========  ===========================================================  =====================
-mode      examples                                                     read from
-========  ===========================================================  =====================
-best      T_best of every prompt (the paper's warm-up), weight 1       rmsd-filter output
-weighted  every kept sample, weight p_k (sums to 1 per prompt)         rmsd-filter output
-single    one random answered teacher sample per prompt, no filtering  rmsd-gen samples
-gt        the ground truth, with the prompt's reasoning if it has one  a prompts file
-========  ===========================================================  =====================
+==========  =========================================================  =====================
+mode        examples                                                   read from
+==========  =========================================================  =====================
+best        T_best of every prompt (the paper's warm-up), weight 1     rmsd-filter output
+weighted    every kept sample, weight p_k (sums to 1 per prompt)       rmsd-filter output
+filtered    every kept sample, uniform weight 1/n_kept (ablation C)    rmsd-filter output
+unfiltered  every answered sample, uniform weight 1/n (ablation B)     rmsd-filter output
+single      one random answered teacher sample per prompt, no filtering  rmsd-gen samples
+gt          the ground truth, with the prompt's reasoning if it has one  a prompts file
+==========  =========================================================  =====================
 """
 
 from __future__ import annotations
@@ -28,8 +30,8 @@ import polars as pl
 
 from ..schemas.tables import SchemaError, check_file
 
-Mode = Literal["best", "weighted", "single", "gt"]
-MODES: tuple[str, ...] = ("best", "weighted", "single", "gt")
+Mode = Literal["best", "weighted", "filtered", "unfiltered", "single", "gt"]
+MODES: tuple[str, ...] = ("best", "weighted", "filtered", "unfiltered", "single", "gt")
 EXAMPLE_COLUMNS = ["prompt_id", "task_type", "question", "options", "video", "frame_timestamps", "response", "weight"]
 
 
@@ -89,6 +91,13 @@ def example_frame(mode: str, data: Path, seed: int = 0, split: str | None = "tra
         if mode == "best":
             frame = frame.filter(pl.col("is_best")).with_columns(weight=pl.lit(1.0))
         frame = frame.rename({"text": "response"})
+    elif mode == "filtered":
+        frame = pl.read_parquet(_tables(_curated_folder(data), "curated")).rename({"text": "response"})
+        frame = frame.with_columns(weight=1.0 / pl.len().over("prompt_id"))
+    elif mode == "unfiltered":
+        folder, table = _samples_folder(data)
+        frame = pl.read_parquet(_tables(folder, table)).filter(pl.col("error").is_null() & pl.col("text").is_not_null())
+        frame = frame.rename({"text": "response"}).with_columns(weight=1.0 / pl.len().over("prompt_id"))
     elif mode == "single":
         folder, table = _samples_folder(data)
         frame = pl.read_parquet(_tables(folder, table)).filter(pl.col("error").is_null() & pl.col("text").is_not_null())

@@ -44,6 +44,16 @@ def test_weighted_takes_every_kept_sample_with_p_k(filtered):
     assert p2["weight"].to_list() == pytest.approx([0.5 / 1.5, 1 / 1.5])  # IoU 0.5 and 1
 
 
+def test_filtered_and_unfiltered_weigh_samples_uniformly(filtered):
+    kept = example_frame("filtered", filtered / "filtered")
+    assert kept.group_by("prompt_id").agg(pl.col("weight").sum())["weight"].to_list() == pytest.approx([1.0, 1.0])
+    assert kept.filter(pl.col("prompt_id") == "p2")["weight"].to_list() == [0.5, 0.5]  # p_k would be 1/3, 2/3
+    every = example_frame("unfiltered", filtered / "filtered")
+    counts = dict(every.group_by("prompt_id").len().iter_rows())
+    assert counts == {"p1": 4, "p2": 3, "p3": 4}  # p2's error row has no answer to learn from
+    assert every.filter(pl.col("prompt_id") == "p2")["weight"].to_list() == pytest.approx([1 / 3] * 3)
+
+
 def test_single_takes_one_answered_sample_per_prompt_unfiltered(filtered):
     one = example_frame("single", filtered / "samples", seed=0)
     assert sorted(one["prompt_id"]) == ["p1", "p2", "p3"]  # p3's wrong answers too: no filtering
