@@ -171,6 +171,7 @@ def evaluate_command(
     pipeline: str = typer.Option("demo", "--pipeline", help="pipeline whose frames and prompt templates are used"),
     config: Optional[Path] = typer.Option(None, "--config", help="pipelines file"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar"),
+    backend: str = typer.Option("hf", "--backend", help="hf (transformers generate) or vllm (a vLLM engine: faster on large splits)"),
 ) -> None:
     """Per-task accuracy with the filter's metrics, greedy decoding; JSON and Markdown outputs."""
     from ..schemas.config import ConfigError
@@ -181,8 +182,10 @@ def evaluate_command(
         cfg = _pipeline(pipeline, config)
         if not model.is_dir():
             raise FileNotFoundError(f"model folder not found: {model}")
-        result = evaluate(model, prompts, out, split or None, cfg.frames, templates_by_task(cfg), limit, max_tokens, progress)
-    except (ConfigError, FileNotFoundError, ValueError) as exc:
+        if backend not in ("hf", "vllm"):
+            raise ValueError(f"unknown --backend {backend!r}; choose hf or vllm")
+        result = evaluate(model, prompts, out, split or None, cfg.frames, templates_by_task(cfg), limit, max_tokens, progress, backend)
+    except (ConfigError, FileNotFoundError, ValueError, ImportError) as exc:
         _fail(str(exc))
     closed = next(r for r in result["by_task"] if r["task_type"] == "(closed-ended)")
     accuracy = "-" if closed["accuracy"] is None else f"{100 * closed['accuracy']:.1f}%"

@@ -19,7 +19,7 @@ from . import Completion, GenerationRequest
 
 
 class VLLMBackend:
-    def __init__(self, model_path: str, dtype: str = "float32", tensor_parallel_size: int = 1, max_model_len: int = 8192,
+    def __init__(self, model_path: str, dtype: str = "float32", tensor_parallel_size: int = 1, max_model_len: int | None = 8192,
                  gpu_memory_utilization: float = 0.9, use_gpu: bool = False):
         if not use_gpu:
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB of KV cache on the CPU build

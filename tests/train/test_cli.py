@@ -54,6 +54,19 @@ def test_sft_resumes_after_a_kill_and_eval_scores_the_result(bench_dir, tmp_path
     assert tasks == {"multiple_choice", "numerical", "temporal_grounding", "spatial_grounding", "ocr", "open_ended", "(closed-ended)"}
     assert "| multiple_choice |" in (tmp_path / "eval" / "eval.md").read_text()
 
+    # the same checkpoint in a vLLM engine (CPU build): loadable by vLLM, every question answered
+    done = subprocess.run(
+        train("eval", "--model", out / "final", "--prompts", bench_dir / "prompts.parquet", "--out", tmp_path / "eval-vllm", "--split", "",
+              "--limit", 12, "--no-progress", "--backend", "vllm"),
+        capture_output=True, text=True,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads((tmp_path / "eval-vllm" / "eval.json").read_text())["backend"] == "vllm"
+    import polars as pl
+
+    responses = pl.read_parquet(tmp_path / "eval-vllm" / "responses.parquet")
+    assert responses.height == 12 and responses["text"].null_count() == 0
+
 
 def test_bad_mode_and_missing_data_fail_clearly(tmp_path):
     done = subprocess.run(train("sft", "--mode", "best-of", "--data", tmp_path, "--model", tmp_path, "--out", tmp_path / "o"), capture_output=True, text=True)
