@@ -12,7 +12,8 @@ K=1, 2, 4 are its first k samples per question, which are exactly what a K=k run
   F  D + RL with verifiable rewards only           rmsd-train rl --no-discriminator
   K in {1, 2, 4, 8} and tau in {0, .2, .3, .5} on D.
 
-Every student starts from the same initial weights; a seed sets the data order, the single-sample
+Every student starts from the same initial weights and trains for the same 240 steps of 16 examples
+(whatever the number of examples its mode gives); a seed sets the data order, the single-sample
 draw and the RL rollouts. Accuracy: closed-ended questions of the test split, greedy decoding.
 Writes docs/results.md (tables, plot, the teacher reliability report) from runs/ablation.
 
@@ -37,7 +38,9 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-SFT = ["--epochs", "6", "--lr", "2e-3", "--batch-size", "16", "--save-steps", "100000"]  # the demo's student settings
+# the demo's student settings, with one training budget for every run: 240 steps of 16 examples (4
+# epochs of the single-sample corpus), whatever the number of examples a mode trains on
+SFT = ["--max-steps", "240", "--lr", "2e-3", "--batch-size", "16", "--save-steps", "100000"]
 RL = ["--num-generations", "4", "--batch-size", "8", "--max-tokens", "48", "--max-steps", "120", "--lr", "1e-5",
       "--disc-lr", "1e-5", "--disc-warmup-steps", "16", "--save-steps", "100000"]
 KS, TAUS, TAU = (1, 2, 4, 8), (0.0, 0.2, 0.3, 0.5), 0.3
@@ -83,10 +86,10 @@ def filtered(out: Path, pipelines: Path, k: int, tau: float) -> Path:
     return folder
 
 
-def student(out: Path, name: str, seed: int, train: list, benchmark: Path, init: Path) -> float:
+def student(out: Path, name: str, seed: int, train: list, benchmark: Path, init: Path, threads: int) -> float:
     """Train (SFT or RL) unless done, evaluate unless done; the closed-ended test accuracy."""
     folder = out / "students" / f"{name}-s{seed}"
-    env = {"OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env = {"TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": str(threads)}
     if not (folder / "final" / "config.json").exists():
         start = time.perf_counter()
         run([*train, "--out", folder, "--seed", seed], out / "logs" / f"{name}-s{seed}.log", env)
@@ -104,10 +107,11 @@ def main() -> None:
     parser.add_argument("--demo", type=Path, default=ROOT / "runs" / "demo", help="the demo's folder (benchmark, teacher)")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "ablation")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--jobs", type=int, default=2, help="trainings at once (one CPU thread each)")
+    parser.add_argument("--jobs", type=int, default=2, help="trainings at once, each with cores/jobs threads")
     parser.add_argument("--results", type=Path, default=ROOT / "docs" / "results.md")
     args = parser.parse_args()
-    out, benchmark, home = args.out, args.demo / "benchmark", args.demo / "home"
+    out, demo = args.out.resolve(), args.demo.resolve()
+    benchmark, home = demo / "benchmark", demo / "home"
     if not (home / "models" / "demo-teacher").is_dir():
         sys.exit(f"no demo teacher in {home}: run `make demo` first (it bootstraps the teacher)")
     out.mkdir(parents=True, exist_ok=True)
@@ -130,9 +134,10 @@ def main() -> None:
         **{f"tau{t}": [*sft, "--mode", "weighted", "--data", folders[(4, t)]] for t in TAUS if t != TAU},
     }
     results: dict[str, dict[int, float]] = {}
+    threads = max(1, (os.cpu_count() or 1) // args.jobs)
 
     def one(name: str, seed: int, train: list) -> None:
-        results.setdefault(name, {})[seed] = student(out, name, seed, train, benchmark, init)
+        results.setdefault(name, {})[seed] = student(out, name, seed, train, benchmark, init, threads)
         print(f"  {name} seed {seed}: {100 * results[name][seed]:.1f}%  ({(time.perf_counter() - started) / 60:.1f} min)", flush=True)
 
     print(f"== {len(configs) * len(args.seeds)} SFT students, {args.jobs} at a time", flush=True)
@@ -173,7 +178,8 @@ def write_results(results: dict, out: Path, report_of: Path, results_md: Path, s
         "",
         f"Written by `make ablation` (experiments/ablation.py) in {seconds / 60:.0f} min on this machine's CPU. "
         f"Closed-ended accuracy on the test split (greedy), mean +- standard deviation over {seeds} seeds; "
-        "every student starts from the same initial weights (the demo preset, 0.8 M parameters).",
+        "every student starts from the same initial weights (the demo preset, 0.8 M parameters) and trains "
+        "for 240 steps of 16 examples; E and F add 120 RL steps (8 rollouts each) to D.",
         "",
         "| run | what | accuracy (%) |", "| --- | --- | ---: |",
     ]
