@@ -46,6 +46,15 @@ def _pipeline(name: str, config: Optional[Path]):
     return load_pipeline(name, config, check_models=False)
 
 
+def _student(cfg, pipeline: str, model: Optional[Path], init: Optional[str]) -> tuple[Path, Optional[str]]:
+    """--model, or else the pipeline's train.student (with its init preset)."""
+    if model is not None:
+        return model, init
+    if cfg.train.student is None:
+        raise ValueError(f"give --model, or set train.student in pipeline {pipeline!r}")
+    return Path(cfg.train.student.path), init or cfg.train.student.init
+
+
 @app.command()
 def sft(
     mode: str = typer.Option(..., "--mode", help="best (T_best, the paper's warm-up) | weighted (kept samples, loss weighted by p_k) | filtered (kept samples, uniform) | unfiltered (every answered sample, uniform) | single (one random teacher sample, no filtering) | gt (ground truth)"),
@@ -79,10 +88,7 @@ def sft(
         _fail(f"unknown --mode {mode!r}; choose one of {', '.join(MODES)}")
     try:
         cfg = _pipeline(pipeline, config)
-        if model is None:
-            if cfg.train.student is None:
-                raise ValueError(f"give --model, or set train.student in pipeline {pipeline!r}")
-            model, init = Path(cfg.train.student.path), init or cfg.train.student.init
+        model, init = _student(cfg, pipeline, model, init)
         base = video_base or find_video_base(mode, data)
         dataset = sft_dataset(mode, data, seed=seed, streaming=streaming)
         if streaming and max_steps < 0:
@@ -137,10 +143,7 @@ def rl(
         _fail(f"--batch-size x --grad-accum ({batch_size * grad_accum}) must be a multiple of --num-generations ({num_generations})")
     try:
         cfg = _pipeline(pipeline, config)
-        if model is None:
-            if cfg.train.student is None:
-                raise ValueError(f"give --model, or set train.student in pipeline {pipeline!r}")
-            model = Path(cfg.train.student.path)
+        model, _ = _student(cfg, pipeline, model, None)
         if not Path(model).is_dir():
             raise FileNotFoundError(f"model folder not found: {model} (rl starts from an SFT-warmed student)")
         base = video_base or find_video_base("weighted", data)

@@ -44,7 +44,7 @@ from .collate import FrameCache, VideoSFTCollator, prompt_messages
 from .data import _curated_folder, _samples_folder, _tables
 from .discriminator import Discriminator, DiscriminatorReward, DiscriminatorTrainer, TeacherPool
 from .rewards import PAPER_WEIGHTS, ContentReward, outer_format_reward, task_format_reward
-from .sft import last_checkpoint
+from .sft import last_checkpoint, trainer_arguments
 
 RL_COLUMNS = ["prompt_id", "task_type", "question", "options", "answer", "video", "frame_timestamps"]
 DISCRIMINATOR_DIR = "discriminator"
@@ -181,14 +181,8 @@ class RLSettings:
 
 
 def grpo_config(out: Path, s: RLSettings, suppress: list[int]) -> GRPOConfig:
-    use_gpu = torch.cuda.is_available()
     return GRPOConfig(
-        output_dir=str(out),
-        num_train_epochs=s.epochs,
-        max_steps=s.max_steps,
-        learning_rate=s.learning_rate,
-        per_device_train_batch_size=s.batch_size,
-        gradient_accumulation_steps=s.gradient_accumulation,
+        **trainer_arguments(out, s.epochs, s.max_steps, s.learning_rate, s.batch_size, s.gradient_accumulation, s.logging_steps, s.save_steps, s.seed),
         num_generations=s.num_generations,
         temperature=s.temperature,
         top_p=1.0,
@@ -196,16 +190,6 @@ def grpo_config(out: Path, s: RLSettings, suppress: list[int]) -> GRPOConfig:
         beta=s.beta,
         max_grad_norm=s.max_grad_norm,
         generation_kwargs={"suppress_tokens": suppress},  # a sampled vision token would not match the vision features
-        logging_steps=s.logging_steps,
-        save_steps=s.save_steps,
-        save_total_limit=2,
-        seed=s.seed,
-        report_to=["tensorboard"],
-        use_cpu=not use_gpu,
-        bf16=use_gpu and torch.cuda.is_bf16_supported(),
-        remove_unused_columns=False,
-        dataloader_num_workers=0,
-        save_only_model=False,
         log_completions=False,
     )
 

@@ -75,30 +75,28 @@ class SFTSettings:
     seed: int = 0
 
 
-def sft_config(out: Path, s: SFTSettings, **overrides) -> SFTConfig:
+def trainer_arguments(out: Path, epochs: float, max_steps: int, learning_rate: float, batch_size: int, gradient_accumulation: int,
+                      logging_steps: int, save_steps: int, seed: int) -> dict:
+    """The TrainingArguments every rmsd trainer shares (SFT and RL): the GPU in bf16 where there is
+    one, TensorBoard, two checkpoints kept with their optimizer state, the dataset's columns kept."""
     use_gpu = torch.cuda.is_available()
+    return dict(
+        output_dir=str(out), num_train_epochs=epochs, max_steps=max_steps, learning_rate=learning_rate,
+        per_device_train_batch_size=batch_size, gradient_accumulation_steps=gradient_accumulation,
+        logging_steps=logging_steps, save_steps=save_steps, save_total_limit=2, seed=seed, report_to=["tensorboard"],
+        use_cpu=not use_gpu, bf16=use_gpu and torch.cuda.is_bf16_supported(), remove_unused_columns=False,
+        dataloader_num_workers=0, save_only_model=False,
+    )
+
+
+def sft_config(out: Path, s: SFTSettings, **overrides) -> SFTConfig:
     return SFTConfig(
-        output_dir=str(out),
-        num_train_epochs=s.epochs,
-        max_steps=s.max_steps,
-        learning_rate=s.learning_rate,
-        per_device_train_batch_size=s.batch_size,
-        gradient_accumulation_steps=s.gradient_accumulation,
+        **trainer_arguments(out, s.epochs, s.max_steps, s.learning_rate, s.batch_size, s.gradient_accumulation, s.logging_steps, s.save_steps, s.seed),
         lr_scheduler_type="cosine",
         warmup_steps=s.warmup_ratio,  # a float in [0, 1) is a ratio of the total steps
         weight_decay=s.weight_decay,
-        logging_steps=s.logging_steps,
-        save_steps=s.save_steps,
-        save_total_limit=2,
-        seed=s.seed,
-        report_to=["tensorboard"],
-        use_cpu=not use_gpu,
-        bf16=use_gpu and torch.cuda.is_bf16_supported(),
-        remove_unused_columns=False,
         dataset_kwargs={"skip_prepare_dataset": True},
         max_length=None,
-        dataloader_num_workers=0,
-        save_only_model=False,
         **overrides,
     )
 
