@@ -45,6 +45,26 @@ class Frames:
     source_size: tuple[int, int]  # (width, height) of the original frames
 
 
+def video_metadata(timestamps: list[float]) -> dict:
+    """Frame metadata for processors that print timestamps into the prompt (Qwen3-VL), on a
+    millisecond clock: the timestamps the model reads are the real ones of the sampled frames (an
+    index-per-frame clock at the effective fps would shift them to start at 0)."""
+    indices = [int(round(t * 1000)) for t in timestamps] or [0]
+    total = indices[-1] + 1
+    return {"fps": 1000.0, "frames_indices": indices, "total_num_frames": total, "duration": total / 1000.0}
+
+
+def processor_video_kwargs(model_type: str, frames: list[Frames]) -> dict:
+    """What a Hugging Face processor needs beside pre-sampled frames, per model family: Qwen2.5-VL
+    the real sampling rate (its temporal positions), Qwen3-VL the frame timestamps (its prompt
+    text); Qwen2-VL nothing. One place for hf generation, SFT batches and RL rollouts."""
+    if model_type == "qwen2_5_vl":
+        return {"fps": [f.fps for f in frames]}
+    if model_type.startswith("qwen3"):
+        return {"video_metadata": [video_metadata(f.timestamps) for f in frames]}
+    return {}
+
+
 def target_times(duration: float, num_frames: int | None = None, fps: float | None = None, max_frames: int = 64) -> list[float]:
     """Centres of equal segments of the video: N of them, or duration*fps of them capped at max_frames."""
     if duration <= 0:

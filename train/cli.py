@@ -96,7 +96,7 @@ def sft(
         student, processor = load_model(ensure_model(model, init))
     except (ConfigError, SchemaError, FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
-    collator = VideoSFTCollator(processor, FrameCache(cfg.frames, base), templates_by_task(cfg))
+    collator = VideoSFTCollator(processor, FrameCache(cfg.frames, base), templates_by_task(cfg), student.config.model_type)
     settings = SFTSettings(epochs=epochs, learning_rate=lr, batch_size=batch_size, gradient_accumulation=grad_accum, max_steps=max_steps, save_steps=save_steps, seed=seed)
     final = run_sft(student, processor, dataset, collator, out, settings, resume=resume)
     typer.echo(f"rmsd-train: {mode} SFT done: {final}")

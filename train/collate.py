@@ -9,10 +9,9 @@ from __future__ import annotations
 from collections import OrderedDict
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from ..gen.frames import resolve_video, sample_frames
+from ..gen.frames import Frames, processor_video_kwargs, resolve_video, sample_frames
 from ..schemas.config import FramesConfig, TemplateConfig
 from ..schemas.prompting import build_messages
 
@@ -27,7 +26,7 @@ class FrameCache:
         self.roots = [self.base, *(media_roots or [])]
         self._cache: OrderedDict = OrderedDict()
 
-    def get(self, video: str, timestamps: list[float] | None) -> np.ndarray:
+    def get(self, video: str, timestamps: list[float] | None) -> Frames:
         key = (video, tuple(timestamps or ()))
         if key in self._cache:
             self._cache.move_to_end(key)
@@ -35,10 +34,10 @@ class FrameCache:
         cfg = self.frames
         path = resolve_video(video, self.base, self.roots)
         frames = sample_frames(path, cfg.num_frames, cfg.fps, cfg.max_frames, cfg.max_pixels, cfg.mode, timestamps=timestamps or None)
-        self._cache[key] = frames.array
+        self._cache[key] = frames
         if len(self._cache) > self.size:
             self._cache.popitem(last=False)
-        return frames.array
+        return frames
 
 
 def prompt_messages(example: dict, templates: dict[str, TemplateConfig] | None = None) -> list[dict]:
@@ -54,8 +53,8 @@ def templates_by_task(pipeline) -> dict[str, TemplateConfig]:
 
 
 class VideoSFTCollator:
-    def __init__(self, processor, frame_cache: FrameCache, templates: dict[str, TemplateConfig] | None = None):
-        self.processor, self.frames, self.templates = processor, frame_cache, templates
+    def __init__(self, processor, frame_cache: FrameCache, templates: dict[str, TemplateConfig] | None = None, model_type: str = "qwen2_vl"):
+        self.processor, self.frames, self.templates, self.model_type = processor, frame_cache, templates, model_type
         self.tokenizer = processor.tokenizer
         self.end = self.tokenizer.eos_token or ""
         self.masked_ids = [
@@ -68,7 +67,8 @@ class VideoSFTCollator:
         videos = [self.frames.get(e["video"], e.get("frame_timestamps")) for e in examples]
         self.tokenizer.padding_side = "right"
         batch = self.processor(
-            text=[p + t for p, t in zip(prompts, targets)], videos=videos, padding=True, return_tensors="pt", do_sample_frames=False
+            text=[p + t for p, t in zip(prompts, targets)], videos=[v.array for v in videos], padding=True, return_tensors="pt",
+            do_sample_frames=False, **processor_video_kwargs(self.model_type, videos),
         )
         labels = batch["input_ids"].clone()
         lengths = batch["attention_mask"].sum(dim=1)

@@ -39,6 +39,7 @@ from trl import GRPOConfig, GRPOTrainer
 
 from ..gen.backends import GenerationRequest
 from ..gen.backends.hf import HFBackend
+from ..gen.frames import processor_video_kwargs
 from ..schemas.tables import SchemaError
 from .collate import FrameCache, VideoSFTCollator, prompt_messages
 from .data import _curated_folder, _samples_folder, _tables
@@ -91,7 +92,9 @@ class VideoGRPOTrainer(GRPOTrainer):
     def _tokenize_prompts(self, prompts: list):
         processor = self.processing_class
         texts = [processor.apply_chat_template(p, add_generation_prompt=True, tokenize=False, **self.chat_template_kwargs) for p in prompts]
-        encoded = processor(text=texts, videos=self._batch_frames, padding=True, return_tensors="pt", do_sample_frames=False)
+        frames = self._batch_frames
+        encoded = processor(text=texts, videos=[f.array for f in frames], padding=True, return_tensors="pt", do_sample_frames=False,
+                            **processor_video_kwargs(self.model.config.model_type, frames))
         keep = encoded["attention_mask"].bool()
         prompt_ids = [ids[m].tolist() for ids, m in zip(encoded["input_ids"], keep)]
         mm_types = [t[m].tolist() for t, m in zip(encoded["mm_token_type_ids"], keep)]
@@ -194,12 +197,6 @@ def grpo_config(out: Path, s: RLSettings, suppress: list[int]) -> GRPOConfig:
     )
 
 
-def _fps(timestamps: list[float] | None) -> float:
-    if not timestamps or len(timestamps) < 2 or timestamps[-1] <= timestamps[0]:
-        return 1.0
-    return (len(timestamps) - 1) / (timestamps[-1] - timestamps[0])
-
-
 def warm_up_discriminator(disc: DiscriminatorTrainer, policy, processor, frame: pl.DataFrame, pool: TeacherPool,
                           frame_cache: FrameCache, templates: dict | None, s: RLSettings) -> list[dict]:
     """GAD's warm-up: D learns teacher-vs-student on the SFT student's own rollouts (sampled as in
@@ -215,8 +212,8 @@ def warm_up_discriminator(disc: DiscriminatorTrainer, policy, processor, frame: 
     for step in range(s.warmup_steps):
         batch = [rows[(step * per_step + i) % len(rows)] for i in range(per_step)]
         requests = [
-            GenerationRequest(r["prompt_id"], prompt_messages(r, templates), frame_cache.get(r["video"], r["frame_timestamps"]),
-                              _fps(r["frame_timestamps"]), r["frame_timestamps"] or [], seeds=[s.seed * 1_000_003 + step * 10_007 + j for j in range(s.num_generations)],
+            GenerationRequest(r["prompt_id"], prompt_messages(r, templates), (f := frame_cache.get(r["video"], r["frame_timestamps"])).array,
+                              f.fps, f.timestamps, seeds=[s.seed * 1_000_003 + step * 10_007 + j for j in range(s.num_generations)],
                               temperature=s.temperature, max_tokens=s.max_completion_length)
             for r in batch
         ]
@@ -250,7 +247,8 @@ def run_rl(model_path: Path, processor, policy, data: Path, frame_cache: FrameCa
         pool = teacher_pool(data)
         saved = Path(checkpoint) / DISCRIMINATOR_DIR if checkpoint else None
         disc_model = Discriminator.from_student(saved if saved and saved.is_dir() else model_path)
-        disc = DiscriminatorTrainer(disc_model, VideoSFTCollator(processor, frame_cache, templates), lr=s.disc_learning_rate,
+        collator = VideoSFTCollator(processor, frame_cache, templates, policy.config.model_type)
+        disc = DiscriminatorTrainer(disc_model, collator, lr=s.disc_learning_rate,
                                     max_grad_norm=s.max_grad_norm)
         if checkpoint is None and s.warmup_steps > 0:
             started = time.perf_counter()

@@ -15,6 +15,7 @@ import os
 
 import numpy as np
 
+from ..frames import video_metadata
 from . import Completion, GenerationRequest
 
 
@@ -47,10 +48,7 @@ class VLLMBackend:
         video: object = np.ascontiguousarray(r.frames)
         prompt: dict = {"prompt": text}
         if self.model_type.startswith("qwen3"):  # Qwen3-VL reads timestamps from the frame metadata
-            video = (video, {
-                "total_num_frames": len(r.timestamps), "fps": r.fps, "duration": len(r.timestamps) / r.fps,
-                "frames_indices": list(range(len(r.timestamps))), "video_backend": "rmsd", "do_sample_frames": False,
-            })
+            video = (video, {**video_metadata(r.timestamps), "video_backend": "rmsd", "do_sample_frames": False})
         elif self.model_type == "qwen2_5_vl":  # its temporal positions need the real sampling rate
             prompt["mm_processor_kwargs"] = {"fps": r.fps}
         prompt["multi_modal_data"] = {"video": video}
