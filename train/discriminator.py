@@ -103,6 +103,12 @@ class DiscriminatorTrainer:
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.disc, self.collator, self.max_grad_norm, self.device = disc.to(device), collator, max_grad_norm, device
         self.optimizer = torch.optim.AdamW(disc.parameters(), lr=lr)
+        # several processes (DDP): one discriminator, not one per rank; rank 0's initial head, and
+        # every update from the gradients of all ranks' pairs
+        self.world = torch.distributed.get_world_size() if torch.distributed.is_available() and torch.distributed.is_initialized() else 1
+        if self.world > 1:
+            for p in self.disc.parameters():
+                torch.distributed.broadcast(p.data, src=0)
 
     def _batch(self, examples: list[dict]) -> dict:
         batch = self.collator(examples)
@@ -123,6 +129,11 @@ class DiscriminatorTrainer:
         loss = bradley_terry_loss(teacher, student, q)
         self.optimizer.zero_grad()
         loss.backward()
+        if self.world > 1:
+            for p in self.disc.parameters():
+                if p.grad is not None:
+                    torch.distributed.all_reduce(p.grad)
+                    p.grad /= self.world
         torch.nn.utils.clip_grad_norm_(self.disc.parameters(), self.max_grad_norm)
         self.optimizer.step()
         return {"loss": loss.item(), "accuracy": (teacher > student).float().mean().item(), "margin": (teacher - student).mean().item()}

@@ -237,6 +237,9 @@ def run_rl(model_path: Path, processor, policy, data: Path, frame_cache: FrameCa
     (policy) and ``out/final/discriminator``."""
     out = Path(out)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from accelerate import PartialState
+
+    PartialState()  # under torchrun / accelerate: the process group, before the discriminator syncs over it
     frame = rl_frame(data, split)
     dataset = datasets.Dataset.from_polars(frame)
     s = settings

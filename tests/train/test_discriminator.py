@@ -1,5 +1,6 @@
 """The discriminator learns to separate teacher from student answers; the verifiable rewards."""
 
+from pathlib import Path
 import random
 
 import polars as pl
@@ -98,3 +99,18 @@ def test_verifiable_reward_components():
     assert outer_format_reward(None, completions, **columns) == [1.0, 1.0, 0.0, 1.0]
     assert task_format_reward(None, completions, **columns) == [1.0, 0.0, 1.0, 1.0]
     assert content_reward(None, completions, **columns) == pytest.approx([1.0, 0.0, 0.5, None])
+
+
+def test_one_discriminator_across_two_processes(tiny_model, bench_dir):
+    """Under DDP every rank updates D from all ranks' pairs, from rank 0's initial head."""
+    import subprocess
+
+    from tests.conftest import BIN
+
+    script = Path(__file__).with_name("ddp_discriminator.py")
+    done = subprocess.run(
+        [str(BIN / "torchrun"), "--nproc-per-node", "2", "--master-port", "29537", str(script), str(tiny_model), str(bench_dir / "prompts.parquet")],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "discriminators identical across ranks" in done.stdout

@@ -169,3 +169,20 @@ def test_rl_refuses_bad_arguments(tiny_model, distilled, tmp_path):
     assert done.returncode == 2 and "model folder not found" in done.stderr
     done = _rl("--data", distilled, "--out", tmp_path / "o", "--model", tiny_model, "--weights", "1,2")
     assert done.returncode == 2 and "--weights" in done.stderr
+
+
+@pytest.mark.slow
+def test_rl_runs_in_two_processes_over_gloo(tiny_model, distilled, tmp_path):
+    """The distributed path of the RL stage (DDP on gloo, as torchrun or accelerate launch it)."""
+    out = tmp_path / "ddp"
+    done = subprocess.run(
+        [str(BIN / "torchrun"), "--nproc-per-node", "2", "--master-port", "29535", "-m", "rmsd.train.cli", "rl", "--data", str(distilled),
+         "--out", str(out), "--model", str(tiny_model), "--num-generations", "2", "--batch-size", "2", "--max-steps", "2",
+         "--max-tokens", "8", "--disc-warmup-steps", "1", "--save-steps", "2"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("RL done") == 2  # both ranks
+    state = json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())
+    assert state["global_step"] == 2
+    assert (out / "final" / "discriminator" / "score_head.safetensors").exists()
