@@ -28,6 +28,7 @@ def main(model: str, prompts: str) -> None:
     assert all(torch.equal(gathered[0], g) for g in gathered), "the ranks' discriminators diverged"
     if rank == 0:
         print("discriminators identical across ranks")
+    dist.barrier()  # no rank tears gloo down while another still talks to it
     dist.destroy_process_group()
 
 
