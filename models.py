@@ -11,6 +11,7 @@ takes these folders and any Hugging Face checkpoint folder alike.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import torch
@@ -168,6 +169,8 @@ def ensure_model(path: str | os.PathLike, init: str | None) -> Path:
         return path
     if init is None:
         raise FileNotFoundError(f"model folder {path} does not exist")
+    # said out loud: a mistyped path or RMSD_HOME otherwise turns into an untrained model silently
+    print(f"rmsd: {path} does not exist: building the {init!r} preset there (random weights, from its config)", file=sys.stderr, flush=True)
     try:
         return init_model(path, init)
     except FileExistsError:  # another process built it meanwhile
