@@ -97,8 +97,7 @@ def rl_step_split(args, model, processor, prompts: Path, tmp: Path) -> None:
 
     from rmsd.models import init_model, load_model
     from rmsd.train.discriminator import Discriminator, DiscriminatorReward, DiscriminatorTrainer, TeacherPool
-    from rmsd.train.rewards import PAPER_WEIGHTS, ContentReward, outer_format_reward, task_format_reward
-    from rmsd.train.rl import RL_COLUMNS, RLSettings, VideoGRPOTrainer, grpo_config
+    from rmsd.train.rl import RL_COLUMNS, RLSettings, VideoGRPOTrainer, grpo_config, reward_functions
 
     questions = pl.read_parquet(prompts).filter(pl.col("answer").is_not_null())
     questions = questions.with_columns(frame_timestamps=pl.lit(None, pl.List(pl.Float64))).select(RL_COLUMNS)
@@ -110,8 +109,8 @@ def rl_step_split(args, model, processor, prompts: Path, tmp: Path) -> None:
     cache = FrameCache(FramesConfig(num_frames=8), video_base("gt", prompts))
     disc = DiscriminatorTrainer(Discriminator.from_student(path), VideoSFTCollator(processor, cache))
     s = RLSettings(num_generations=args.rl_generations, batch_size=args.batch, max_steps=args.rl_steps, max_completion_length=args.rl_tokens, learning_rate=1e-5)
-    config = grpo_config(tmp / "rl", s, [processor.video_token_id, processor.image_token_id])
-    config.reward_weights = list(PAPER_WEIGHTS.values())
+    config = grpo_config(tmp / "rl", s, processor)
+    reward_funcs, config.reward_weights = reward_functions(DiscriminatorReward(disc, pool), s.weights)
     config.report_to = []
     times: dict[str, float] = {}
     steps: list[dict] = []
@@ -127,7 +126,7 @@ def rl_step_split(args, model, processor, prompts: Path, tmp: Path) -> None:
 
     trainer = VideoGRPOTrainer(
         model=policy, args=config, train_dataset=gt, processing_class=processor, frame_cache=cache, callbacks=[Split()],
-        reward_funcs=[DiscriminatorReward(disc, pool), outer_format_reward, task_format_reward, ContentReward()],
+        reward_funcs=reward_funcs,
     )
     trainer._generate = _timed(times, "generation", trainer._generate)
     trainer._calculate_rewards = _timed(times, "rewards", trainer._calculate_rewards)

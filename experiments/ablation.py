@@ -33,7 +33,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import polars as pl
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]

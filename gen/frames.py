@@ -54,14 +54,15 @@ def video_metadata(timestamps: list[float]) -> dict:
     return {"fps": 1000.0, "frames_indices": indices, "total_num_frames": total, "duration": total / 1000.0}
 
 
-def processor_video_kwargs(model_type: str, frames: list[Frames]) -> dict:
-    """What a Hugging Face processor needs beside pre-sampled frames, per model family: Qwen2.5-VL
-    the real sampling rate (its temporal positions), Qwen3-VL the frame timestamps (its prompt
-    text); Qwen2-VL nothing. One place for hf generation, SFT batches and RL rollouts."""
+def processor_video_kwargs(model_type: str, timestamps: list[list[float]], fps: list[float]) -> dict:
+    """What a Hugging Face processor needs beside pre-sampled frames (one entry per video), per model
+    family: Qwen2.5-VL the real sampling rate (its temporal positions), Qwen3-VL the frame
+    timestamps (its prompt text); Qwen2-VL nothing. One place for hf generation, SFT batches and
+    RL rollouts."""
     if model_type == "qwen2_5_vl":
-        return {"fps": [f.fps for f in frames]}
+        return {"fps": list(fps)}
     if model_type.startswith("qwen3"):
-        return {"video_metadata": [video_metadata(f.timestamps) for f in frames]}
+        return {"video_metadata": [video_metadata(t) for t in timestamps]}
     return {}
 
 

@@ -68,7 +68,7 @@ class VideoSFTCollator:
         self.tokenizer.padding_side = "right"
         batch = self.processor(
             text=[p + t for p, t in zip(prompts, targets)], videos=[v.array for v in videos], padding=True, return_tensors="pt",
-            do_sample_frames=False, **processor_video_kwargs(self.model_type, videos),
+            do_sample_frames=False, **processor_video_kwargs(self.model_type, [v.timestamps for v in videos], [v.fps for v in videos]),
         )
         labels = batch["input_ids"].clone()
         lengths = batch["attention_mask"].sum(dim=1)

@@ -94,7 +94,7 @@ class VideoGRPOTrainer(GRPOTrainer):
         texts = [processor.apply_chat_template(p, add_generation_prompt=True, tokenize=False, **self.chat_template_kwargs) for p in prompts]
         frames = self._batch_frames
         encoded = processor(text=texts, videos=[f.array for f in frames], padding=True, return_tensors="pt", do_sample_frames=False,
-                            **processor_video_kwargs(self.model.config.model_type, frames))
+                            **processor_video_kwargs(self.model.config.model_type, [f.timestamps for f in frames], [f.fps for f in frames]))
         keep = encoded["attention_mask"].bool()
         prompt_ids = [ids[m].tolist() for ids, m in zip(encoded["input_ids"], keep)]
         mm_types = [t[m].tolist() for t, m in zip(encoded["mm_token_type_ids"], keep)]
@@ -183,7 +183,19 @@ class RLSettings:
     seed: int = 0
 
 
-def grpo_config(out: Path, s: RLSettings, suppress: list[int]) -> GRPOConfig:
+def reward_functions(discriminator: DiscriminatorReward | None, weights: dict) -> tuple[list, list[float]]:
+    """TRL's reward_funcs and reward_weights: R = alpha*D + beta*R_outer + eta*R_task + delta*R_content,
+    D left out when there is no discriminator (the SFT+RL baseline)."""
+    funcs = [outer_format_reward, task_format_reward, ContentReward()]
+    scale = [weights["outer"], weights["task"], weights["content"]]
+    if discriminator is None:
+        return funcs, scale
+    return [discriminator, *funcs], [weights["discriminator"], *scale]
+
+
+def grpo_config(out: Path, s: RLSettings, processor) -> GRPOConfig:
+    # a sampled vision token would not match the vision features
+    suppress = [t for t in (getattr(processor, "video_token_id", None), getattr(processor, "image_token_id", None)) if t is not None]
     return GRPOConfig(
         **trainer_arguments(out, s.epochs, s.max_steps, s.learning_rate, s.batch_size, s.gradient_accumulation, s.logging_steps, s.save_steps, s.seed),
         num_generations=s.num_generations,
@@ -192,7 +204,7 @@ def grpo_config(out: Path, s: RLSettings, suppress: list[int]) -> GRPOConfig:
         max_completion_length=s.max_completion_length,
         beta=s.beta,
         max_grad_norm=s.max_grad_norm,
-        generation_kwargs={"suppress_tokens": suppress},  # a sampled vision token would not match the vision features
+        generation_kwargs={"suppress_tokens": suppress},
         log_completions=False,
     )
 
@@ -243,8 +255,7 @@ def run_rl(model_path: Path, processor, policy, data: Path, frame_cache: FrameCa
     frame = rl_frame(data, split)
     dataset = datasets.Dataset.from_polars(frame)
     s = settings
-    reward_funcs, weights = [], []
-    disc = None
+    disc, disc_reward = None, None
     checkpoint = last_checkpoint(out) if resume else None
     if s.discriminator:
         pool = teacher_pool(data)
@@ -258,13 +269,9 @@ def run_rl(model_path: Path, processor, policy, data: Path, frame_cache: FrameCa
             history = warm_up_discriminator(disc, policy, processor, frame, pool, frame_cache, templates, s)
             out.mkdir(parents=True, exist_ok=True)
             (out / "discriminator_warmup.json").write_text(json.dumps({"seconds": time.perf_counter() - started, "steps": history}, indent=1))
-        reward_funcs.append(DiscriminatorReward(disc, pool, seed=s.seed))
-        weights.append(s.weights["discriminator"])
-    reward_funcs += [outer_format_reward, task_format_reward, ContentReward()]
-    weights += [s.weights["outer"], s.weights["task"], s.weights["content"]]
-    suppress = [t for t in (getattr(processor, "video_token_id", None), getattr(processor, "image_token_id", None)) if t is not None]
-    args = grpo_config(out, s, suppress)
-    args.reward_weights = weights
+        disc_reward = DiscriminatorReward(disc, pool, seed=s.seed)
+    args = grpo_config(out, s, processor)
+    reward_funcs, args.reward_weights = reward_functions(disc_reward, s.weights)
     trainer = VideoGRPOTrainer(
         model=policy, args=args, reward_funcs=reward_funcs, train_dataset=dataset, processing_class=processor,
         frame_cache=frame_cache, templates=templates, callbacks=[SaveDiscriminator(disc, processor)] if disc else None,
@@ -279,4 +286,4 @@ def run_rl(model_path: Path, processor, policy, data: Path, frame_cache: FrameCa
     return final
 
 
-__all__ = ["RLSettings", "VideoGRPOTrainer", "rl_frame", "run_rl", "teacher_pool", "warm_up_discriminator"]
+__all__ = ["RLSettings", "VideoGRPOTrainer", "reward_functions", "rl_frame", "run_rl", "teacher_pool", "warm_up_discriminator"]

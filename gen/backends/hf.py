@@ -12,7 +12,7 @@ import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from ...models import load_model
-from ..frames import Frames, processor_video_kwargs
+from ..frames import processor_video_kwargs
 from . import Completion, GenerationRequest
 
 
@@ -99,10 +99,9 @@ class HFBackend:
 
     def _inputs(self, requests: list[GenerationRequest]):
         texts = [self.processor.apply_chat_template(r.messages, add_generation_prompt=True, tokenize=False) for r in requests]
-        frames = [Frames(np.asarray(r.frames), r.timestamps, r.fps, 0.0, (0, 0)) for r in requests]
         return self.processor(
-            text=texts, videos=[f.array for f in frames], padding=True, return_tensors="pt", do_sample_frames=False,
-            **processor_video_kwargs(self.model_type, frames),
+            text=texts, videos=[np.asarray(r.frames) for r in requests], padding=True, return_tensors="pt", do_sample_frames=False,
+            **processor_video_kwargs(self.model_type, [r.timestamps for r in requests], [r.fps for r in requests]),
         ).to(self.device)
 
     @torch.inference_mode()

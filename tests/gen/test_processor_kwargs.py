@@ -27,16 +27,16 @@ def test_qwen3_vl_prompt_carries_the_real_frame_times():
     processor = Qwen3VLProcessor(image_processor=Qwen2VLImageProcessor(), tokenizer=tokenizer, video_processor=Qwen3VLVideoProcessor())
     frames = _frames()
     encoded = processor(text=["<|vision_start|><|video_pad|><|vision_end|>When?"], videos=[frames.array], do_sample_frames=False,
-                        return_tensors="pt", **processor_video_kwargs("qwen3_vl", [frames]))
+                        return_tensors="pt", **processor_video_kwargs("qwen3_vl", [frames.timestamps], [frames.fps]))
     times = re.findall(r"<([0-9.]+) seconds>", tokenizer.decode(encoded["input_ids"][0]))
     assert [float(t) for t in times] == [0.5, 1.5, 2.5, 3.5]  # the mean time of each pair of frames
 
 
 def test_each_family_gets_what_it_needs():
     frames = _frames()
-    assert processor_video_kwargs("qwen2_vl", [frames]) == {}
-    assert processor_video_kwargs("qwen2_5_vl", [frames]) == {"fps": [2.0]}
-    meta = processor_video_kwargs("qwen3_vl_moe", [frames])["video_metadata"][0]
+    assert processor_video_kwargs("qwen2_vl", [frames.timestamps], [frames.fps]) == {}
+    assert processor_video_kwargs("qwen2_5_vl", [frames.timestamps], [frames.fps]) == {"fps": [2.0]}
+    meta = processor_video_kwargs("qwen3_vl_moe", [frames.timestamps], [frames.fps])["video_metadata"][0]
     assert [i / meta["fps"] for i in meta["frames_indices"]] == TIMESTAMPS
     assert meta["total_num_frames"] > max(meta["frames_indices"])
     assert video_metadata([])["frames_indices"] == [0]

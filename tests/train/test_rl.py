@@ -60,7 +60,7 @@ def _trainer(model_path, distilled, out, num_generations=2):
 
     policy, processor = load_model(model_path)
     settings = RLSettings(num_generations=num_generations, batch_size=4, max_steps=1, max_completion_length=8, beta=0.0)
-    args = grpo_config(out, settings, [processor.video_token_id, processor.image_token_id])
+    args = grpo_config(out, settings, processor)
     cache = FrameCache(FramesConfig(num_frames=4, max_pixels=12544), video_base("weighted", distilled))
     return VideoGRPOTrainer(
         model=policy, args=args, reward_funcs=[outer_format_reward], train_dataset=datasets.Dataset.from_polars(rl_frame(distilled)),
