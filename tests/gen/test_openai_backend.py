@@ -139,15 +139,21 @@ def _run(tmp_path, bench_dir, url, retries, check, media="images"):
     return done, pl.read_parquet(tmp_path / "out" / "*.parquet")
 
 
-@slow
-def test_a_30_percent_failing_endpoint_still_gives_every_sample_once(server, tmp_path, bench_dir):
-    proxy = FaultProxy(server, failure_rate=0.3)
+def _run_behind_proxy(server, tmp_path, bench_dir, seed, retries, check):
+    """rmsd-gen through a FaultProxy failing 30% of requests; every sample must come back once."""
+    proxy = FaultProxy(server, failure_rate=0.3, seed=seed)
     try:
-        done, df = _run(tmp_path, bench_dir, proxy.url, retries=8, check=0)
+        done, df = _run(tmp_path, bench_dir, proxy.url, retries=retries, check=check)
     finally:
         proxy.close()
     keys = df.select("prompt_id", "teacher", "sample_index")
     assert len(keys) == keys.unique().height == 12 * 2
+    return done, df, proxy
+
+
+@slow
+def test_a_30_percent_failing_endpoint_still_gives_every_sample_once(server, tmp_path, bench_dir):
+    done, df, proxy = _run_behind_proxy(server, tmp_path, bench_dir, seed=0, retries=8, check=0)
     assert df["error"].null_count() == len(df) and df["text"].null_count() == 0
     assert min(proxy.faults.values()) > 0, proxy.faults  # every kind of fault happened and was retried
     assert proxy.auth == {f"Bearer {SECRET}"}  # the key went to the endpoint ...
@@ -158,13 +164,7 @@ def test_a_30_percent_failing_endpoint_still_gives_every_sample_once(server, tmp
 
 @slow
 def test_out_of_retries_becomes_error_rows_and_the_run_goes_on(server, tmp_path, bench_dir):
-    proxy = FaultProxy(server, failure_rate=0.3, seed=1)
-    try:
-        done, df = _run(tmp_path, bench_dir, proxy.url, retries=0, check=3)
-    finally:
-        proxy.close()
-    keys = df.select("prompt_id", "teacher", "sample_index")
-    assert len(keys) == keys.unique().height == 12 * 2
+    done, df, _ = _run_behind_proxy(server, tmp_path, bench_dir, seed=1, retries=0, check=3)
     errors = df.filter(pl.col("error").is_not_null())
     assert 0 < errors.height < len(df)
     assert errors["error"].str.starts_with("api:").all() and errors["text"].null_count() == errors.height

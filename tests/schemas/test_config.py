@@ -1,3 +1,4 @@
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,23 @@ def test_demo_routes_every_task_type_to_its_teacher():
 
 def _config(tmp_path, body):
     return write_pipelines(tmp_path / "pipelines.yaml", body)
+
+
+def _p_and_q(tmp_path, model, q_extra: str):
+    """Pipelines p and q: one teacher each; q adds ``q_extra`` (YAML keys of the pipeline)."""
+    extra = textwrap.indent(textwrap.dedent(q_extra), " " * 10)
+    path = _config(tmp_path, f"""
+        p:
+          teachers:
+            - id: a
+              model: {{path: {model}}}
+        q:
+          teachers:
+            - id: a
+              model: {{path: {model}}}
+{extra}
+    """)
+    return load_pipeline("p", path), load_pipeline("q", path)
 
 
 def test_unknown_key_names_file_pipeline_and_field(tmp_path, tiny_model):
@@ -120,19 +138,9 @@ def test_variables_and_relative_paths(tmp_path, monkeypatch, rmsd_home):
 
 
 def test_config_hash_changes_with_any_knob(tmp_path, tiny_model):
-    path = _config(tmp_path, f"""
-        p:
-          teachers:
-            - id: a
-              model: {{path: {tiny_model}}}
-        q:
-          teachers:
-            - id: a
-              model: {{path: {tiny_model}}}
-          sampling: {{k: 8}}
-    """)
-    assert load_pipeline("p", path).config_hash() != load_pipeline("q", path).config_hash()
-    assert load_pipeline("p", path).config_hash() == load_pipeline("p", path).config_hash()
+    p, q = _p_and_q(tmp_path, tiny_model, "sampling: {k: 8}")
+    assert p.config_hash() != q.config_hash()
+    assert p.config_hash() == _p_and_q(tmp_path, tiny_model, "")[0].config_hash()
 
 
 def test_each_backend_needs_its_source(tmp_path):
@@ -161,19 +169,10 @@ def test_each_backend_needs_its_source(tmp_path):
 def test_pipelines_name_their_student_and_gen_ignores_later_stages(tmp_path, tiny_model):
     cfg = load_pipeline("cluster-video-pool", REPO / "pipelines.yaml", check_models=False)
     assert cfg.train.student.path.endswith("Qwen3-VL-4B-Instruct")
-    path = _config(tmp_path, f"""
-        p:
-          teachers:
-            - id: a
-              model: {{path: {tiny_model}}}
-        q:
-          teachers:
-            - id: a
-              model: {{path: {tiny_model}}}
-          filter: {{tau: 0.5}}
-          train:
-            student: {{path: student, init: tiny}}
+    p, q = _p_and_q(tmp_path, tiny_model, """
+        filter: {tau: 0.5}
+        train:
+          student: {path: student, init: tiny}
     """)
-    p, q = load_pipeline("p", path), load_pipeline("q", path)
     assert q.train.student.path == str(tmp_path / "student")
     assert p.gen_hash() == q.gen_hash() and p.config_hash() != q.config_hash()  # tau or the student do not redo rmsd-gen
