@@ -81,7 +81,8 @@ def option_letters(options: list[str] | None) -> str:
 
 # --- the answer part of a response ------------------------------------------------------------
 def response_stages(text: pl.Expr) -> list[dict[str, pl.Expr]]:
-    """Stages adding answer_text / outer_ok / truncated for a response column (see parse_answers)."""
+    """Stages adding answer_text / outer_ok / truncated for a response column: the definition,
+    valid for any text (``add_response_parts`` uses it where the shortcut below does not apply)."""
     return [
         {
             "_has_answer": text.str.contains(ANSWER_OPEN, literal=True),
@@ -107,11 +108,50 @@ def response_stages(text: pl.Expr) -> list[dict[str, pl.Expr]]:
     ]
 
 
+def _single_answer_stages(text: pl.Expr) -> list[dict[str, pl.Expr]]:
+    """The same columns for a response with exactly one ``<answer>`` and no ``</answer>`` before it
+    (``_single``; other rows get nulls), from byte offsets instead of splits and a lazy regex: the
+    answer part is the bytes between ``<answer>`` and the first ``</answer>`` (or the end: cut off).
+    With one ``<answer>``, OUTER_PATTERN holds exactly when the text starts (after whitespace) with
+    ``<think>``, ``</think>`` and whitespace lead to the ``<answer>``, and it ends with ``</answer>``
+    and whitespace; it asks for one ``<think>`` as well."""
+    opened, closed = pl.col("_opened"), pl.col("_closed")
+    return [
+        {
+            "_opened": text.str.find(ANSWER_OPEN, literal=True),
+            "_closed": text.str.find(ANSWER_CLOSE, literal=True),
+            "_answers": text.str.count_matches(ANSWER_OPEN, literal=True),
+        },
+        {"_single": ((pl.col("_answers") == 1) & (closed.is_null() | (closed > opened))).fill_null(False)},
+        {
+            "_raw": text.cast(pl.Binary)
+            .bin.slice(pl.when("_single").then(opened + len(ANSWER_OPEN)), closed - opened - len(ANSWER_OPEN))
+            .cast(pl.String)
+            .str.strip_chars(),
+            "truncated": pl.col("_single") & closed.is_null(),
+            "outer_ok": pl.col("_single")
+            & text.str.contains(r"^\s*" + THINK_OPEN)
+            & text.str.contains(THINK_CLOSE + r"\s*" + ANSWER_OPEN)
+            & text.str.strip_chars_end().str.ends_with(ANSWER_CLOSE)
+            & (text.str.count_matches(THINK_OPEN, literal=True) == 1),
+        },
+        {"answer_text": pl.when(pl.col("_raw").str.len_bytes() > 0).then(pl.col("_raw"))},
+    ]
+
+
 def add_response_parts(frame: pl.DataFrame, text: str = "text") -> pl.DataFrame:
     """Add answer_text / outer_ok / truncated of the responses in column ``text``."""
-    for stage in response_stages(pl.col(text)):
-        frame = frame.with_columns(**stage)
-    return frame.drop("_has_answer", "_tail", "_think_open", "_after_think", "_outer", "_raw")
+    parts = frame.select(text)
+    for stage in _single_answer_stages(pl.col(text)):
+        parts = parts.with_columns(**stage)
+    other = parts["_single"].not_()
+    if other.any():  # no <answer>, several, a </answer> before it, null: the general stages
+        rows = other.arg_true()
+        general = frame.select(pl.col(text).gather(rows))
+        for stage in response_stages(pl.col(text)):
+            general = general.with_columns(**stage)
+        parts = parts.with_columns(parts[c].scatter(rows, general[c]) for c in RESPONSE_COLUMNS)
+    return frame.with_columns(parts.get_column(c) for c in ("truncated", "answer_text", "outer_ok"))
 
 
 # --- helpers on string expressions --------------------------------------------------------------

@@ -4,7 +4,10 @@ from hypothesis import strategies as st
 
 import polars as pl
 
-from rmsd.schemas.grammar import TaskType, extract, extract_answer, parse_answers, parse_responses, split_response, wrap_response
+from rmsd.schemas.grammar import (
+    RESPONSE_COLUMNS, TaskType, add_response_parts, extract, extract_answer, parse_answers, parse_responses, response_stages,
+    split_response, wrap_response,
+)
 from rmsd.schemas.tables import TASK_TYPES
 
 COLOURS = ["red", "green", "blue", "yellow"]
@@ -86,6 +89,25 @@ def test_no_parser_raises(rows):
     assert parsed["task_ok"].null_count() == 0 and parsed["outer_ok"].null_count() == 0
     answers = parse_answers(frame, "text")
     assert answers.height == len(rows)
+
+
+PIECES = ["<think>", "</think>", "<answer>", "</answer>", " ", "\n", "\u00a0", "\u2003", "B", "[1, 2]", "é", "日本", "<", ">", "/", "answer"]
+
+
+_PIECES = st.lists(st.sampled_from(PIECES), max_size=4).map("".join)
+WRAPPED = st.builds("{}<think>{}</think>{}<answer>{}</answer>{}".format, _PIECES, _PIECES, _PIECES, _PIECES, _PIECES)
+
+
+@settings(max_examples=300, deadline=None)
+@given(texts=st.lists(st.none() | st.lists(st.sampled_from(PIECES), max_size=12).map("".join) | WRAPPED, min_size=1, max_size=40))
+def test_answer_part_shortcut_equals_the_definition(texts):
+    """add_response_parts takes byte offsets where a text has one <answer>; response_stages is the
+    definition (splits and OUTER_PATTERN). Both agree on any mix of tags, whitespace and text."""
+    frame = pl.DataFrame({"text": texts}, schema={"text": pl.String})
+    defined = frame
+    for stage in response_stages(pl.col("text")):
+        defined = defined.with_columns(**stage)
+    assert add_response_parts(frame).select(RESPONSE_COLUMNS).equals(defined.select(RESPONSE_COLUMNS))
 
 
 def test_vectorised_parse_equals_one_at_a_time():
