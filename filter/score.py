@@ -38,6 +38,18 @@ def _majority_labels(frame: pl.DataFrame) -> pl.DataFrame:
     ).drop("_majority", *(f"_m{i}" for i in range(4)))
 
 
+def _ground_truth(samples: pl.DataFrame) -> pl.DataFrame:
+    """``gt_normalised`` and ``gt_v0..3``: each row's ground truth parsed, once per run of rows with
+    the same answer, task type and options (a prompt's samples are written together, so that is
+    about once per prompt and teacher shard), without hashing or joining on the prompt id."""
+    fields = ("answer", "task_type", "options")
+    starts = (pl.int_range(pl.len()) == 0) | pl.any_horizontal(pl.col(c).ne_missing(pl.col(c).shift()) for c in fields)
+    runs = samples.select(*fields, _start=starts)
+    labels = parse_answers(runs.filter("_start"), "answer", prefix="gt_")
+    run = runs.select((pl.col("_start").cum_sum() - 1).alias("_run"))["_run"]
+    return labels.select(pl.col("gt_normalised", *(f"gt_v{i}" for i in range(4))).gather(run))
+
+
 def _agreement(over: list[str]) -> pl.Expr:
     answered = pl.col("error").is_null()
     same = pl.col("normalised").is_not_null().cast(pl.UInt32).sum().over([*over, "normalised"])
@@ -47,11 +59,7 @@ def _agreement(over: list[str]) -> pl.Expr:
 
 def score_samples(samples: pl.DataFrame, cfg: FilterConfig) -> pl.DataFrame:
     """Scored rows (the ``scored`` table's columns), in the input's order."""
-    frame = parse_responses(samples, "text")
-    # the ground truth is the prompt's: parse it once per prompt, not once per sample
-    labels = frame.select("prompt_id", "answer", "task_type", "options").unique("prompt_id", keep="first", maintain_order=True)
-    labels = parse_answers(labels, "answer", prefix="gt_").select("prompt_id", "gt_normalised", *(f"gt_v{i}" for i in range(4)))
-    frame = frame.join(labels, on="prompt_id", how="left", maintain_order="left")
+    frame = parse_responses(samples, "text").hstack(_ground_truth(samples))
     frame = frame.with_columns(
         label_source=pl.when(CLOSED & pl.col("gt_normalised").is_not_null()).then(pl.lit("ground_truth")),
         valid=(pl.col("outer_ok") & pl.col("task_ok")).fill_null(False),
