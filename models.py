@@ -140,14 +140,19 @@ def build_model(preset: str = "tiny", seed: int = 0):
     return model, processor
 
 
-def init_model(out: str | os.PathLike, preset: str = "tiny", seed: int = 0) -> Path:
-    """Write a model folder (weights, config, tokenizer, processor); atomic: the folder appears whole."""
+def init_model(out: str | os.PathLike, preset: str = "tiny", seed: int = 0, vision_from: str | os.PathLike | None = None) -> Path:
+    """Write a model folder (weights, config, tokenizer, processor); atomic: the folder appears whole.
+    ``vision_from``: a checkpoint of the same preset whose vision tower the new model starts with."""
     import shutil
     import tempfile
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     model, processor = build_model(preset, seed)
+    if vision_from is not None:
+        from .train.visual_aux import copy_vision_tower
+
+        copy_vision_tower(load_model(vision_from)[0], model)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{out.name}-", dir=out.parent))
     try:
         model.save_pretrained(tmp)

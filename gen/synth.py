@@ -258,6 +258,47 @@ def make_questions(scene: Scene, rng: np.random.Generator) -> list[dict]:
     return rows
 
 
+SCENE_LABELS = {"occupancy": len(COLOURS) + len(SHAPES) + 1, "count": 4, "word": len(WORDS), "direction": len(DIRECTIONS) + 1}
+
+
+def scene_labels(scene_meta: dict, times: list[float], grid: tuple[int, int], frame_size: tuple[int, int] = (WIDTH, HEIGHT)) -> dict:
+    """What can be seen in a scene at ``times``, for auxiliary visual supervision of a from-scratch
+    model (the demo teacher's bootstrap; see rmsd.train.visual_aux).
+
+    ``occupancy``: (len(times), rows, cols, 4 + 3 + 1) booleans, per cell of a ``grid = (rows, cols)``
+    raster of the frame: a shape of each colour, of each kind, the word's text, overlaps the cell.
+    ``count`` (shapes - 1), ``word`` (index in WORDS), ``direction`` (per colour of COLOURS: 0 absent,
+    else 1 + index in DIRECTIONS): the scene's facts, as class indices.
+    """
+    rows, cols = grid
+    width, height = frame_size
+    occupancy = np.zeros((len(times), rows, cols, SCENE_LABELS["occupancy"]), dtype=bool)
+    shapes = [Shape(**s) for s in scene_meta["shapes"]]
+    word_first, word_last = scene_meta["word_frames"]
+    fps = scene_meta.get("fps", FPS)
+
+    def cells(x1: float, y1: float, x2: float, y2: float) -> tuple[slice, slice]:
+        c1, c2 = int(max(x1, 0) * cols // width), int((min(x2, width) - 1) * cols // width)
+        r1, r2 = int(max(y1, 0) * rows // height), int((min(y2, height) - 1) * rows // height)
+        return slice(max(r1, 0), min(r2, rows - 1) + 1), slice(max(c1, 0), min(c2, cols - 1) + 1)
+
+    colours, kinds = list(COLOURS), list(SHAPES)
+    for i, t in enumerate(times):
+        frame = int(round(t * fps))
+        for shape in shapes:
+            if shape.first <= frame <= shape.last:
+                r, c = cells(*shape.box(frame))
+                occupancy[i, r, c, colours.index(shape.colour)] = True
+                occupancy[i, r, c, len(colours) + kinds.index(shape.kind)] = True
+        if word_first <= frame <= word_last:  # drawn at (4, height - 16), about 10 px per letter
+            r, c = cells(4, height - 16, 4 + 10 * len(scene_meta["word"]), height - 4)
+            occupancy[i, r, c, -1] = True
+    direction = np.zeros(len(colours), dtype=np.int64)
+    for shape in shapes:
+        direction[colours.index(shape.colour)] = 1 + list(DIRECTIONS).index(shape.direction)
+    return {"occupancy": occupancy, "count": len(shapes) - 1, "word": WORDS.index(scene_meta["word"]), "direction": direction}
+
+
 def _build_one(args: tuple[int, int, str]) -> list[dict]:
     seed, index, out = args
     scene = make_scene(seed, index)

@@ -21,6 +21,7 @@ def init_model(
     out: Path = typer.Option(..., "--out", help="folder to write the model, tokenizer and processor into (must not exist)"),
     preset: str = typer.Option("tiny", "--preset", help="tiny (~0.25 M parameters, tests) or demo (~0.8 M, the demo's teacher and student)"),
     seed: int = typer.Option(0, "--seed", help="weight initialisation seed"),
+    vision_from: Optional[Path] = typer.Option(None, "--vision-from", help="copy the vision tower of this checkpoint (same preset): a student that starts seeing, as a pretrained VLM does"),
 ) -> None:
     """Write a small Qwen2-VL-architecture model built from its config (random weights, nothing downloaded)."""
     from ..models import PRESETS, init_model as build
@@ -31,8 +32,13 @@ def init_model(
     if out.exists():
         typer.secho(f"rmsd-train: error: {out} already exists", fg="red", err=True)
         raise typer.Exit(2)
-    path = build(out, preset, seed)
-    typer.echo(f"wrote {preset} model to {path}")
+    if vision_from is not None and not (vision_from / "config.json").exists():
+        _fail(f"--vision-from {vision_from}: not a model folder (no config.json)")
+    try:
+        path = build(out, preset, seed, vision_from=vision_from)
+    except ValueError as exc:
+        _fail(str(exc))
+    typer.echo(f"wrote {preset} model to {path}" + (f" (vision tower from {vision_from})" if vision_from else ""))
 
 
 def _fail(message: str) -> None:
@@ -55,6 +61,12 @@ def _student(cfg, pipeline: str, model: Optional[Path], init: Optional[str]) -> 
     return Path(cfg.train.student.path), init or cfg.train.student.init
 
 
+def _has_scene_facts(dataset) -> bool:
+    import json
+
+    return "meta" in dataset.column_names and all("scene" in json.loads(m or "{}") for m in dataset["meta"])
+
+
 @app.command()
 def sft(
     mode: str = typer.Option(..., "--mode", help="best (T_best, the paper's warm-up) | weighted (kept samples, loss weighted by p_k) | filtered (kept samples, uniform) | unfiltered (every answered sample, uniform) | single (one random teacher sample, no filtering) | gt (ground truth)"),
@@ -74,6 +86,7 @@ def sft(
     video_base: Optional[Path] = typer.Option(None, "--video-base", help="folder relative video paths start from (default: found through the manifests)"),
     streaming: bool = typer.Option(False, "--streaming/--in-memory", help="stream curated shards (best, weighted) instead of loading them"),
     resume: bool = typer.Option(True, "--resume/--no-resume", help="continue from the newest checkpoint in --out"),
+    visual_aux: float = typer.Option(0.0, "--visual-aux", min=0.0, help="gt mode on the synthetic benchmark: weight of the auxiliary visual loss (probes on the vision tower predict the scene; the demo teacher's bootstrap uses 1.0)"),
 ) -> None:
     """Supervised fine-tuning of the student (weighted SFT on TRL's SFTTrainer)."""
     from ..models import ensure_model, load_model
@@ -86,6 +99,8 @@ def sft(
 
     if mode not in MODES:
         _fail(f"unknown --mode {mode!r}; choose one of {', '.join(MODES)}")
+    if visual_aux > 0 and mode != "gt":
+        _fail("--visual-aux needs --mode gt (the scene facts come with the synthetic benchmark's prompts)")
     try:
         cfg = _pipeline(pipeline, config)
         model, init = _student(cfg, pipeline, model, init)
@@ -96,9 +111,11 @@ def sft(
         student, processor = load_model(ensure_model(model, init))
     except (ConfigError, SchemaError, FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
-    collator = VideoSFTCollator(processor, FrameCache(cfg.frames, base), templates_by_task(cfg), student.config.model_type)
+    if visual_aux > 0 and not _has_scene_facts(dataset):
+        _fail(f"--visual-aux: {data} has no scene facts (meta.scene); it works on the synthetic benchmark (rmsd-gen synth)")
+    collator = VideoSFTCollator(processor, FrameCache(cfg.frames, base), templates_by_task(cfg), student.config.model_type, visual_targets=visual_aux > 0)
     settings = SFTSettings(epochs=epochs, learning_rate=lr, batch_size=batch_size, gradient_accumulation=grad_accum, max_steps=max_steps, save_steps=save_steps, seed=seed)
-    final = run_sft(student, processor, dataset, collator, out, settings, resume=resume)
+    final = run_sft(student, processor, dataset, collator, out, settings, resume=resume, visual_aux=visual_aux)
     typer.echo(f"rmsd-train: {mode} SFT done: {final}")
 
 

@@ -53,8 +53,10 @@ def templates_by_task(pipeline) -> dict[str, TemplateConfig]:
 
 
 class VideoSFTCollator:
-    def __init__(self, processor, frame_cache: FrameCache, templates: dict[str, TemplateConfig] | None = None, model_type: str = "qwen2_vl"):
+    def __init__(self, processor, frame_cache: FrameCache, templates: dict[str, TemplateConfig] | None = None, model_type: str = "qwen2_vl",
+                 visual_targets: bool = False):
         self.processor, self.frames, self.templates, self.model_type = processor, frame_cache, templates, model_type
+        self.visual_targets = visual_targets  # add the scene targets of the auxiliary visual loss (train/visual_aux.py)
         self.tokenizer = processor.tokenizer
         self.end = self.tokenizer.eos_token or ""
         self.masked_ids = [
@@ -80,4 +82,10 @@ class VideoSFTCollator:
             labels[labels == token] = IGNORE
         batch["labels"] = labels
         batch["weights"] = torch.tensor([float(e.get("weight", 1.0)) for e in examples], dtype=torch.float32)
+        if self.visual_targets:
+            from .visual_aux import batch_targets
+
+            batch.update(batch_targets([e.get("meta") for e in examples], [v.timestamps for v in videos], batch["video_grid_thw"],
+                                       [v.source_size for v in videos], merge=self.processor.video_processor.merge_size,
+                                       temporal_patch=self.processor.video_processor.temporal_patch_size))
         return batch

@@ -121,7 +121,8 @@ def example_frame(mode: str, data: Path, seed: int = 0, split: str | None = "tra
         raise ValueError(f"unknown SFT mode {mode!r}; known: {list(MODES)}")
     if frame.is_empty():
         raise SchemaError(f"{data}: no {mode} examples")
-    return frame.select(EXAMPLE_COLUMNS).sort("prompt_id", maintain_order=True)
+    extra = ["meta"] if mode == "gt" and "meta" in frame.columns else []  # scene facts for the auxiliary visual loss
+    return frame.select(EXAMPLE_COLUMNS + extra).sort("prompt_id", maintain_order=True)
 
 
 def sft_dataset(mode: str, data: Path, seed: int = 0, split: str | None = "train", streaming: bool = False):

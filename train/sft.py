@@ -25,11 +25,44 @@ from .collate import IGNORE
 
 
 class WeightedSFTTrainer(SFTTrainer):
-    """SFTTrainer whose batches carry ``weights`` (one per example)."""
+    """SFTTrainer whose batches carry ``weights`` (one per example).
 
-    def __init__(self, *args, **kwargs):
+    With ``visual_aux > 0`` (the demo teacher's bootstrap) batches also carry scene targets and the
+    loss adds ``visual_aux`` times the auxiliary visual loss of probes on the vision tower's tokens
+    (train/visual_aux.py); the probes train with the model and are saved beside each checkpoint.
+    """
+
+    def __init__(self, *args, visual_aux: float = 0.0, **kwargs):
         super().__init__(*args, **kwargs)
         self.loss_is_scaled_for_ga = True  # compute_loss divides by the whole step's weighted token count
+        self.visual_aux, self.probe, self._capture = visual_aux, None, None
+        if visual_aux > 0:
+            from .visual_aux import TokenCapture, VisualProbe
+
+            self.probe = VisualProbe(self.model.config.get_text_config().hidden_size).to(self.model.device)
+            self._capture = TokenCapture(self.model)
+
+    def create_optimizer(self, *args, **kwargs):
+        optimizer = super().create_optimizer(*args, **kwargs)
+        if self.probe is not None and not any(p is next(self.probe.parameters()) for g in optimizer.param_groups for p in g["params"]):
+            optimizer.add_param_group({"params": list(self.probe.parameters()), "weight_decay": 0.0})
+        return optimizer
+
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        if self.probe is not None and self.is_world_process_zero():
+            from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+            from .visual_aux import PROBE_FILE
+
+            folder = Path(self.args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            torch.save(self.probe.state_dict(), folder / PROBE_FILE)
+
+    def load_probe(self, checkpoint: str | None) -> None:
+        from .visual_aux import PROBE_FILE
+
+        if self.probe is not None and checkpoint and (Path(checkpoint) / PROBE_FILE).exists():
+            self.probe.load_state_dict(torch.load(Path(checkpoint) / PROBE_FILE, map_location=self.model.device))
 
     def _get_num_items_in_batch(self, batch_samples: list, device: torch.device):
         total = sum(_weighted_tokens(batch["labels"], batch["weights"]) for batch in batch_samples)
@@ -41,6 +74,7 @@ class WeightedSFTTrainer(SFTTrainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         weights = inputs.pop("weights").float()
         labels = inputs.pop("labels")
+        occupancy, scene = inputs.pop("aux_occupancy", None), inputs.pop("aux_scene", None)
         # SFTTrainer patches the model with TRL's fused LM head: per-token log-probabilities of the
         # labels (shifted, zero where ignored) without building the (batch, length, vocab) logits
         outputs = model(**inputs, labels=labels, fused_lm_head=True)
@@ -51,6 +85,14 @@ class WeightedSFTTrainer(SFTTrainer):
             loss = loss * self.args.world_size  # DDP averages gradients over ranks; the denominator is global
         mode = "train" if model.training else "eval"
         self._metrics[mode]["weighted_tokens"].append(float(_weighted_tokens(labels, weights)))
+        if self.probe is not None:
+            if occupancy is None:
+                raise ValueError("visual_aux > 0 needs batches with scene targets (VideoSFTCollator(visual_targets=True))")
+            sizes = (inputs["video_grid_thw"].prod(-1) // self.processing_class.video_processor.merge_size**2).tolist()
+            aux, parts = self.probe.loss(self._capture.pop(), sizes, occupancy, scene)
+            loss = loss + self.visual_aux * aux / self.args.gradient_accumulation_steps
+            for name, value in parts.items():
+                self._metrics[mode][f"visual_aux/{name}"].append(value)
         return (loss, outputs) if return_outputs else loss
 
 
@@ -118,8 +160,9 @@ def last_checkpoint(out: Path) -> str | None:
     return str(complete[-1]) if complete else None
 
 
-def run_sft(model, processor, dataset, collator, out: Path, settings: SFTSettings, resume: bool = True) -> Path:
-    """Train, resuming from the newest checkpoint in ``out`` if there is one; save to ``out/final``."""
+def run_sft(model, processor, dataset, collator, out: Path, settings: SFTSettings, resume: bool = True, visual_aux: float = 0.0) -> Path:
+    """Train, resuming from the newest checkpoint in ``out`` if there is one; save to ``out/final``
+    (the model and processor only: auxiliary probes stay in the checkpoints)."""
     out = Path(out)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     trainer = WeightedSFTTrainer(
@@ -128,8 +171,11 @@ def run_sft(model, processor, dataset, collator, out: Path, settings: SFTSetting
         train_dataset=dataset,
         data_collator=collator,
         processing_class=processor,
+        visual_aux=visual_aux,
     )
-    trainer.train(resume_from_checkpoint=last_checkpoint(out) if resume else None)
+    checkpoint = last_checkpoint(out) if resume else None
+    trainer.load_probe(checkpoint)
+    trainer.train(resume_from_checkpoint=checkpoint)
     final = out / "final"
     trainer.save_model(str(final))  # the main process writes; every process waits for it
     if trainer.is_world_process_zero():
