@@ -45,18 +45,19 @@ def _box_iou() -> pl.Expr:
     return pl.when(union > 0).then(inter / union).otherwise((pl.all_horizontal([a == b for a, b in zip(p, g)])).cast(pl.Float64))
 
 
-def metric_expr(tolerance: float = DEFAULT_TOLERANCE) -> pl.Expr:
-    """The metric of every row with a parsed answer and ground truth (OCR: see ``anls``)."""
-    task = pl.col("task_type")
+def _numeric(tolerance: float) -> pl.Expr:
     pred, gt = pl.col("v0"), pl.col("gt_v0")
-    numeric = pl.when(gt == 0).then(pred.abs() <= tolerance).otherwise((pred - gt).abs() <= tolerance * gt.abs())
-    return (
-        pl.when(task == "multiple_choice").then((pl.col("normalised") == pl.col("gt_normalised")).cast(pl.Float64))
-        .when(task == "numerical").then(numeric.cast(pl.Float64))
-        .when(task == "temporal_grounding").then(_iou_1d(pl.col("v0"), pl.col("v1"), pl.col("gt_v0"), pl.col("gt_v1")))
-        .when(task == "spatial_grounding").then(_box_iou())
-        .otherwise(pl.lit(None, pl.Float64))
-    )
+    return pl.when(gt == 0).then(pred.abs() <= tolerance).otherwise((pred - gt).abs() <= tolerance * gt.abs()).cast(pl.Float64)
+
+
+def _metrics(tolerance: float) -> dict[str, pl.Expr]:
+    """The metric of each task type with one (OCR: see ``anls``)."""
+    return {
+        "multiple_choice": (pl.col("normalised") == pl.col("gt_normalised")).cast(pl.Float64),
+        "numerical": _numeric(tolerance),
+        "temporal_grounding": _iou_1d(pl.col("v0"), pl.col("v1"), pl.col("gt_v0"), pl.col("gt_v1")),
+        "spatial_grounding": _box_iou(),
+    }
 
 
 def anls(predictions: list[str | None], truths: list[str | None], threshold: float = DEFAULT_ANLS_THRESHOLD) -> np.ndarray:
@@ -66,20 +67,28 @@ def anls(predictions: list[str | None], truths: list[str | None], threshold: flo
     return np.where([p is None for p in predictions], 0.0, similarity)
 
 
+def _correct(frame: pl.DataFrame, tolerance: float, anls_threshold: float) -> pl.Series:
+    """``correct``: null without a label, 0 without an answer, else the task's metric, computed on
+    that task's rows only (a when/then chain over task types would compute every metric on every row)."""
+    has_gt = pl.col("gt_normalised").is_not_null() & (pl.col("task_type") != "open_ended")
+    answered = has_gt & pl.col("normalised").is_not_null()
+    columns = ["normalised", "gt_normalised", *(f"{p}v{i}" for p in ("", "gt_") for i in range(4))]
+    narrow = frame.select(pl.col("task_type"), *columns, _base=pl.when(has_gt).then(pl.when(answered).then(pl.lit(None, pl.Float64)).otherwise(0.0)), _answered=answered)
+    correct = narrow.get_column("_base").alias("correct")
+    for task, metric in _metrics(tolerance).items():
+        rows = narrow.select((pl.col("_answered") & (pl.col("task_type") == task)).arg_true()).to_series()
+        if rows.len():
+            correct.scatter(rows, narrow[rows].select(metric).to_series())
+    rows = narrow.select((pl.col("_answered") & (pl.col("task_type") == "ocr")).arg_true()).to_series()
+    if rows.len():
+        ocr = narrow[rows]
+        correct.scatter(rows, anls(ocr["normalised"].to_list(), ocr["gt_normalised"].to_list(), anls_threshold))
+    return correct
+
+
 def score_parsed(frame: pl.DataFrame, tolerance: float = DEFAULT_TOLERANCE, anls_threshold: float = DEFAULT_ANLS_THRESHOLD) -> pl.DataFrame:
     """Add ``valid``, ``correct`` and ``quality`` to a frame holding parsed responses and ``gt_`` columns."""
-    has_gt = pl.col("gt_normalised").is_not_null() & (pl.col("task_type") != "open_ended")
-    frame = frame.with_columns(
-        valid=(pl.col("outer_ok") & pl.col("task_ok")).fill_null(False),
-        correct=pl.when(has_gt).then(pl.when(pl.col("normalised").is_not_null()).then(metric_expr(tolerance)).otherwise(0.0)),
-    )
-    is_ocr = (frame["task_type"] == "ocr") & frame["gt_normalised"].is_not_null()
-    if is_ocr.any():
-        ocr = frame.filter(is_ocr)
-        scores = pl.Series("correct", anls(ocr["normalised"].to_list(), ocr["gt_normalised"].to_list(), anls_threshold))
-        frame = frame.with_columns(
-            pl.when(is_ocr).then(pl.Series(np.zeros(frame.height)).scatter(np.flatnonzero(is_ocr.to_numpy()), scores)).otherwise(pl.col("correct")).alias("correct")
-        )
+    frame = frame.with_columns(valid=(pl.col("outer_ok") & pl.col("task_ok")).fill_null(False), correct=_correct(frame, tolerance, anls_threshold))
     return frame.with_columns(
         quality=pl.when(pl.col("correct").is_not_null()).then(pl.col("valid").cast(pl.Float64) * pl.col("correct")).otherwise(pl.col("valid").cast(pl.Float64))
     )
@@ -102,4 +111,4 @@ def score_responses(
     return score_parsed(frame, tolerance, anls_threshold)
 
 
-__all__ = ["SCORE_COLUMNS", "anls", "metric_expr", "score_parsed", "score_responses"]
+__all__ = ["SCORE_COLUMNS", "anls", "score_parsed", "score_responses"]
