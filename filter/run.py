@@ -61,7 +61,7 @@ def _arrow(frame: pl.DataFrame, table: str) -> pa.Table:
 def score_group(key: str, files: list[str], pipeline: PipelineConfig, out: str) -> dict:
     """Score one group and write its scored and curated shards; returns its statistics."""
     cfg = pipeline.filter
-    samples = pl.read_parquet(files)
+    samples = pl.read_parquet(files).rechunk()
     scored = score_samples(samples, cfg)
     out_path = Path(out)
     write_table(_arrow(scored, "scored"), out_path / "scored" / f"part-{key}.parquet", "scored")
