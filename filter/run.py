@@ -64,8 +64,10 @@ def score_group(key: str, files: list[str], pipeline: PipelineConfig, out: str) 
     samples = pl.read_parquet(files).rechunk()
     scored = score_samples(samples, cfg)
     out_path = Path(out)
-    write_table(_arrow(scored, "scored"), out_path / "scored" / f"part-{key}.parquet", "scored")
-    write_table(_arrow(scored.filter(pl.col("kept")), "curated"), out_path / "curated" / f"part-{key}.parquet", "curated")
+    table = _arrow(scored, "scored")
+    write_table(table, out_path / "scored" / f"part-{key}.parquet", "scored")
+    # the curated rows from the Arrow table already built (curated has the scored schema)
+    write_table(table.filter(table.column("kept")), out_path / "curated" / f"part-{key}.parquet", "curated")
     return {
         "stats": partial_stats(scored),
         "dropped": dropped_prompts(scored),
