@@ -29,7 +29,7 @@ SUM_COLUMNS = [
 
 def _question_sums(scored: pl.DataFrame) -> pl.DataFrame:
     """Sums per (task type, teacher, question) over the answered samples: one pass over the rows."""
-    answered = scored.filter(pl.col("error").is_null())
+    answered = scored.lazy().filter(pl.col("error").is_null())  # lazy: only the columns used are filtered
     return answered.group_by("task_type", "teacher", "prompt_id").agg(
         pl.len().alias("samples"),
         pl.col("quality").sum().alias("sum_q"),
@@ -42,7 +42,7 @@ def _question_sums(scored: pl.DataFrame) -> pl.DataFrame:
         pl.col("kept").sum().alias("kept"),
         pl.col("correct").sum().alias("sum_correct"),
         pl.col("correct").is_not_null().sum().alias("labelled"),
-    )
+    ).collect()
 
 
 _ADDITIVE = ["samples", "sum_q", "sumsq_q", "outer_violations", "task_violations", "sum_agreement", "kept", "sum_correct", "labelled"]

@@ -79,10 +79,16 @@ def _correct(frame: pl.DataFrame, tolerance: float, anls_threshold: float) -> pl
         rows = narrow.select((pl.col("_answered") & (pl.col("task_type") == task)).arg_true()).to_series()
         if rows.len():
             correct.scatter(rows, narrow[rows].select(metric).to_series())
-    rows = narrow.select((pl.col("_answered") & (pl.col("task_type") == "ocr")).arg_true()).to_series()
+    # ANLS: an exact match has similarity 1 without computing it; only the others go through Python lists
+    ocr = pl.col("_answered") & (pl.col("task_type") == "ocr")
+    exact = pl.col("normalised") == pl.col("gt_normalised")
+    rows = narrow.select((ocr & exact).arg_true()).to_series()
     if rows.len():
-        ocr = narrow[rows]
-        correct.scatter(rows, anls(ocr["normalised"].to_list(), ocr["gt_normalised"].to_list(), anls_threshold))
+        correct.scatter(rows, pl.repeat(1.0 if 1.0 >= anls_threshold else 0.0, rows.len(), eager=True))
+    rows = narrow.select((ocr & ~exact).arg_true()).to_series()
+    if rows.len():
+        other = narrow[rows]
+        correct.scatter(rows, anls(other["normalised"].to_list(), other["gt_normalised"].to_list(), anls_threshold))
     return correct
 
 
