@@ -28,6 +28,7 @@ from .report import finish_stats, partial_stats, write_report
 from .score import dropped_prompts, score_samples
 
 _SLICE = re.compile(r"^samples-.+-(\d+)\.parquet$")
+_WORKER_ENV = {"POLARS_MAX_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
 
 
 @dataclass
@@ -121,10 +122,11 @@ def run_filter(
             if started_ray:
                 ray.shutdown()
     elif workers > 1 and len(groups) > 1:
-        # one process per core, each Polars single-threaded: groups are independent, and most
-        # string kernels run on one thread anyway. spawn, not fork (Polars' thread pool).
-        previous = os.environ.get("POLARS_MAX_THREADS")
-        os.environ["POLARS_MAX_THREADS"] = "1"
+        # one process per core, each single-threaded: groups are independent, and most string
+        # kernels run on one thread anyway (OpenBLAS, loaded with numpy, would spin threads of its
+        # own). spawn, not fork (Polars' thread pool).
+        previous = {name: os.environ.get(name) for name in _WORKER_ENV}
+        os.environ.update(_WORKER_ENV)
         try:
             with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
                 futures = [pool.submit(score_group, key, [str(f) for f in files], pipeline, str(out)) for key, files in groups]
@@ -132,10 +134,11 @@ def run_filter(
                     results.append(future.result())
                     bar.update()
         finally:
-            if previous is None:
-                os.environ.pop("POLARS_MAX_THREADS", None)
-            else:
-                os.environ["POLARS_MAX_THREADS"] = previous
+            for name, value in previous.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
     else:
         for key, files in groups:
             results.append(score_group(key, [str(f) for f in files], pipeline, str(out)))
