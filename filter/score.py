@@ -50,11 +50,29 @@ def _ground_truth(samples: pl.DataFrame) -> pl.DataFrame:
     return labels.select(pl.col("gt_normalised", *(f"gt_v{i}" for i in range(4))).gather(run))
 
 
-def _agreement(over: list[str]) -> pl.Expr:
-    answered = pl.col("error").is_null()
-    same = pl.col("normalised").is_not_null().cast(pl.UInt32).sum().over([*over, "normalised"])
+def codes(column: str) -> pl.Expr:
+    """Integer codes of a string column (first appearance order; null stays null): grouping on one
+    integer key is several times cheaper than on strings or on several columns."""
+    return pl.col(column).cast(pl.Categorical(pl.Categories.random())).to_physical().cast(pl.UInt64)
+
+
+def _group_keys(frame: pl.DataFrame) -> pl.DataFrame:
+    """``_prompt``, ``_prompt_teacher``, ``_prompt_answer`` and ``_prompt_teacher_answer``: one
+    integer per group of the prompt-level windows (answer: the normalised one, null its own code)."""
+    keys = frame.select(_prompt=codes("prompt_id"), _teacher=codes("teacher"), _answer=(codes("normalised") + 1).fill_null(0))
+    teachers, answers = (keys[c].max() + 1 if keys.height else 1 for c in ("_teacher", "_answer"))
+    keys = keys.with_columns(
+        _prompt_teacher=pl.col("_prompt") * teachers + pl.col("_teacher"),
+        _prompt_answer=pl.col("_prompt") * answers + pl.col("_answer"),
+    )
+    return keys.select("_prompt", "_prompt_teacher", "_prompt_answer", _prompt_teacher_answer=pl.col("_prompt_teacher") * answers + pl.col("_answer"))
+
+
+def _agreement(over: str) -> pl.Expr:
+    """The share of the group's answered samples with this sample's normalised answer."""
+    answered, has_answer = pl.col("error").is_null(), pl.col("normalised").is_not_null()
     total = answered.cast(pl.UInt32).sum().over(over)
-    return pl.when(answered & pl.col("normalised").is_not_null()).then(same / total).when(answered).then(0.0)
+    return pl.when(answered & has_answer).then(pl.len().over(f"{over}_answer") / total).when(answered).then(0.0)
 
 
 def score_samples(samples: pl.DataFrame, cfg: FilterConfig) -> pl.DataFrame:
@@ -68,9 +86,9 @@ def score_samples(samples: pl.DataFrame, cfg: FilterConfig) -> pl.DataFrame:
         frame = _majority_labels(frame)
     frame = score_parsed(frame.drop("valid"), cfg.tolerance, cfg.anls_threshold)
     taus = pl.col("task_type").replace_strict({t: cfg.tau_for(t) for t in cfg.tau_by_task}, default=cfg.tau, return_dtype=pl.Float64)
-    frame = frame.with_columns(
-        agreement=_agreement(["prompt_id", "teacher"]),
-        agreement_pool=_agreement(["prompt_id"]),
+    frame = frame.hstack(_group_keys(frame)).with_columns(
+        agreement=_agreement("_prompt_teacher"),
+        agreement_pool=_agreement("_prompt"),
         kept=pl.col("error").is_null() & (pl.col("quality") >= taus),
     )
     # matching distribution: proportional to q where a metric exists, uniform (or opt-in) otherwise
@@ -83,16 +101,16 @@ def score_samples(samples: pl.DataFrame, cfg: FilterConfig) -> pl.DataFrame:
         open_kept = pl.col("kept") & ~ranked & (pl.col("task_type") == "open_ended")
         frame = frame.with_columns(_raw=pl.when(open_kept).then(agreement_weights(frame)).otherwise(pl.col("_raw")))
     # a prompt whose kept samples all have q = 0 (only possible with tau = 0) weighs them uniformly
-    frame = frame.with_columns(_raw=pl.when(pl.col("kept") & (pl.col("_raw").sum().over("prompt_id") == 0)).then(1.0).otherwise(pl.col("_raw")))
-    total = pl.col("_raw").sum().over("prompt_id")
+    frame = frame.with_columns(_raw=pl.when(pl.col("kept") & (pl.col("_raw").sum().over("_prompt") == 0)).then(1.0).otherwise(pl.col("_raw")))
+    total = pl.col("_raw").sum().over("_prompt")
     frame = frame.with_columns(
         weight=pl.when(total > 0).then(pl.col("_raw") / total).otherwise(0.0),
-        _top=pl.col("kept") & (pl.col("quality") == pl.when("kept").then(pl.col("quality")).max().over("prompt_id")),
+        _top=pl.col("kept") & (pl.col("quality") == pl.when("kept").then(pl.col("quality")).max().over("_prompt")),
     )
     # T_best: the highest-quality kept sample; ties broken by a hash of the sample's seed
     tie_break = (pl.col("seed").cast(pl.UInt64) * 2654435761 + cfg.seed) % 4294967296
     frame = frame.with_columns(_tie=pl.when("_top").then(tie_break))
-    frame = frame.with_columns(is_best=pl.col("_top") & (pl.col("_tie") == pl.col("_tie").min().over("prompt_id")))
+    frame = frame.with_columns(is_best=pl.col("_top") & (pl.col("_tie") == pl.col("_tie").min().over("_prompt")))
     return frame.select(
         *(f.name for f in SAMPLES_SCHEMA),
         pl.col("normalised").alias("extracted"),
