@@ -10,7 +10,7 @@ from __future__ import annotations
 import polars as pl
 
 from ..schemas.config import FilterConfig
-from ..schemas.grammar import parse_answers, parse_responses
+from ..schemas.grammar import integer_codes as codes, parse_answers, parse_responses
 from ..schemas.metrics import score_parsed
 from ..schemas.tables import SAMPLES_SCHEMA
 
@@ -48,12 +48,6 @@ def _ground_truth(samples: pl.DataFrame) -> pl.DataFrame:
     labels = parse_answers(runs.filter("_start"), "answer", prefix="gt_")
     run = runs.select((pl.col("_start").cum_sum() - 1).alias("_run"))["_run"]
     return labels.select(pl.col("gt_normalised", *(f"gt_v{i}" for i in range(4))).gather(run))
-
-
-def codes(column: str) -> pl.Expr:
-    """Integer codes of a string column (first appearance order; null stays null): grouping on one
-    integer key is several times cheaper than on strings or on several columns."""
-    return pl.col(column).cast(pl.Categorical(pl.Categories.random())).to_physical().cast(pl.UInt64)
 
 
 def _group_keys(frame: pl.DataFrame) -> pl.DataFrame:

@@ -298,13 +298,43 @@ def _match_option_text(frame: pl.DataFrame, answer: str, options: str) -> pl.Dat
     )
 
 
+def integer_codes(column: str) -> pl.Expr:
+    """Integer codes of a string column (first appearance order; null stays null): grouping on one
+    integer key is several times cheaper than on strings or on several columns."""
+    return pl.col(column).cast(pl.Categorical(pl.Categories.random())).to_physical().cast(pl.UInt64)
+
+
+def _distinct_answers(narrow: pl.DataFrame) -> tuple[pl.DataFrame, pl.Series | None]:
+    """One row per distinct (answer, task type), and options too for multiple choice (the only
+    parser that reads them; compared run by run, exactly), and each row's index among them (None:
+    all rows distinct). A prompt's K samples mostly give the same answer: each is parsed once."""
+    if narrow.height < 2:
+        return narrow, None
+    keys = narrow.select(
+        _answer=(integer_codes("_answer") + 1).fill_null(0),
+        _task=(integer_codes("_task") + 1).fill_null(0),
+        _runs=pl.col("_options").ne_missing(pl.col("_options").shift()).cum_sum().cast(pl.UInt64),
+        _choice=(pl.col("_task") == TaskType.MULTIPLE_CHOICE.value).fill_null(False),
+    )
+    tasks, runs = keys["_task"].max() + 1, keys["_runs"].max() + 1
+    group = pl.when("_choice").then(tasks + pl.col("_runs")).otherwise(pl.col("_task"))
+    keys = keys.select((pl.col("_answer") * (tasks + runs) + group).alias("_key"))
+    first = keys.select(pl.col("_key").is_first_distinct()).to_series()
+    if first.all():
+        return narrow, None
+    distinct = keys.filter(first).with_row_index("_index")
+    return narrow.filter(first), keys.join(distinct, on="_key", how="left", maintain_order="left")["_index"]
+
+
 def parse_answers(frame: pl.DataFrame, answer: str, task_type: str = "task_type", options: str = "options", prefix: str = "") -> pl.DataFrame:
     """Add the parsed columns (``PARSED_COLUMNS``, named with ``prefix``) of the texts in column ``answer``."""
     narrow = frame.select(
         pl.col(answer).alias("_answer"),
         pl.col(task_type).alias("_task"),
         (pl.col(options) if options in frame.columns else pl.lit(None, pl.List(pl.String))).alias("_options"),
-    ).with_row_index("_row")
+    )
+    narrow, index = _distinct_answers(narrow)
+    narrow = narrow.with_row_index("_row")
     schema = {"task_ok": pl.Boolean, "normalised": pl.String, "display": pl.String, **{f"v{i}": pl.Float64 for i in range(4)}}
     parts = []
     for (task,), part in narrow.partition_by("_task", as_dict=True, maintain_order=True).items():
@@ -318,7 +348,10 @@ def parse_answers(frame: pl.DataFrame, answer: str, task_type: str = "task_type"
         parsed = parsed.sort("_row") if len(parts) > 1 else parsed
     else:
         parsed = narrow.select("_row", *(pl.lit(None, t).alias(c) for c, t in schema.items()))
-    parsed = parsed.select(pl.col("task_ok").fill_null(False), *PARSED_COLUMNS[1:]).rename({c: prefix + c for c in PARSED_COLUMNS})
+    parsed = parsed.select(pl.col("task_ok").fill_null(False), *PARSED_COLUMNS[1:])
+    if index is not None:
+        parsed = parsed[index]
+    parsed = parsed.rename({c: prefix + c for c in PARSED_COLUMNS})
     return frame.drop([c for c in parsed.columns if c in frame.columns]).hstack(parsed)
 
 

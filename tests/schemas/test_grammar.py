@@ -110,6 +110,18 @@ def test_answer_part_shortcut_equals_the_definition(texts):
     assert add_response_parts(frame).select(RESPONSE_COLUMNS).equals(defined.select(RESPONSE_COLUMNS))
 
 
+@settings(max_examples=100, deadline=None)
+@given(rows=st.lists(st.tuples(st.sampled_from(["(C)", "green", "12", None]), st.sampled_from(["multiple_choice", "numerical", "ocr"]),
+                               st.sampled_from([None, COLOURS, COLOURS[:2], ["green", "red"]])), min_size=1, max_size=30))
+def test_repeated_answers_parse_as_each_alone(rows):
+    """parse_answers parses each distinct (answer, task type[, options]) once; every row still gets
+    what parsing it alone gives (the same text is another letter under other options)."""
+    frame = pl.DataFrame({"answer": [r[0] for r in rows], "task_type": [r[1] for r in rows], "options": [r[2] for r in rows]},
+                         schema={"answer": pl.String, "task_type": pl.String, "options": pl.List(pl.String)})
+    alone = pl.concat([parse_answers(frame[i : i + 1], "answer") for i in range(frame.height)])
+    assert parse_answers(frame, "answer").equals(alone)
+
+
 def test_vectorised_parse_equals_one_at_a_time():
     texts = [wrap_response("x", a) for a in ["(B)", "12", "[1, 2]", "[1, 2, 3, 4]", "MOON", "A cat."]]
     tasks = ["multiple_choice", "numerical", "temporal_grounding", "spatial_grounding", "ocr", "open_ended"]
