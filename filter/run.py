@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import multiprocessing
 import os
 import re
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +27,6 @@ from .report import finish_stats, partial_stats, write_report
 from .score import dropped_prompts, score_samples
 
 _SLICE = re.compile(r"^samples-.+-(\d+)\.parquet$")
-_WORKER_ENV = {"POLARS_MAX_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
 
 
 @dataclass
@@ -93,7 +91,7 @@ def run_filter(
     progress: bool = True,
     workers: int | None = None,
 ) -> FilterSummary:
-    """Score every shard group. Locally, ``workers`` processes (default: one per core) share the
+    """Score every shard group. Locally, ``workers`` threads (default: one per core) share the
     groups; with ``use_ray`` they are Ray tasks. Every way gives the same bytes."""
     from tqdm import tqdm
 
@@ -122,23 +120,14 @@ def run_filter(
             if started_ray:
                 ray.shutdown()
     elif workers > 1 and len(groups) > 1:
-        # one process per core, each single-threaded: groups are independent, and most string
-        # kernels run on one thread anyway (OpenBLAS, loaded with numpy, would spin threads of its
-        # own). spawn, not fork (Polars' thread pool).
-        previous = {name: os.environ.get(name) for name in _WORKER_ENV}
-        os.environ.update(_WORKER_ENV)
-        try:
-            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-                futures = [pool.submit(score_group, key, [str(f) for f in files], pipeline, str(out)) for key, files in groups]
-                for future in futures:  # in group order: combined statistics do not depend on timing
-                    results.append(future.result())
-                    bar.update()
-        finally:
-            for name, value in previous.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
+        # threads, not processes: Polars and Arrow release the GIL while they work (the Python
+        # between their calls is a few percent of a group's time), so the groups share the cores
+        # without a process start and imports per worker or results pickled back
+        with ThreadPoolExecutor(workers) as pool:
+            futures = [pool.submit(score_group, key, [str(f) for f in files], pipeline, str(out)) for key, files in groups]
+            for future in futures:  # in group order: combined statistics do not depend on timing
+                results.append(future.result())
+                bar.update()
     else:
         for key, files in groups:
             results.append(score_group(key, [str(f) for f in files], pipeline, str(out)))
