@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import re
 import subprocess
 import sys
@@ -211,10 +212,7 @@ cfg = PipelineConfig(teachers=[TeacherConfig(id="bench", model=ModelConfig(path=
 t = time.perf_counter()
 s = run_filter(cfg, "bench", sys.argv[1], sys.argv[2], progress=False)
 own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-worker = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
-workers = os.cpu_count()
-print(json.dumps({"seconds": time.perf_counter() - t, "samples": s.samples, "kept": s.kept,
-                  "peak_rss_gb": own + workers * worker, "driver_gb": own, "worker_gb": worker, "workers": workers}))
+print(json.dumps({"seconds": time.perf_counter() - t, "samples": s.samples, "kept": s.kept, "peak_rss_gb": own, "threads": os.cpu_count()}))
 """
 
 
@@ -234,13 +232,15 @@ def main() -> None:
         size = sum(p.stat().st_size for p in samples.glob("*.parquet")) / 1e9
         print(f"corpus: {total:,} rows in {len(list(samples.glob('*.parquet')))} shards, {size:.2f} GB on disk ({time.perf_counter() - t:.0f} s to write)")
 
+        load_before = os.getloadavg()[0]
         done = subprocess.run([sys.executable, "-c", CHILD, str(samples), str(work / "filtered")], capture_output=True, text=True)
         if done.returncode:
             sys.exit(done.stderr)
         result = json.loads(done.stdout.strip().splitlines()[-1])
         polars_rate = result["samples"] / result["seconds"]
         print(f"rmsd-filter (Polars): {result['samples']:,} rows in {result['seconds']:.1f} s = {polars_rate / 1e6:.2f} M rows/s, "
-              f"peak RSS {result['peak_rss_gb']:.2f} GB (driver {result['driver_gb']:.2f} + {result['workers']} workers x {result['worker_gb']:.2f}, an upper bound), kept {result['kept'] / result['samples']:.1%}")
+              f"peak RSS {result['peak_rss_gb']:.2f} GB (one process, {result['threads']} worker threads), kept {result['kept'] / result['samples']:.1%}, "
+              f"load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after")
 
         subset = pl.scan_parquet(samples / "*.parquet").head(args.baseline_rows).collect().to_dicts()
         t = time.perf_counter()

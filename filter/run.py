@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from ..schemas.config import PipelineConfig
 from ..schemas.tables import SchemaError, schema_for, shard_paths, write_table
-from .report import finish_stats, partial_stats, write_report
+from .report import finish_stats, load_plotting, partial_stats, write_report
 from .score import dropped_prompts, score_samples
 
 _SLICE = re.compile(r"^samples-.+-(\d+)\.parquet$")
@@ -124,6 +124,7 @@ def run_filter(
         # between their calls is a few percent of a group's time), so the groups share the cores
         # without a process start and imports per worker or results pickled back
         with ThreadPoolExecutor(workers) as pool:
+            pool.submit(load_plotting)  # for the report at the end
             futures = [pool.submit(score_group, key, [str(f) for f in files], pipeline, str(out)) for key, files in groups]
             for future in futures:  # in group order: combined statistics do not depend on timing
                 results.append(future.result())
