@@ -134,3 +134,20 @@ def test_tau_zero_keeps_every_answered_sample():
     df = by_index(scored(rows, tau=0.0))
     assert df["kept"].to_list() == [True, True, False]
     assert df["weight"].to_list() == [0.5, 0.5, 0.0]
+
+
+def test_scores_do_not_depend_on_row_order():
+    """Ground truth is parsed per run of equal rows and answers once per distinct text: interleaved
+    prompts, and the same answer text under other options, still score as when sorted."""
+    rows = (
+        sample_rows("p", "multiple_choice", "C", ["C", "(C)", "blue", "B"], teacher="a", options=COLOURS)
+        + sample_rows("q", "multiple_choice", "B", ["C", "(C)", "green", "B"], teacher="a", options=COLOURS[:2])
+        + sample_rows("p", "multiple_choice", "C", ["C", "A", "blue", "B"], teacher="b", options=COLOURS)
+        + sample_rows("t", "temporal_grounding", "[2, 4]", ["[2, 4]", "[3, 5]", "00:02 to 00:04", "x"])
+        + sample_rows("o", "ocr", "MOON", ["MOON", "moan", "SUN", None])
+    )
+    key = ["prompt_id", "teacher", "sample_index"]
+    ordered = scored(rows).sort(key)
+    interleaved = scored([rows[i] for i in sorted(range(len(rows)), key=lambda i: (i % 3, i))]).sort(key)
+    assert interleaved.equals(ordered)
+    assert by_index(ordered, "q")["extracted"].to_list()[:3] == [None, None, "B"]  # C is not an option of q
