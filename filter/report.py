@@ -65,18 +65,20 @@ def partial_stats(scored: pl.DataFrame) -> pl.DataFrame:
     questions = _question_sums(scored)
     views = [_view(questions, pooled, all_tasks) for pooled in (False, True) for all_tasks in (False, True)]
     columns = ["task_type", "teacher", "prompt_id", "unanimous", *_ADDITIVE]
-    questions = pl.concat([v.select(columns) for v in views])
     q = pl.col("sum_q") / pl.col("samples")
-    intra = (pl.col("sumsq_q") / pl.col("samples") - q**2).clip(lower_bound=0).sqrt()
-    bins = (q * BINS).floor().clip(0, BINS - 1)
+    questions = pl.concat([v.select(columns) for v in views]).with_columns(_q=q)
+    q = pl.col("_q")  # per question, computed once (each aggregation below would recompute it)
+    questions = questions.with_columns(
+        _q2=q**2, _intra=(pl.col("sumsq_q") / pl.col("samples") - q**2).clip(lower_bound=0).sqrt(), _bin=(q * BINS).floor().clip(0, BINS - 1)
+    )
     return questions.group_by("task_type", "teacher").agg(
         pl.len().alias("questions"),
         q.sum().alias("sum_q"),
-        (q**2).sum().alias("sumsq_q"),
-        intra.sum().alias("sum_intra_sigma"),
+        pl.col("_q2").sum().alias("sumsq_q"),
+        pl.col("_intra").sum().alias("sum_intra_sigma"),
         pl.col("unanimous").sum().alias("unanimous"),
         *(pl.col(c).sum().alias(c) for c in ("samples", "outer_violations", "task_violations", "sum_agreement", "kept", "sum_correct", "labelled")),
-        *((bins == i).sum().alias(f"hist_{i}") for i in range(BINS)),
+        *((pl.col("_bin") == i).sum().alias(f"hist_{i}") for i in range(BINS)),
     ).with_columns(pl.col(c).cast(pl.Float64) for c in SUM_COLUMNS)
 
 
