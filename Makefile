@@ -34,25 +34,32 @@ $(SETUP_STAMP):
 	rm -f $(VENV)/.setup-* && touch $@
 
 # The embedded default end to end, on the CPU: synthetic benchmark -> teacher bootstrap (ground-truth
-# SFT of a small model built from its config) -> K=4 teacher samples -> scoring and filtering ->
+# SFT of a small model built from its config, on its own videos, with an auxiliary visual loss) -> K=4 teacher samples -> scoring and filtering ->
 # students (single-sample baseline; R-MSD: weighted SFT, then adversarial RL) -> evaluation table.
 DEMO_HOME = $(abspath $(DEMO_DIR))/home
 DEMO_RUN = RMSD_HOME=$(DEMO_HOME)
 DEMO_SFT = --lr 2e-3 --batch-size 16 --save-steps 1000
+# the teacher learns from its own synthetic videos (seed 1), disjoint from the benchmark's (seed 0)
+TEACHER_VIDEOS = 800
+TEACHER_EPOCHS = 6
 DEMO_RL = --num-generations 4 --batch-size 8 --max-tokens 48 --max-steps 120 --lr 1e-5 --disc-lr 1e-5 --disc-warmup-steps 16 --save-steps 1000
 demo: setup
 	$(BIN)/rmsd-gen synth --out $(DEMO_DIR)/benchmark --num 200 --seed 0
-	@echo "== 1/6 teacher bootstrap: ground-truth SFT of the demo model (the pipeline's teacher)"
+	@echo "== 1/6 teacher bootstrap: ground-truth SFT of the demo model on its own videos, with the auxiliary visual loss"
 	test -d $(DEMO_HOME)/models/demo-teacher || { \
-	  $(BIN)/rmsd-train sft --mode gt --data $(DEMO_DIR)/benchmark/prompts.parquet --model $(DEMO_DIR)/models/teacher-init --init demo \
-	    --out $(DEMO_DIR)/teacher --epochs 8 $(DEMO_SFT) && \
+	  $(BIN)/rmsd-gen synth --out $(DEMO_DIR)/teacher-data --num $(TEACHER_VIDEOS) --seed 1 && \
+	  $(BIN)/rmsd-train sft --mode gt --data $(DEMO_DIR)/teacher-data/prompts.parquet --model $(DEMO_DIR)/models/teacher-init --init demo \
+	    --out $(DEMO_DIR)/teacher --epochs $(TEACHER_EPOCHS) --visual-aux 1.0 $(DEMO_SFT) && \
 	  mkdir -p $(DEMO_HOME)/models && cp -r $(DEMO_DIR)/teacher/final $(DEMO_HOME)/models/demo-teacher; }
+	# the student: the demo preset with the teacher's vision tower (a from-scratch model does not learn to see from text answers)
+	test -d $(DEMO_DIR)/models/student-init || \
+	  $(BIN)/rmsd-train init-model --preset demo --out $(DEMO_DIR)/models/student-init --vision-from $(DEMO_HOME)/models/demo-teacher
 	@echo "== 2/6 rmsd-gen: K=4 samples per training question"
 	$(DEMO_RUN) $(BIN)/rmsd-gen run --pipeline demo --prompts $(DEMO_DIR)/benchmark/prompts.parquet --split train --out $(DEMO_DIR)/samples
 	@echo "== 3/6 rmsd-filter: quality, tau filter, matching weights, teacher report"
 	$(DEMO_RUN) $(BIN)/rmsd-filter run --pipeline demo --samples $(DEMO_DIR)/samples --out $(DEMO_DIR)/filtered
 	@echo "== 4/6 students: one random teacher sample per question vs R-MSD weighted SFT"
-	$(BIN)/rmsd-train sft --mode single --data $(DEMO_DIR)/samples --model $(DEMO_DIR)/models/student-init --init demo --out $(DEMO_DIR)/student-single --epochs 6 $(DEMO_SFT)
+	$(BIN)/rmsd-train sft --mode single --data $(DEMO_DIR)/samples --model $(DEMO_DIR)/models/student-init --out $(DEMO_DIR)/student-single --epochs 6 $(DEMO_SFT)
 	$(BIN)/rmsd-train sft --mode weighted --data $(DEMO_DIR)/filtered --model $(DEMO_DIR)/models/student-init --out $(DEMO_DIR)/student-rmsd --epochs 6 $(DEMO_SFT)
 	@echo "== 5/6 R-MSD adversarial stage: GRPO on video with the online discriminator, from the weighted-SFT student"
 	$(BIN)/rmsd-train rl --data $(DEMO_DIR)/filtered --model $(DEMO_DIR)/student-rmsd/final --out $(DEMO_DIR)/student-rmsd-rl $(DEMO_RL)

@@ -60,7 +60,7 @@ class VisualProbe(nn.Module):
         word = F.cross_entropy(self.word(pooled), scene[:, 1])
         direction = F.cross_entropy(self.direction(pooled).view(-1, SCENE_LABELS["direction"]), scene[:, 2:].reshape(-1))
         parts = {"occupancy": occ, "count": count, "word": word, "direction": direction}
-        return sum(parts.values()), {k: float(v) for k, v in parts.items()}
+        return sum(parts.values()), {k: float(v.detach()) for k, v in parts.items()}
 
 
 def batch_targets(metas: list[str | None], timestamps: list[list[float]], grid_thw: torch.Tensor, source_sizes: list[tuple[int, int]],
