@@ -30,6 +30,8 @@ class WeightedSFTTrainer(SFTTrainer):
     With ``visual_aux > 0`` (the demo teacher's bootstrap) batches also carry scene targets and the
     loss adds ``visual_aux`` times the auxiliary visual loss of probes on the vision tower's tokens
     (train/visual_aux.py); the probes train with the model and are saved beside each checkpoint.
+    Under DDP each rank updates its own copy of the probes from its own batches (they are discarded
+    after training); the model's gradients, the vision tower's included, are averaged as usual.
     """
 
     def __init__(self, *args, visual_aux: float = 0.0, **kwargs):
@@ -176,6 +178,8 @@ def run_sft(model, processor, dataset, collator, out: Path, settings: SFTSetting
     checkpoint = last_checkpoint(out) if resume else None
     trainer.load_probe(checkpoint)
     trainer.train(resume_from_checkpoint=checkpoint)
+    if trainer._capture is not None:
+        trainer._capture.handle.remove()  # the model leaves without the hook that fed the probes
     final = out / "final"
     trainer.save_model(str(final))  # the main process writes; every process waits for it
     if trainer.is_world_process_zero():
