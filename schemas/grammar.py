@@ -108,6 +108,12 @@ def response_stages(text: pl.Expr) -> list[dict[str, pl.Expr]]:
     ]
 
 
+def _twice(tag: str) -> str:
+    """A pattern found where ``tag`` occurs twice or more (a tag cannot overlap itself); a regular
+    expression search stops at the second, cheaper than counting them all."""
+    return f"{tag}(?s:.*){tag}"
+
+
 def _single_answer_stages(text: pl.Expr) -> list[dict[str, pl.Expr]]:
     """The same columns for a response with exactly one ``<answer>`` and no ``</answer>`` before it
     (``_single``; other rows get nulls), from byte offsets instead of splits and a lazy regex: the
@@ -120,9 +126,9 @@ def _single_answer_stages(text: pl.Expr) -> list[dict[str, pl.Expr]]:
         {
             "_opened": text.str.find(ANSWER_OPEN, literal=True),
             "_closed": text.str.find(ANSWER_CLOSE, literal=True),
-            "_answers": text.str.count_matches(ANSWER_OPEN, literal=True),
+            "_several": text.str.contains(_twice(ANSWER_OPEN)),
         },
-        {"_single": ((pl.col("_answers") == 1) & (closed.is_null() | (closed > opened))).fill_null(False)},
+        {"_single": (opened.is_not_null() & ~pl.col("_several") & (closed.is_null() | (closed > opened))).fill_null(False)},
         {
             "_raw": text.cast(pl.Binary)
             .bin.slice(pl.when("_single").then(opened + len(ANSWER_OPEN)), closed - opened - len(ANSWER_OPEN))
@@ -133,7 +139,7 @@ def _single_answer_stages(text: pl.Expr) -> list[dict[str, pl.Expr]]:
             & text.str.contains(r"^\s*" + THINK_OPEN)
             & text.str.contains(THINK_CLOSE + r"\s*" + ANSWER_OPEN)
             & text.str.strip_chars_end().str.ends_with(ANSWER_CLOSE)
-            & (text.str.count_matches(THINK_OPEN, literal=True) == 1),
+            & ~text.str.contains(_twice(THINK_OPEN)),
         },
         {"answer_text": pl.when(pl.col("_raw").str.len_bytes() > 0).then(pl.col("_raw"))},
     ]
