@@ -73,7 +73,8 @@ demo: setup
 	@$(BIN)/rmsd-train compare teacher=$(DEMO_DIR)/eval/teacher "student before=$(DEMO_DIR)/eval/student-before" \
 	  "single-sample=$(DEMO_DIR)/eval/single" "R-MSD SFT=$(DEMO_DIR)/eval/rmsd" "R-MSD (SFT + adversarial RL)=$(DEMO_DIR)/eval/rmsd-rl" \
 	  --out $(DEMO_DIR)/results.md
-	@echo "artefacts: benchmark $(DEMO_DIR)/benchmark | samples $(DEMO_DIR)/samples | scored/curated $(DEMO_DIR)/filtered |"
+	@echo "artefacts: benchmark $(DEMO_DIR)/benchmark | teacher $(DEMO_HOME)/models/demo-teacher (trained on $(DEMO_DIR)/teacher-data) |"
+	@echo "  samples $(DEMO_DIR)/samples | scored/curated $(DEMO_DIR)/filtered |"
 	@echo "  teacher report $(DEMO_DIR)/filtered/report/report.md (+ PNG plots) | checkpoints $(DEMO_DIR)/student-*/final |"
 	@echo "  discriminator $(DEMO_DIR)/student-rmsd-rl/final/discriminator | RL logs (TensorBoard) $(DEMO_DIR)/student-rmsd-rl/runs |"
 	@echo "  evaluations $(DEMO_DIR)/eval/*/eval.md | table $(DEMO_DIR)/results.md"
