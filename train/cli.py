@@ -61,12 +61,6 @@ def _student(cfg, pipeline: str, model: Optional[Path], init: Optional[str]) -> 
     return Path(cfg.train.student.path), init or cfg.train.student.init
 
 
-def _has_scene_facts(dataset) -> bool:
-    import json
-
-    return "meta" in dataset.column_names and all("scene" in json.loads(m or "{}") for m in dataset["meta"])
-
-
 @app.command()
 def sft(
     mode: str = typer.Option(..., "--mode", help="best (T_best, the paper's warm-up) | weighted (kept samples, loss weighted by p_k) | filtered (kept samples, uniform) | unfiltered (every answered sample, uniform) | single (one random teacher sample, no filtering) | gt (ground truth)"),
@@ -111,8 +105,14 @@ def sft(
         student, processor = load_model(ensure_model(model, init))
     except (ConfigError, SchemaError, FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
-    if visual_aux > 0 and not _has_scene_facts(dataset):
-        _fail(f"--visual-aux: {data} has no scene facts (meta.scene); it works on the synthetic benchmark (rmsd-gen synth)")
+    if visual_aux > 0:  # checked before training starts, with the check the batches use
+        from .visual_aux import scene_facts
+
+        try:
+            for meta in dataset["meta"] if "meta" in dataset.column_names else [None]:
+                scene_facts(meta)
+        except ValueError as exc:
+            _fail(f"--visual-aux: {data}: {exc}")
     collator = VideoSFTCollator(processor, FrameCache(cfg.frames, base), templates_by_task(cfg), student.config.model_type, visual_targets=visual_aux > 0)
     settings = SFTSettings(epochs=epochs, learning_rate=lr, batch_size=batch_size, gradient_accumulation=grad_accum, max_steps=max_steps, save_steps=save_steps, seed=seed)
     final = run_sft(student, processor, dataset, collator, out, settings, resume=resume, visual_aux=visual_aux)

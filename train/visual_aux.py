@@ -63,16 +63,21 @@ class VisualProbe(nn.Module):
         return sum(parts.values()), {k: float(v.detach()) for k, v in parts.items()}
 
 
+def scene_facts(meta: str | None) -> dict:
+    """The synthetic scene recorded in an example's ``meta`` (ValueError when there is none)."""
+    facts = json.loads(meta) if meta else {}
+    if "scene" not in facts:
+        raise ValueError("auxiliary visual loss needs the synthetic benchmark's scene facts (meta.scene) for every example (rmsd-gen synth writes them)")
+    return facts["scene"]
+
+
 def batch_targets(metas: list[str | None], timestamps: list[list[float]], grid_thw: torch.Tensor, source_sizes: list[tuple[int, int]],
                   merge: int = 2, temporal_patch: int = 2) -> dict[str, torch.Tensor]:
     """Targets for the merged tokens of each video in a batch, in the vision tower's token order
     (time, row, column). A cell is occupied when it is in either frame of its temporal patch."""
     occupancy, scene = [], []
     for meta, times, (t, h, w), size in zip(metas, timestamps, grid_thw.tolist(), source_sizes):
-        facts = json.loads(meta) if meta else {}
-        if "scene" not in facts:
-            raise ValueError("auxiliary visual loss needs the synthetic benchmark's scene facts (meta.scene) for every example")
-        labels = scene_labels(facts["scene"], times, (h // merge, w // merge), size)
+        labels = scene_labels(scene_facts(meta), times, (h // merge, w // merge), size)
         frames = labels["occupancy"]
         pad = t * temporal_patch - len(frames)  # the processor repeats the last frame to fill a temporal patch
         if pad > 0:
@@ -113,4 +118,4 @@ def copy_vision_tower(source, target) -> int:
     return len(src)
 
 
-__all__ = ["PROBE_FILE", "TokenCapture", "VisualProbe", "batch_targets", "copy_vision_tower", "vision_tower"]
+__all__ = ["PROBE_FILE", "TokenCapture", "VisualProbe", "batch_targets", "copy_vision_tower", "scene_facts", "vision_tower"]
