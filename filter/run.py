@@ -22,9 +22,9 @@ import polars as pl
 import pyarrow as pa
 
 from ..schemas.config import PipelineConfig
-from ..schemas.tables import SchemaError, schema_for, shard_paths, write_table
+from ..schemas.tables import SAMPLES_SCHEMA, SchemaError, schema_for, shard_paths, write_table
 from .report import finish_stats, load_plotting, partial_stats, write_report
-from .score import dropped_prompts, score_samples
+from .score import SCORING_COLUMNS, dropped_prompts, score_samples
 
 _SLICE = re.compile(r"^samples-.+-(\d+)\.parquet$")
 
@@ -61,18 +61,18 @@ def _arrow(frame: pl.DataFrame, table: str) -> pa.Table:
 def score_group(key: str, files: list[str], pipeline: PipelineConfig, out: str) -> dict:
     """Score one group and write its scored and curated shards; returns its statistics."""
     cfg = pipeline.filter
-    samples = pl.read_parquet(files).rechunk()
+    columns = [*SCORING_COLUMNS, *(c for c in schema_for("curated").names if c in SAMPLES_SCHEMA.names and c not in SCORING_COLUMNS)]
+    samples = pl.read_parquet(files, columns=columns).rechunk()  # only what scoring and curated use
     scored = score_samples(samples, cfg)
     out_path = Path(out)
-    table = _arrow(scored, "scored")
-    write_table(table, out_path / "scored" / f"part-{key}.parquet", "scored")
-    # the curated rows from the Arrow table already built (curated has the scored schema)
-    write_table(table.filter(table.column("kept")), out_path / "curated" / f"part-{key}.parquet", "curated")
+    write_table(_arrow(scored.select(schema_for("scored").names), "scored"), out_path / "scored" / f"part-{key}.parquet", "scored")
+    curated = scored.filter("kept").select(schema_for("curated").names)
+    write_table(_arrow(curated, "curated"), out_path / "curated" / f"part-{key}.parquet", "curated")
     return {
         "stats": partial_stats(scored),
         "dropped": dropped_prompts(scored),
         "samples": scored.height,
-        "kept": int(scored["kept"].sum()),
+        "kept": curated.height,
         "prompts": scored["prompt_id"].n_unique(),
     }
 

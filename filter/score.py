@@ -15,6 +15,7 @@ from ..schemas.metrics import score_parsed
 from ..schemas.tables import SAMPLES_SCHEMA
 
 CLOSED = pl.col("task_type") != "open_ended"
+SCORING_COLUMNS = ("prompt_id", "task_type", "options", "answer", "teacher", "sample_index", "seed", "text", "error")
 
 
 def _majority_labels(frame: pl.DataFrame) -> pl.DataFrame:
@@ -70,7 +71,8 @@ def _agreement(over: str) -> pl.Expr:
 
 
 def score_samples(samples: pl.DataFrame, cfg: FilterConfig) -> pl.DataFrame:
-    """Scored rows (the ``scored`` table's columns), in the input's order."""
+    """The input's samples columns and the scores (``SCORE_FIELDS``), in the input's order. Scoring
+    reads ``SCORING_COLUMNS``; the other samples columns are passed through where present."""
     frame = parse_responses(samples, "text").hstack(_ground_truth(samples))
     frame = frame.with_columns(
         label_source=pl.when(CLOSED & pl.col("gt_normalised").is_not_null()).then(pl.lit("ground_truth")),
@@ -106,7 +108,7 @@ def score_samples(samples: pl.DataFrame, cfg: FilterConfig) -> pl.DataFrame:
     frame = frame.with_columns(_tie=pl.when("_top").then(tie_break))
     frame = frame.with_columns(is_best=pl.col("_top") & (pl.col("_tie") == pl.col("_tie").min().over("_prompt")))
     return frame.select(
-        *(f.name for f in SAMPLES_SCHEMA),
+        *(f.name for f in SAMPLES_SCHEMA if f.name in samples.columns),
         pl.col("normalised").alias("extracted"),
         pl.col("outer_ok").alias("format_outer_ok"),
         pl.col("task_ok").alias("format_task_ok"),
@@ -136,4 +138,4 @@ def dropped_prompts(scored: pl.DataFrame) -> pl.DataFrame:
     return per_prompt.filter(~pl.col("_any_kept")).select("prompt_id", "task_type", reason.alias("reason"), "num_samples", "best_quality")
 
 
-__all__ = ["dropped_prompts", "score_samples"]
+__all__ = ["SCORING_COLUMNS", "dropped_prompts", "score_samples"]

@@ -109,10 +109,24 @@ SCORE_FIELDS = [
     _field("weight", pa.float64(), False, "matching probability p_k over the prompt's kept samples (0 if not kept)"),
     _field("is_best", pa.bool_(), False, "T_best: the prompt's highest-quality kept sample"),
 ]
-SCORED_VERSION = 1
-SCORED_SCHEMA = pa.schema([*SAMPLES_SCHEMA, *SCORE_FIELDS])
-CURATED_VERSION = 1
-CURATED_SCHEMA = SCORED_SCHEMA  # the kept rows of scored, weights summing to 1 per prompt
+# scored (v2): the scores of every sample, keyed on (prompt_id, teacher, sample_index), beside the
+# samples rather than a copy of them: a corpus is filtered under many settings, and each run adds
+# only its scores (a sample's other columns are joined from the samples shards on the key). v1 was
+# the samples columns plus the scores.
+SAMPLE_KEY = ("prompt_id", "teacher", "sample_index")
+_SAMPLE_FIELDS = {f.name: f for f in SAMPLES_SCHEMA}
+SCORED_VERSION = 2
+SCORED_SCHEMA = pa.schema([*(_SAMPLE_FIELDS[c] for c in (*SAMPLE_KEY, "task_type")), *SCORE_FIELDS])
+# curated (v2): the training set: the kept samples with what a student trains on (question, video,
+# frames the teacher saw, response) and their weights, summing to 1 per prompt. v1 carried every
+# samples and score column.
+CURATED_VERSION = 2
+CURATED_SCHEMA = pa.schema(
+    [
+        *(_SAMPLE_FIELDS[c] for c in (*SAMPLE_KEY, "task_type", "question", "options", "answer", "video", "frame_timestamps", "text")),
+        *(f for f in SCORE_FIELDS if f.name in ("extracted", "correct", "quality", "weight", "is_best")),
+    ]
+)
 
 DROPPED_VERSION = 1
 DROPPED_SCHEMA = pa.schema(

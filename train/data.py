@@ -12,7 +12,7 @@ mode        examples                                                   read from
 best        T_best of every prompt (the paper's warm-up), weight 1     rmsd-filter output
 weighted    every kept sample, weight p_k (sums to 1 per prompt)       rmsd-filter output
 filtered    every kept sample, uniform weight 1/n_kept (ablation C)    rmsd-filter output
-unfiltered  every answered sample, uniform weight 1/n (ablation B)     rmsd-filter output
+unfiltered  every answered sample, uniform weight 1/n (ablation B)     rmsd-gen samples
 single      one random answered teacher sample per prompt, no filtering  rmsd-gen samples
 gt          the ground truth, with the prompt's reasoning if it has one  a prompts file
 ==========  =========================================================  =====================
@@ -49,8 +49,14 @@ def _curated_folder(data: Path) -> Path:
 
 
 def _samples_folder(data: Path) -> tuple[Path, str]:
-    if (data / "scored").is_dir():
-        return data / "scored", "scored"
+    """The rmsd-gen samples of ``data``: the folder itself, or the one an rmsd-filter output was
+    scored from (its manifest's ``samples_dir``; scored shards hold scores, not the samples)."""
+    manifest = data / "_manifest.json"
+    if (data / "scored").is_dir() and manifest.exists():
+        samples = Path(json.loads(manifest.read_text()).get("samples_dir", ""))
+        if not samples.is_dir():
+            raise SchemaError(f"{data}: the samples it was scored from ({samples}) are not there; pass that samples folder as --data")
+        return samples, "samples"
     return data, "samples"
 
 

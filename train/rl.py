@@ -52,7 +52,7 @@ DISCRIMINATOR_DIR = "discriminator"
 
 
 def rl_frame(data: Path, split: str | None = "train") -> pl.DataFrame:
-    """One row per question of rmsd-filter's output (scored shards: every question, kept or not),
+    """One row per question of rmsd-filter's output (its samples: every question, kept or not),
     with its ground truth and the frame timestamps the teachers saw."""
     folder, table = _samples_folder(Path(data))
     frame = pl.read_parquet(_tables(folder, table), columns=[*RL_COLUMNS, "error"])

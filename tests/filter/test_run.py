@@ -56,7 +56,13 @@ def test_outputs_and_curated_weights(pipeline, samples_dir, tmp_path):
     scored = pl.concat([pl.from_arrow(read_table(p, "scored")) for p in sorted((out / "scored").glob("*.parquet"))])
     curated = pl.concat([pl.from_arrow(read_table(p, "curated")) for p in sorted((out / "curated").glob("*.parquet"))])
     assert scored.height == summary.samples == 2 * 3 * 2 * 2 * 4
-    assert curated.height == summary.kept == scored["kept"].sum() and curated["kept"].all()
+    assert curated.height == summary.kept == scored["kept"].sum()
+    # scored: every sample once, on the samples' key; curated: the kept ones, with the sample's text
+    samples = pl.read_parquet(samples_dir / "*.parquet")
+    key = ["prompt_id", "teacher", "sample_index"]
+    assert scored.select(key).sort(key).equals(samples.select(key).sort(key))
+    kept = scored.filter("kept").join(samples, on=key).select(*key, "text", "weight").sort(key)
+    assert curated.select(*key, "text", "weight").sort(key).equals(kept)
     sums = curated.group_by("prompt_id").agg(pl.col("weight").sum(), pl.col("is_best").sum())
     assert sums["weight"].to_list() == pytest.approx([1.0] * sums.height) and set(sums["is_best"]) == {1}
     assert read_table(out / "dropped_prompts.parquet", "dropped").num_rows == 0

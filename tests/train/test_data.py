@@ -7,6 +7,7 @@ import pytest
 
 from rmsd.filter.run import run_filter
 from rmsd.schemas.config import FilterConfig, ModelConfig, PipelineConfig, TeacherConfig
+from rmsd.schemas.tables import SchemaError
 from rmsd.train.data import example_frame, video_base
 from tests.filter.helpers import COLOURS, sample_rows, write_shards
 
@@ -61,6 +62,18 @@ def test_single_takes_one_answered_sample_per_prompt_unfiltered(filtered):
     assert example_frame("single", filtered / "samples", seed=0).equals(one)
     draws = {tuple(example_frame("single", filtered / "samples", seed=s)["response"]) for s in range(8)}
     assert len(draws) > 1  # the seed decides which sample
+
+
+def test_filter_output_leads_to_its_samples_and_says_when_they_moved(filtered, tmp_path):
+    # scored shards hold scores only: the answered samples come from the folder they were scored from
+    assert example_frame("single", filtered / "filtered", seed=0).equals(example_frame("single", filtered / "samples", seed=0))
+    moved = tmp_path / "filtered"
+    moved.mkdir()
+    (moved / "scored").mkdir()
+    manifest = json.loads((filtered / "filtered" / "_manifest.json").read_text())
+    (moved / "_manifest.json").write_text(json.dumps({**manifest, "samples_dir": str(tmp_path / "gone")}))
+    with pytest.raises(SchemaError, match="are not there; pass that samples folder"):
+        example_frame("unfiltered", moved)
 
 
 def test_gt_uses_reasoning_and_answer_of_the_train_split(bench_dir):
