@@ -13,6 +13,8 @@ from pathlib import Path
 
 import polars as pl
 
+from ..schemas.grammar import integer_codes
+
 POOL, ALL_TASKS = "(pool)", "(all)"
 BINS = 10
 PAPER = {
@@ -28,9 +30,15 @@ SUM_COLUMNS = [
 
 
 def _question_sums(scored: pl.DataFrame) -> pl.DataFrame:
-    """Sums per (task type, teacher, question) over the answered samples: one pass over the rows."""
+    """Sums per question and teacher over the answered samples: one pass over the rows, grouped on
+    one integer (``_prompt_teacher`` of the scoring when present); a question's task type is its
+    first sample's."""
+    if "_prompt_teacher" not in scored.columns:
+        prompt = integer_codes("prompt_id")
+        scored = scored.with_columns(_prompt=prompt).with_columns(_prompt_teacher=pl.col("_prompt") * (scored["teacher"].n_unique() + 1) + integer_codes("teacher"))
     answered = scored.lazy().filter(pl.col("error").is_null())  # lazy: only the columns used are filtered
-    return answered.group_by("task_type", "teacher", "prompt_id").agg(
+    return answered.group_by("_prompt_teacher").agg(
+        pl.col("task_type", "teacher", "_prompt").first(),
         pl.len().alias("samples"),
         pl.col("quality").sum().alias("sum_q"),
         (pl.col("quality") ** 2).sum().alias("sumsq_q"),
@@ -48,25 +56,11 @@ def _question_sums(scored: pl.DataFrame) -> pl.DataFrame:
 _ADDITIVE = ["samples", "sum_q", "sumsq_q", "outer_violations", "task_violations", "sum_agreement", "kept", "sum_correct", "labelled"]
 
 
-def _view(questions: pl.DataFrame, pooled: bool, all_tasks: bool) -> pl.DataFrame:
-    """Per-question rows of one view; pooling teachers re-aggregates their per-question sums."""
-    if all_tasks:
-        questions = questions.with_columns(task_type=pl.lit(ALL_TASKS))
-    if not pooled:
-        return questions
-    return questions.with_columns(teacher=pl.lit(POOL)).group_by("task_type", "teacher", "prompt_id").agg(
-        *(pl.col(c).sum() for c in _ADDITIVE),
-        (pl.col("min_agreement_pool").min() == 1).alias("unanimous"),
-    )
-
-
-def partial_stats(scored: pl.DataFrame) -> pl.DataFrame:
-    """Sums per (task type, teacher), with pooled teachers and all tasks as extra rows."""
-    questions = _question_sums(scored)
-    views = [_view(questions, pooled, all_tasks) for pooled in (False, True) for all_tasks in (False, True)]
-    columns = ["task_type", "teacher", "prompt_id", "unanimous", *_ADDITIVE]
+def _per_task(questions: pl.DataFrame) -> pl.DataFrame:
+    """Sums per (task type, teacher) of per-question figures: every statistic's numerator is a
+    sum over questions or samples, so partial sums add up across shard groups (and task types)."""
     q = pl.col("sum_q") / pl.col("samples")
-    questions = pl.concat([v.select(columns) for v in views]).with_columns(_q=q)
+    questions = questions.with_columns(_q=q)
     q = pl.col("_q")  # per question, computed once (each aggregation below would recompute it)
     questions = questions.with_columns(
         _q2=q**2, _intra=(pl.col("sumsq_q") / pl.col("samples") - q**2).clip(lower_bound=0).sqrt(), _bin=(q * BINS).floor().clip(0, BINS - 1)
@@ -80,6 +74,22 @@ def partial_stats(scored: pl.DataFrame) -> pl.DataFrame:
         *(pl.col(c).sum().alias(c) for c in ("samples", "outer_violations", "task_violations", "sum_agreement", "kept", "sum_correct", "labelled")),
         *((pl.col("_bin") == i).sum().alias(f"hist_{i}") for i in range(BINS)),
     ).with_columns(pl.col(c).cast(pl.Float64) for c in SUM_COLUMNS)
+
+
+def partial_stats(scored: pl.DataFrame) -> pl.DataFrame:
+    """Sums per (task type, teacher), with pooled teachers and all tasks as extra rows."""
+    questions = _question_sums(scored)
+    # pooling teachers re-aggregates each question's sums over its teachers
+    pooled = questions.group_by("_prompt").agg(
+        pl.col("task_type").first(),
+        pl.lit(POOL).alias("teacher"),
+        *(pl.col(c).sum() for c in _ADDITIVE),
+        (pl.col("min_agreement_pool").min() == 1).alias("unanimous"),
+    )
+    columns = ["task_type", "teacher", "unanimous", *_ADDITIVE]
+    per_task = _per_task(pl.concat([questions.select(columns), pooled.select(columns)]))
+    all_tasks = per_task.group_by("teacher").agg(pl.lit(ALL_TASKS).alias("task_type"), *(pl.col(c).sum() for c in SUM_COLUMNS))
+    return pl.concat([per_task, all_tasks.select(per_task.columns)])
 
 
 def finish_stats(partials: list[pl.DataFrame]) -> pl.DataFrame:

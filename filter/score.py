@@ -70,9 +70,10 @@ def _agreement(over: str) -> pl.Expr:
     return pl.when(answered & has_answer).then(pl.len().over(f"{over}_answer") / total).when(answered).then(0.0)
 
 
-def score_samples(samples: pl.DataFrame, cfg: FilterConfig) -> pl.DataFrame:
+def score_samples(samples: pl.DataFrame, cfg: FilterConfig, keys: bool = False) -> pl.DataFrame:
     """The input's samples columns and the scores (``SCORE_FIELDS``), in the input's order. Scoring
-    reads ``SCORING_COLUMNS``; the other samples columns are passed through where present."""
+    reads ``SCORING_COLUMNS``; the other samples columns are passed through where present. ``keys``
+    adds the integer group keys ``_prompt`` and ``_prompt_teacher`` (for the report's sums)."""
     frame = parse_responses(samples, "text").hstack(_ground_truth(samples))
     frame = frame.with_columns(
         label_source=pl.when(CLOSED & pl.col("gt_normalised").is_not_null()).then(pl.lit("ground_truth")),
@@ -121,6 +122,7 @@ def score_samples(samples: pl.DataFrame, cfg: FilterConfig) -> pl.DataFrame:
         "kept",
         "weight",
         pl.col("is_best").fill_null(False),
+        *(("_prompt", "_prompt_teacher") if keys else ()),
     )
 
 
