@@ -118,13 +118,13 @@ _SAMPLE_FIELDS = {f.name: f for f in SAMPLES_SCHEMA}
 SCORED_VERSION = 2
 SCORED_SCHEMA = pa.schema([*(_SAMPLE_FIELDS[c] for c in (*SAMPLE_KEY, "task_type")), *SCORE_FIELDS])
 # curated (v2): the training set: the kept samples with what a student trains on (question, video,
-# frames the teacher saw, response) and their weights, summing to 1 per prompt. v1 carried every
-# samples and score column.
+# frames the teacher saw, response) and their weights, summing to 1 per prompt; the rest of a
+# sample's columns and scores are a join away on the key. v1 carried every samples and score column.
 CURATED_VERSION = 2
 CURATED_SCHEMA = pa.schema(
     [
-        *(_SAMPLE_FIELDS[c] for c in (*SAMPLE_KEY, "task_type", "question", "options", "answer", "video", "frame_timestamps", "text")),
-        *(f for f in SCORE_FIELDS if f.name in ("extracted", "correct", "quality", "weight", "is_best")),
+        *(_SAMPLE_FIELDS[c] for c in (*SAMPLE_KEY, "task_type", "question", "options", "video", "frame_timestamps", "text")),
+        *(f for f in SCORE_FIELDS if f.name in ("quality", "weight", "is_best")),
     ]
 )
 
