@@ -10,7 +10,7 @@ from __future__ import annotations
 import polars as pl
 
 from ..schemas.config import FilterConfig
-from ..schemas.grammar import integer_codes as codes, parse_answers, parse_responses
+from ..schemas.grammar import PARSED_COLUMNS, add_response_parts, integer_codes as codes, parse_answers
 from ..schemas.metrics import score_parsed
 from ..schemas.tables import SAMPLES_SCHEMA
 
@@ -39,16 +39,23 @@ def _majority_labels(frame: pl.DataFrame) -> pl.DataFrame:
     ).drop("_majority", *(f"_m{i}" for i in range(4)))
 
 
-def _ground_truth(samples: pl.DataFrame) -> pl.DataFrame:
-    """``gt_normalised`` and ``gt_v0..3``: each row's ground truth parsed, once per run of rows with
-    the same answer, task type and options (a prompt's samples are written together, so that is
-    about once per prompt and teacher shard), without hashing or joining on the prompt id."""
+def _parse(samples: pl.DataFrame) -> pl.DataFrame:
+    """The responses' parts and parsed answers, and ``gt_normalised`` / ``gt_v0..3``: each row's
+    ground truth, parsed once per run of rows with the same answer, task type and options (a
+    prompt's samples are written together: about once per prompt and teacher shard). Responses and
+    labels go through one ``parse_answers`` call: its per-call cost is paid once per group."""
+    frame = add_response_parts(samples, "text")
     fields = ("answer", "task_type", "options")
     starts = (pl.int_range(pl.len()) == 0) | pl.any_horizontal(pl.col(c).ne_missing(pl.col(c).shift()) for c in fields)
     runs = samples.select(*fields, _start=starts)
-    labels = parse_answers(runs.filter("_start"), "answer", prefix="gt_")
+    texts = pl.concat([
+        frame.select(pl.col("answer_text").alias("_text"), "task_type", "options"),
+        runs.filter("_start").select(pl.col("answer").alias("_text"), "task_type", "options"),
+    ])
+    parsed = parse_answers(texts, "_text").select(PARSED_COLUMNS)
     run = runs.select((pl.col("_start").cum_sum() - 1).alias("_run"))["_run"]
-    return labels.select(pl.col("gt_normalised", *(f"gt_v{i}" for i in range(4))).gather(run))
+    labels = parsed.slice(frame.height).select(pl.col("normalised", *(f"v{i}" for i in range(4))).gather(run).name.prefix("gt_"))
+    return frame.hstack(parsed.slice(0, frame.height)).hstack(labels)
 
 
 def _group_keys(frame: pl.DataFrame) -> pl.DataFrame:
@@ -74,7 +81,7 @@ def score_samples(samples: pl.DataFrame, cfg: FilterConfig, keys: bool = False) 
     """The input's samples columns and the scores (``SCORE_FIELDS``), in the input's order. Scoring
     reads ``SCORING_COLUMNS``; the other samples columns are passed through where present. ``keys``
     adds the integer group keys ``_prompt`` and ``_prompt_teacher`` (for the report's sums)."""
-    frame = parse_responses(samples, "text").hstack(_ground_truth(samples))
+    frame = _parse(samples)
     frame = frame.with_columns(
         label_source=pl.when(CLOSED & pl.col("gt_normalised").is_not_null()).then(pl.lit("ground_truth")),
         valid=(pl.col("outer_ok") & pl.col("task_ok")).fill_null(False),
