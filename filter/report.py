@@ -202,7 +202,7 @@ def _plots(stats: pl.DataFrame, out: Path) -> dict[str, Path]:
         ax.set_title(row["task_type"], fontsize=8)
         ax.set_xlabel("question quality", fontsize=8)
     axes[0][0].set_ylabel("questions")
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.2, top=0.88, wspace=0.08)  # fixed margins: tight_layout draws the figure twice
     paths["quality_hist"] = out / "quality_hist.png"
     fig.savefig(paths["quality_hist"], dpi=90)
     plt.close(fig)
@@ -217,10 +217,10 @@ def _plots(stats: pl.DataFrame, out: Path) -> dict[str, Path]:
             xs = [i + (2 * j + k) * width for i in range(len(tasks))]
             ax.bar(xs, [rows.get(t, {}).get(column) or 0 for t in tasks], width=width, label=f"{teacher} {label}")
     ax.axhline(0.01, color="grey", ls="--", lw=0.8, label="paper overall 1%")
-    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(tasks))], tasks, fontsize=7)
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(tasks))], tasks, fontsize=7, rotation=10)
     ax.set_ylabel("format violation rate")
     ax.legend(fontsize=6)
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.11, right=0.98, bottom=0.16, top=0.96)
     paths["format_violations"] = out / "format_violations.png"
     fig.savefig(paths["format_violations"], dpi=90)
     plt.close(fig)
@@ -231,9 +231,9 @@ def _plots(stats: pl.DataFrame, out: Path) -> dict[str, Path]:
     ax.bar([x + 0.2 for x in xs], pooled["intra_sigma"].fill_null(0).to_list(), width=0.4, label="intra-question sigma")
     ax.axhline(0.22, color="C0", ls="--", lw=0.8, label="paper across 0.22")
     ax.axhspan(0.07, 0.15, color="C1", alpha=0.15, label="paper intra 0.07-0.15")
-    ax.set_xticks(list(xs), tasks, fontsize=7)
+    ax.set_xticks(list(xs), tasks, fontsize=7, rotation=10)
     ax.legend(fontsize=6)
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.11, right=0.98, bottom=0.16, top=0.96)
     paths["sigma"] = out / "sigma.png"
     fig.savefig(paths["sigma"], dpi=90)
     plt.close(fig)

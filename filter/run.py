@@ -67,7 +67,10 @@ def score_group(key: str, files: list[str], pipeline: PipelineConfig, out: str) 
     """Score one group and write its scored and curated shards; returns its statistics."""
     cfg = pipeline.filter
     columns = [*SCORING_COLUMNS, *(c for c in schema_for("curated").names if c in SAMPLES_SCHEMA.names and c not in SCORING_COLUMNS)]
-    samples = pl.read_parquet(files, columns=columns).rechunk()  # only what scoring and curated use
+    try:
+        samples = pl.read_parquet(files, columns=columns).rechunk()  # only what scoring and curated use
+    except (pl.exceptions.PolarsError, OSError) as exc:  # a footer that reads, pages that do not
+        raise SchemaError(f"cannot read the samples shards {[Path(f).name for f in files]}: {exc}") from exc
     scored = score_samples(samples, cfg, keys=True)
     out_path = Path(out)
     write_table(_arrow(scored, "scored"), out_path / "scored" / f"part-{key}.parquet", "scored")

@@ -1,6 +1,7 @@
 """rmsd-filter end to end: outputs, determinism, Ray equals local, the report's figures, demo output."""
 
 import json
+import shutil
 import subprocess
 
 import polars as pl
@@ -8,7 +9,7 @@ import pytest
 
 from rmsd.filter.run import run_filter
 from rmsd.schemas.config import load_pipeline
-from rmsd.schemas.tables import read_table
+from rmsd.schemas.tables import SchemaError, read_table
 from tests.conftest import BIN, write_pipelines
 from tests.filter.helpers import COLOURS, sample_rows, write_shards
 
@@ -121,3 +122,17 @@ def test_cli_reports_bad_input(tmp_path):
     (tmp_path / "empty").mkdir()
     done = subprocess.run([BIN / "rmsd-filter", "run", "--pipeline", "demo", "--samples", tmp_path / "empty", "--out", tmp_path / "o"], capture_output=True, text=True)
     assert done.returncode == 2 and "no samples shards" in done.stderr
+
+
+def test_a_shard_that_breaks_inside_a_worker_is_named_in_a_clean_error(pipeline, samples_dir, tmp_path):
+    # the footer reads (the shard passes the schema check) but a data page does not: the worker's
+    # error reaches the caller as a SchemaError naming the shards, not a broken pool
+    _, cfg = pipeline
+    broken = tmp_path / "broken"
+    shutil.copytree(samples_dir, broken)
+    shard = broken / "samples-b-000001.parquet"
+    data = bytearray(shard.read_bytes())
+    data[8:400] = b"\x00" * 392
+    shard.write_bytes(bytes(data))
+    with pytest.raises(SchemaError, match=r"cannot read the samples shards .*samples-b-000001\.parquet"):
+        run_filter(cfg, "f", broken, tmp_path / "out", progress=False, workers=2)
