@@ -148,17 +148,22 @@ def _single_answer_stages(text: pl.Expr) -> list[dict[str, pl.Expr]]:
     ]
 
 
+def _apply(frame: pl.DataFrame, stages: list[dict[str, pl.Expr]]) -> pl.DataFrame:
+    """The stages one after the other, as one lazy query: one plan and one collect instead of an
+    eager call (and its planning) per stage."""
+    query = frame.lazy()
+    for stage in stages:
+        query = query.with_columns(**stage)
+    return query.collect()
+
+
 def add_response_parts(frame: pl.DataFrame, text: str = "text") -> pl.DataFrame:
     """Add answer_text / outer_ok / truncated of the responses in column ``text``."""
-    parts = frame.select(text)
-    for stage in _single_answer_stages(pl.col(text)):
-        parts = parts.with_columns(**stage)
+    parts = _apply(frame.select(text), _single_answer_stages(pl.col(text)))
     other = parts["_single"].not_()
     if other.any():  # no <answer>, several, a </answer> before it, null: the general stages
         rows = other.arg_true()
-        general = frame.select(pl.col(text).gather(rows))
-        for stage in response_stages(pl.col(text)):
-            general = general.with_columns(**stage)
+        general = _apply(frame.select(pl.col(text).gather(rows)), response_stages(pl.col(text)))
         parts = parts.with_columns(parts[c].scatter(rows, general[c]) for c in RESPONSE_COLUMNS)
     return frame.with_columns(parts.get_column(c) for c in ("truncated", "answer_text", "outer_ok"))
 
@@ -347,8 +352,7 @@ def parse_answers(frame: pl.DataFrame, answer: str, task_type: str = "task_type"
     schema = {"task_ok": pl.Boolean, "normalised": pl.String, "display": pl.String, **{f"v{i}": pl.Float64 for i in range(4)}}
     parts = []
     for (task,), part in narrow.partition_by("_task", as_dict=True, maintain_order=True).items():
-        for stage in _task_stages(str(task), pl.col("_answer"), pl.col("_options")):
-            part = part.with_columns(**stage)
+        part = _apply(part, _task_stages(str(task), pl.col("_answer"), pl.col("_options")))
         if task == TaskType.MULTIPLE_CHOICE.value:
             part = _match_option_text(part, "_answer", "_options")
         parts.append(part.select("_row", *(pl.col(c).cast(t) for c, t in schema.items())))
