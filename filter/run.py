@@ -105,7 +105,9 @@ def _worker_pool(workers: int):
     try:
         pool = ProcessPoolExecutor(workers, mp_context=context)
         # the workers (and the fork server) start here, and take the environment of this moment
-        for future in [pool.submit(os.getpid) for _ in range(workers)]:
+        started = [pool.submit(os.getpid) for _ in range(workers)]
+        load_plotting()  # for the report at the end: while the workers import, not while they score
+        for future in started:
             future.result()
     finally:
         if saved is None:
@@ -157,7 +159,6 @@ def run_filter(
     elif workers > 1 and len(groups) > 1:
         with _worker_pool(min(workers, len(groups))) as pool:
             futures = [pool.submit(score_group, key, [str(f) for f in files], pipeline, str(out)) for key, files in groups]
-            load_plotting()  # for the report at the end, while the workers score
             for future in futures:  # in group order: combined statistics do not depend on timing
                 results.append(future.result())
                 bar.update()
