@@ -2,7 +2,8 @@
 
 Writes N rows as rmsd-gen would (two teachers, K=4, slices of 12,500 prompts), then times, in a
 child process, the whole `run_filter` job (read, parse, metrics, agreement, weights, write scored
-and curated shards, report) and its peak memory. The baseline, timed in the same run on a subset,
+and curated shards, report), its CPU time and its peak memory, both over all the job's processes
+(sampled every 50 ms with psutil). The baseline, timed in the same run on a subset,
 is a straightforward row-by-row Python implementation of the same scoring (the `re` module, one
 response at a time, dictionaries for the per-prompt steps). Goals (issue 4): >= 1 M rows/s,
 peak < 3 GB, >= 5x the row-by-row baseline.

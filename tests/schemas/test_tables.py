@@ -65,3 +65,21 @@ def test_samples_schema_has_the_contract_columns():
         "text", "finish_reason", "num_tokens", "cumulative_logprob", "frame_timestamps", "fps", "error", "run_id", "logprobs",
     ]
     assert schema_for("samples").field("frame_timestamps").type == pa.list_(pa.float64())
+
+
+def test_repeating_columns_are_dictionary_encoded_lists_included(tmp_path):
+    # a list column's values are named by their path in Parquet; naming the list alone left them plain
+    rows = [{**PROMPT, "prompt_id": f"p{i}", "meta": None, "dataset": "d", "split": "test"} for i in range(50)]
+    path = write_table(to_table(rows, "prompts"), tmp_path / "p.parquet", "prompts")
+    chunks = pq.ParquetFile(path).metadata.row_group(0)
+    encodings = {chunks.column(i).path_in_schema: chunks.column(i).encodings for i in range(chunks.num_columns)}
+    assert "RLE_DICTIONARY" in encodings["options.list.element"] and "RLE_DICTIONARY" in encodings["task_type"]
+    assert "RLE_DICTIONARY" not in encodings["prompt_id"]  # unique per row: plain
+
+
+def test_scored_and_curated_v2_are_keyed_on_the_sample():
+    key = ["prompt_id", "teacher", "sample_index"]
+    scored, curated = schema_for("scored"), schema_for("curated")
+    assert scored.names[:3] == key and "text" not in scored.names and {"quality", "kept", "weight", "is_best"} <= set(scored.names)
+    assert curated.names[:3] == key and {"question", "options", "video", "frame_timestamps", "text", "weight", "is_best"} <= set(curated.names)
+    assert json.loads(scored.metadata[METADATA_KEY])["version"] == json.loads(curated.metadata[METADATA_KEY])["version"] == 2
