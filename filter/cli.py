@@ -26,6 +26,7 @@ def run(
     ray: bool = typer.Option(False, "--ray/--local", help="score shard groups as Ray tasks (same results as local)"),
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (implies --ray)"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar"),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="worker processes (default: one per core; 1: score in this process)"),
 ) -> None:
     """Score samples (format, metric, quality, agreement), filter by tau, compute matching weights."""
     from ..schemas.config import ConfigError, load_pipeline
@@ -38,7 +39,7 @@ def run(
             cfg = cfg.model_copy(update={"filter": cfg.filter.model_copy(update={"tau": tau, "tau_by_task": {}})})
         if not samples.is_dir():
             raise FileNotFoundError(f"samples folder not found: {samples}")
-        summary = run_filter(cfg, pipeline, samples, out, use_ray=ray or address is not None, address=address, progress=progress)
+        summary = run_filter(cfg, pipeline, samples, out, use_ray=ray or address is not None, address=address, progress=progress, workers=workers)
     except (ConfigError, SchemaError, FileNotFoundError) as exc:
         typer.secho(f"rmsd-filter: error: {exc}", fg="red", err=True)
         raise typer.Exit(2)

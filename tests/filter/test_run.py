@@ -93,10 +93,12 @@ def test_same_input_gives_identical_bytes_and_ray_matches_local(pipeline, sample
     run_filter(cfg, "f", samples_dir, tmp_path / "one", progress=False)
     run_filter(cfg, "f", samples_dir, tmp_path / "two", progress=False)
     run_filter(cfg, "f", samples_dir, tmp_path / "ray", use_ray=True, progress=False)
+    run_filter(cfg, "f", samples_dir, tmp_path / "inline", progress=False, workers=1)  # no worker processes
     one = _bytes(tmp_path / "one")
     assert len(one) >= 6
     assert one == _bytes(tmp_path / "two")
     assert one == _bytes(tmp_path / "ray")
+    assert one == _bytes(tmp_path / "inline")
 
 
 @pytest.mark.slow
