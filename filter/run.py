@@ -17,6 +17,7 @@ import os
 import re
 import time
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -157,11 +158,18 @@ def run_filter(
             if started_ray:
                 ray.shutdown()
     elif workers > 1 and len(groups) > 1:
-        with _worker_pool(min(workers, len(groups))) as pool:
-            futures = [pool.submit(score_group, key, [str(f) for f in files], pipeline, str(out)) for key, files in groups]
-            for future in futures:  # in group order: combined statistics do not depend on timing
-                results.append(future.result())
-                bar.update()
+        try:
+            with _worker_pool(min(workers, len(groups))) as pool:
+                futures = [pool.submit(score_group, key, [str(f) for f in files], pipeline, str(out)) for key, files in groups]
+                for future in futures:  # in group order: combined statistics do not depend on timing
+                    results.append(future.result())
+                    bar.update()
+        except BrokenProcessPool as exc:
+            raise RuntimeError(
+                "a worker process ended abruptly (killed, e.g. out of memory, or it could not start). A script that "
+                "calls run_filter must do so under `if __name__ == \"__main__\":` (each worker imports the script); "
+                "workers=1 (--workers 1) scores in this process"
+            ) from exc
     else:
         for key, files in groups:
             results.append(score_group(key, [str(f) for f in files], pipeline, str(out)))

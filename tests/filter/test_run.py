@@ -2,6 +2,7 @@
 
 import json
 import shutil
+import sys
 import subprocess
 
 import polars as pl
@@ -138,3 +139,17 @@ def test_a_shard_that_breaks_inside_a_worker_is_named_in_a_clean_error(pipeline,
     shard.write_bytes(bytes(data))
     with pytest.raises(SchemaError, match=r"cannot read the samples shards .*samples-b-000001\.parquet"):
         run_filter(cfg, "f", broken, tmp_path / "out", progress=False, workers=2)
+
+
+def test_a_script_without_a_main_guard_is_told_what_to_do(samples_dir, tmp_path):
+    # worker processes import the calling script again; unguarded, it cannot start them
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "from rmsd.filter.run import run_filter\n"
+        "from rmsd.schemas.config import FilterConfig, ModelConfig, PipelineConfig, TeacherConfig\n"
+        "cfg = PipelineConfig(teachers=[TeacherConfig(id='a', model=ModelConfig(path='unused'))], filter=FilterConfig())\n"
+        f"run_filter(cfg, 'f', {str(samples_dir)!r}, {str(tmp_path / 'out')!r}, progress=False, workers=2)\n"
+    )
+    done = subprocess.run([sys.executable, script], capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    assert 'if __name__ == "__main__":' in done.stderr and "workers=1" in done.stderr
