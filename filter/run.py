@@ -103,19 +103,18 @@ def _worker_pool(workers: int):
         context.set_forkserver_preload([__name__])
     saved = os.environ.get("POLARS_MAX_THREADS")
     os.environ["POLARS_MAX_THREADS"] = "1"  # read by the workers' Polars when it is imported
-    try:
-        pool = ProcessPoolExecutor(workers, mp_context=context)
-        # the workers (and the fork server) start here, and take the environment of this moment
-        started = [pool.submit(os.getpid) for _ in range(workers)]
-        load_plotting()  # for the report at the end: while the workers import, not while they score
-        for future in started:
-            future.result()
-    finally:
-        if saved is None:
-            del os.environ["POLARS_MAX_THREADS"]
-        else:
-            os.environ["POLARS_MAX_THREADS"] = saved
-    with pool:
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:  # shut down however it ends
+        try:
+            # the workers (and the fork server) start here, and take the environment of this moment
+            started = [pool.submit(os.getpid) for _ in range(workers)]
+            load_plotting()  # for the report at the end: while the workers import, not while they score
+            for future in started:
+                future.result()
+        finally:
+            if saved is None:
+                del os.environ["POLARS_MAX_THREADS"]
+            else:
+                os.environ["POLARS_MAX_THREADS"] = saved
         yield pool
 
 
