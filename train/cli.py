@@ -121,7 +121,7 @@ def sft(
 
 @app.command()
 def rl(
-    data: Path = typer.Option(..., "--data", help="rmsd-filter output: questions (scored) and teacher responses with p_k (curated)"),
+    data: Path = typer.Option(..., "--data", help="rmsd-filter output: questions (from the samples it scored) and teacher responses with p_k (curated)"),
     out: Path = typer.Option(..., "--out", help="output folder: checkpoints, tensorboard logs, final/ (policy) and final/discriminator/"),
     model: Optional[Path] = typer.Option(None, "--model", help="the SFT-warmed student checkpoint; default: the pipeline's train.student"),
     pipeline: str = typer.Option("demo", "--pipeline", help="pipeline whose frames and prompt templates the student sees"),
