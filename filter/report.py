@@ -13,8 +13,6 @@ from pathlib import Path
 
 import polars as pl
 
-from ..schemas.grammar import integer_codes
-
 POOL, ALL_TASKS = "(pool)", "(all)"
 BINS = 10
 PAPER = {
@@ -31,11 +29,7 @@ SUM_COLUMNS = [
 
 def _question_sums(scored: pl.DataFrame) -> pl.DataFrame:
     """Sums per question and teacher over the answered samples: one pass over the rows, grouped on
-    one integer (``_prompt_teacher`` of the scoring when present); a question's task type is its
-    first sample's."""
-    if "_prompt_teacher" not in scored.columns:
-        prompt = integer_codes("prompt_id")
-        scored = scored.with_columns(_prompt=prompt).with_columns(_prompt_teacher=pl.col("_prompt") * (scored["teacher"].n_unique() + 1) + integer_codes("teacher"))
+    the scoring's integer key ``_prompt_teacher``; a question's task type is its first sample's."""
     answered = scored.lazy().filter(pl.col("error").is_null())  # lazy: only the columns used are filtered
     return answered.group_by("_prompt_teacher").agg(
         pl.col("task_type", "teacher", "_prompt").first(),
@@ -77,7 +71,8 @@ def _per_task(questions: pl.DataFrame) -> pl.DataFrame:
 
 
 def partial_stats(scored: pl.DataFrame) -> pl.DataFrame:
-    """Sums per (task type, teacher), with pooled teachers and all tasks as extra rows."""
+    """Sums per (task type, teacher), with pooled teachers and all tasks as extra rows, of
+    ``score_samples(..., keys=True)`` rows (its group keys ``_prompt`` and ``_prompt_teacher``)."""
     questions = _question_sums(scored)
     # pooling teachers re-aggregates each question's sums over its teachers
     pooled = questions.group_by("_prompt").agg(

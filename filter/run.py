@@ -30,6 +30,9 @@ from .report import finish_stats, load_plotting, partial_stats, write_report
 from .score import SCORING_COLUMNS, dropped_prompts, score_samples
 
 _SLICE = re.compile(r"^samples-.+-(\d+)\.parquet$")
+# read by the workers' libraries when they are imported: Polars on one thread per worker, and
+# OpenBLAS (loaded with numpy) without threads of its own
+_WORKER_ENV = {"POLARS_MAX_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
 
 
 @dataclass
@@ -101,8 +104,8 @@ def _worker_pool(workers: int):
     context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
     if context.get_start_method() == "forkserver":
         context.set_forkserver_preload([__name__])
-    saved = os.environ.get("POLARS_MAX_THREADS")
-    os.environ["POLARS_MAX_THREADS"] = "1"  # read by the workers' Polars when it is imported
+    saved = {name: os.environ.get(name) for name in _WORKER_ENV}
+    os.environ.update(_WORKER_ENV)
     with ProcessPoolExecutor(workers, mp_context=context) as pool:  # shut down however it ends
         try:
             # the workers (and the fork server) start here, and take the environment of this moment
@@ -111,10 +114,11 @@ def _worker_pool(workers: int):
             for future in started:
                 future.result()
         finally:
-            if saved is None:
-                del os.environ["POLARS_MAX_THREADS"]
-            else:
-                os.environ["POLARS_MAX_THREADS"] = saved
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
         yield pool
 
 

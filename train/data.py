@@ -48,16 +48,16 @@ def _curated_folder(data: Path) -> Path:
     return data / "curated" if (data / "curated").is_dir() else data
 
 
-def _samples_folder(data: Path) -> tuple[Path, str]:
+def _samples_folder(data: Path) -> Path:
     """The rmsd-gen samples of ``data``: the folder itself, or the one an rmsd-filter output was
     scored from (its manifest's ``samples_dir``; scored shards hold scores, not the samples)."""
     manifest = data / "_manifest.json"
     if (data / "scored").is_dir() and manifest.exists():
-        samples = Path(json.loads(manifest.read_text()).get("samples_dir", ""))
-        if not samples.is_dir():
+        samples = json.loads(manifest.read_text()).get("samples_dir")
+        if not samples or not Path(samples).is_dir():
             raise SchemaError(f"{data}: the samples it was scored from ({samples}) are not there; pass that samples folder as --data")
-        return samples, "samples"
-    return data, "samples"
+        return Path(samples)
+    return data
 
 
 def video_base(mode: str, data: Path) -> Path:
@@ -101,12 +101,10 @@ def example_frame(mode: str, data: Path, seed: int = 0, split: str | None = "tra
         frame = pl.read_parquet(_tables(_curated_folder(data), "curated")).rename({"text": "response"})
         frame = frame.with_columns(weight=1.0 / pl.len().over("prompt_id"))
     elif mode == "unfiltered":
-        folder, table = _samples_folder(data)
-        frame = pl.read_parquet(_tables(folder, table)).filter(pl.col("error").is_null() & pl.col("text").is_not_null())
+        frame = pl.read_parquet(_tables(_samples_folder(data), "samples")).filter(pl.col("error").is_null() & pl.col("text").is_not_null())
         frame = frame.rename({"text": "response"}).with_columns(weight=1.0 / pl.len().over("prompt_id"))
     elif mode == "single":
-        folder, table = _samples_folder(data)
-        frame = pl.read_parquet(_tables(folder, table)).filter(pl.col("error").is_null() & pl.col("text").is_not_null())
+        frame = pl.read_parquet(_tables(_samples_folder(data), "samples")).filter(pl.col("error").is_null() & pl.col("text").is_not_null())
         frame = frame.with_columns(_pick=_pick_seed(seed)).sort("_pick").unique("prompt_id", keep="first", maintain_order=True)
         frame = frame.rename({"text": "response"}).with_columns(weight=pl.lit(1.0))
     elif mode == "gt":

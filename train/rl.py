@@ -54,8 +54,7 @@ DISCRIMINATOR_DIR = "discriminator"
 def rl_frame(data: Path, split: str | None = "train") -> pl.DataFrame:
     """One row per question of rmsd-filter's output (its samples: every question, kept or not),
     with its ground truth and the frame timestamps the teachers saw."""
-    folder, table = _samples_folder(Path(data))
-    frame = pl.read_parquet(_tables(folder, table), columns=[*RL_COLUMNS, "error"])
+    frame = pl.read_parquet(_tables(_samples_folder(Path(data)), "samples"), columns=[*RL_COLUMNS, "error"])
     frame = frame.sort("prompt_id", "error", nulls_last=False).unique("prompt_id", keep="first", maintain_order=True)
     if frame.is_empty():
         raise SchemaError(f"{data}: no questions")

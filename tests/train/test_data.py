@@ -74,6 +74,9 @@ def test_filter_output_leads_to_its_samples_and_says_when_they_moved(filtered, t
     (moved / "_manifest.json").write_text(json.dumps({**manifest, "samples_dir": str(tmp_path / "gone")}))
     with pytest.raises(SchemaError, match="are not there; pass that samples folder"):
         example_frame("unfiltered", moved)
+    (moved / "_manifest.json").write_text(json.dumps({k: v for k, v in manifest.items() if k != "samples_dir"}))
+    with pytest.raises(SchemaError, match="are not there; pass that samples folder"):  # not the working directory
+        example_frame("single", moved)
 
 
 def test_gt_uses_reasoning_and_answer_of_the_train_split(bench_dir):
