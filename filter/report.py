@@ -30,9 +30,9 @@ SUM_COLUMNS = [
 def _question_sums(scored: pl.DataFrame) -> pl.DataFrame:
     """Sums per question and teacher over the answered samples: one pass over the rows, grouped on
     the scoring's integer key ``_prompt_teacher``; a question's task type is its first sample's."""
-    answered = scored.lazy().filter(pl.col("error").is_null())  # lazy: only the columns used are filtered
-    return answered.group_by("_prompt_teacher").agg(
-        pl.col("task_type", "teacher", "_prompt").first(),
+    answered = scored.lazy().with_row_index("_row").filter(pl.col("error").is_null())  # lazy: only the columns used are filtered
+    questions = answered.group_by("_prompt_teacher").agg(
+        pl.col("_row", "_prompt").first(),
         pl.len().alias("samples"),
         pl.col("quality").sum().alias("sum_q"),
         (pl.col("quality") ** 2).sum().alias("sumsq_q"),
@@ -45,6 +45,9 @@ def _question_sums(scored: pl.DataFrame) -> pl.DataFrame:
         pl.col("correct").sum().alias("sum_correct"),
         pl.col("correct").is_not_null().sum().alias("labelled"),
     ).collect()
+    # the strings of each question's first row, gathered once per question: taking them in the
+    # aggregation (first()) costs as much as all the sums together
+    return questions.hstack(scored.select(pl.col("task_type", "teacher").gather(questions["_row"])))
 
 
 _ADDITIVE = ["samples", "sum_q", "sumsq_q", "outer_violations", "task_violations", "sum_agreement", "kept", "sum_correct", "labelled"]

@@ -6,6 +6,7 @@ import sys
 import subprocess
 
 import polars as pl
+import pyarrow.parquet as pq
 import pytest
 
 from rmsd.filter.run import run_filter
@@ -71,6 +72,10 @@ def test_outputs_and_curated_weights(pipeline, samples_dir, tmp_path):
     manifest = json.loads((out / "_manifest.json").read_text())
     assert manifest["tau"] == 0.3 and manifest["counts"]["samples"] == scored.height
     assert len(manifest["input_shards"]) == 4 and len(manifest["config_hash"]) == 64
+    # scores take few values per shard: dictionary-encoded (smaller, and faster to write)
+    chunks = pq.ParquetFile(sorted((out / "scored").glob("*.parquet"))[0]).metadata.row_group(0)
+    encodings = {chunks.column(i).path_in_schema: chunks.column(i).encodings for i in range(chunks.num_columns)}
+    assert all("RLE_DICTIONARY" in encodings[c] for c in ("extracted", "quality", "agreement", "agreement_pool", "weight"))
 
 
 def test_report_figures_match_a_hand_count(pipeline, samples_dir, tmp_path):
