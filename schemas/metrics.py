@@ -50,13 +50,14 @@ def _numeric(tolerance: float) -> pl.Expr:
     return pl.when(gt == 0).then(pred.abs() <= tolerance).otherwise((pred - gt).abs() <= tolerance * gt.abs()).cast(pl.Float64)
 
 
-def _metrics(tolerance: float) -> dict[str, pl.Expr]:
-    """The metric of each task type with one (OCR: see ``anls``)."""
+def _metrics(tolerance: float) -> dict[str, tuple[list[str], pl.Expr]]:
+    """The metric of each task type with one (OCR: see ``anls``), and the columns it reads."""
+    numbers = lambda k: [f"{p}v{i}" for p in ("", "gt_") for i in range(k)]  # noqa: E731
     return {
-        "multiple_choice": (pl.col("normalised") == pl.col("gt_normalised")).cast(pl.Float64),
-        "numerical": _numeric(tolerance),
-        "temporal_grounding": _iou_1d(pl.col("v0"), pl.col("v1"), pl.col("gt_v0"), pl.col("gt_v1")),
-        "spatial_grounding": _box_iou(),
+        "multiple_choice": (["normalised", "gt_normalised"], (pl.col("normalised") == pl.col("gt_normalised")).cast(pl.Float64)),
+        "numerical": (numbers(1), _numeric(tolerance)),
+        "temporal_grounding": (numbers(2), _iou_1d(pl.col("v0"), pl.col("v1"), pl.col("gt_v0"), pl.col("gt_v1"))),
+        "spatial_grounding": (numbers(4), _box_iou()),
     }
 
 
@@ -75,10 +76,10 @@ def _correct(frame: pl.DataFrame, tolerance: float, anls_threshold: float) -> pl
     columns = ["normalised", "gt_normalised", *(f"{p}v{i}" for p in ("", "gt_") for i in range(4))]
     narrow = frame.select(pl.col("task_type"), *columns, _base=pl.when(has_gt).then(pl.when(answered).then(pl.lit(None, pl.Float64)).otherwise(0.0)), _answered=answered)
     correct = narrow.get_column("_base").alias("correct")
-    for task, metric in _metrics(tolerance).items():
+    for task, (reads, metric) in _metrics(tolerance).items():
         rows = narrow.select((pl.col("_answered") & (pl.col("task_type") == task)).arg_true()).to_series()
-        if rows.len():
-            correct.scatter(rows, narrow[rows].select(metric).to_series())
+        if rows.len():  # only the columns the metric reads are gathered
+            correct.scatter(rows, narrow.select(pl.col(reads).gather(rows)).select(metric).to_series())
     # ANLS: an exact match has similarity 1 without computing it; only the others go through Python lists
     ocr = pl.col("_answered") & (pl.col("task_type") == "ocr")
     exact = pl.col("normalised") == pl.col("gt_normalised")
@@ -87,7 +88,7 @@ def _correct(frame: pl.DataFrame, tolerance: float, anls_threshold: float) -> pl
         correct.scatter(rows, pl.repeat(1.0 if 1.0 >= anls_threshold else 0.0, rows.len(), eager=True))
     rows = narrow.select((ocr & ~exact).arg_true()).to_series()
     if rows.len():
-        other = narrow[rows]
+        other = narrow.select(pl.col("normalised", "gt_normalised").gather(rows))
         correct.scatter(rows, anls(other["normalised"].to_list(), other["gt_normalised"].to_list(), anls_threshold))
     return correct
 
