@@ -18,6 +18,7 @@ import re
 import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from multiprocessing import forkserver
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,21 +106,29 @@ def _worker_pool(workers: int):
     if context.get_start_method() == "forkserver":
         context.set_forkserver_preload([__name__])
     saved = {name: os.environ.get(name) for name in _WORKER_ENV}
-    os.environ.update(_WORKER_ENV)
-    with ProcessPoolExecutor(workers, mp_context=context) as pool:  # shut down however it ends
-        try:
-            # the workers (and the fork server) start here, and take the environment of this moment
-            started = [pool.submit(os.getpid) for _ in range(workers)]
-            load_plotting()  # for the report at the end: while the workers import, not while they score
-            for future in started:
+    os.environ.update(_WORKER_ENV)  # the fork server and the workers take the environment of this moment
+    try:
+        if context.get_start_method() == "forkserver":
+            # the server starts importing the scoring code (a third of a second) and this process
+            # loads plotting for the report meanwhile: starting a worker waits for that import
+            forkserver.ensure_running()
+        load_plotting()
+        pool = ProcessPoolExecutor(workers, mp_context=context)
+        with pool:  # shut down however it ends
+            for future in [pool.submit(os.getpid) for _ in range(workers)]:
                 future.result()
-        finally:
-            for name, value in saved.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
-        yield pool
+            _restore(saved)
+            yield pool
+    finally:
+        _restore(saved)  # also when a worker fails to start
+
+
+def _restore(saved: dict[str, str | None]) -> None:
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 def run_filter(
