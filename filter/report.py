@@ -30,7 +30,8 @@ SUM_COLUMNS = [
 def _question_sums(scored: pl.DataFrame) -> pl.DataFrame:
     """Sums per question and teacher over the answered samples: one pass over the rows, grouped on
     the scoring's integer key ``_prompt_teacher``; a question's task type is its first sample's."""
-    answered = scored.lazy().with_row_index("_row").filter(pl.col("error").is_null())  # lazy: only the columns used are filtered
+    # eager: Polars' lazy engine takes half as long again for this aggregation
+    answered = scored.with_row_index("_row").filter(pl.col("error").is_null())
     questions = answered.group_by("_prompt_teacher").agg(
         pl.col("_row", "_prompt").first(),
         pl.len().alias("samples"),
@@ -44,7 +45,7 @@ def _question_sums(scored: pl.DataFrame) -> pl.DataFrame:
         pl.col("kept").sum().alias("kept"),
         pl.col("correct").sum().alias("sum_correct"),
         pl.col("correct").is_not_null().sum().alias("labelled"),
-    ).collect()
+    )
     # the strings of each question's first row, gathered once per question: taking them in the
     # aggregation (first()) costs as much as all the sums together
     return questions.hstack(scored.select(pl.col("task_type", "teacher").gather(questions["_row"])))

@@ -79,14 +79,14 @@ def score_group(key: str, files: list[str], pipeline: PipelineConfig, out: str) 
     scored = score_samples(samples, cfg, keys=True)
     out_path = Path(out)
     write_table(_arrow(scored, "scored"), out_path / "scored" / f"part-{key}.parquet", "scored")
-    curated = scored.filter("kept").select(schema_for("curated").names)
+    curated = scored.lazy().filter("kept").select(schema_for("curated").names).collect()  # lazy: filters only these columns
     write_table(_arrow(curated, "curated"), out_path / "curated" / f"part-{key}.parquet", "curated")
     return {
         "stats": partial_stats(scored),
         "dropped": dropped_prompts(scored),
         "samples": scored.height,
         "kept": curated.height,
-        "prompts": scored["prompt_id"].n_unique(),
+        "prompts": scored["_prompt"].n_unique(),  # the integer key: no strings hashed
     }
 
 

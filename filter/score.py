@@ -134,17 +134,21 @@ def score_samples(samples: pl.DataFrame, cfg: FilterConfig, keys: bool = False) 
 
 
 def dropped_prompts(scored: pl.DataFrame) -> pl.DataFrame:
-    """Prompts without any kept sample, each with the reason."""
-    per_prompt = scored.group_by("prompt_id", maintain_order=True).agg(
-        pl.col("task_type").first(),
+    """Prompts without any kept sample, each with the reason. Grouped on the scoring's integer key
+    ``_prompt`` where present; a prompt's strings are gathered from its first row, for the few
+    prompts dropped only."""
+    key = "_prompt" if "_prompt" in scored.columns else "prompt_id"
+    per_prompt = scored.with_row_index("_row").group_by(key, maintain_order=True).agg(
+        pl.col("_row").first(),
         pl.col("kept").any().alias("_any_kept"),
         (pl.col("error").is_null()).any().alias("_any_answered"),
         (pl.col("format_outer_ok") & pl.col("format_task_ok")).any().alias("_any_valid"),
         pl.len().cast(pl.Int32).alias("num_samples"),
         pl.col("quality").max().alias("best_quality"),
-    )
+    ).filter(~pl.col("_any_kept"))
+    per_prompt = per_prompt.drop(key).hstack(scored.select(pl.col("prompt_id", "task_type").gather(per_prompt["_row"])))
     reason = pl.when(~pl.col("_any_answered")).then(pl.lit("all_errors")).when(~pl.col("_any_valid")).then(pl.lit("no_valid_format")).otherwise(pl.lit("below_tau"))
-    return per_prompt.filter(~pl.col("_any_kept")).select("prompt_id", "task_type", reason.alias("reason"), "num_samples", "best_quality")
+    return per_prompt.select("prompt_id", "task_type", reason.alias("reason"), "num_samples", "best_quality")
 
 
 __all__ = ["SCORING_COLUMNS", "dropped_prompts", "score_samples"]
