@@ -81,15 +81,14 @@ def _correct(frame: pl.DataFrame, tolerance: float, anls_threshold: float) -> pl
         if rows.len():  # only the columns the metric reads are gathered
             correct.scatter(rows, narrow.select(pl.col(reads).gather(rows)).select(metric).to_series())
     # ANLS: an exact match has similarity 1 without computing it; only the others go through Python lists
-    ocr = pl.col("_answered") & (pl.col("task_type") == "ocr")
-    exact = pl.col("normalised") == pl.col("gt_normalised")
-    rows = narrow.select((ocr & exact).arg_true()).to_series()
+    rows = narrow.select((pl.col("_answered") & (pl.col("task_type") == "ocr")).arg_true()).to_series()
     if rows.len():
-        correct.scatter(rows, pl.repeat(1.0 if 1.0 >= anls_threshold else 0.0, rows.len(), eager=True))
-    rows = narrow.select((ocr & ~exact).arg_true()).to_series()
-    if rows.len():
-        other = narrow.select(pl.col("normalised", "gt_normalised").gather(rows))
-        correct.scatter(rows, anls(other["normalised"].to_list(), other["gt_normalised"].to_list(), anls_threshold))
+        pairs = narrow.select(pl.col("normalised", "gt_normalised").gather(rows))
+        values = np.full(rows.len(), 1.0 if 1.0 >= anls_threshold else 0.0)
+        other = (pairs["normalised"] != pairs["gt_normalised"]).arg_true().to_numpy()
+        if len(other):
+            values[other] = anls(pairs["normalised"].gather(other).to_list(), pairs["gt_normalised"].gather(other).to_list(), anls_threshold)
+        correct.scatter(rows, values)
     return correct
 
 
