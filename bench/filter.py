@@ -8,7 +8,7 @@ is a straightforward row-by-row Python implementation of the same scoring (the `
 response at a time, dictionaries for the per-prompt steps). Goals (issue 4): >= 1 M rows/s,
 peak < 3 GB, >= 5x the row-by-row baseline.
 
-    .venv/bin/python bench/filter.py [--rows 10000000] [--baseline-rows 300000]
+    .venv/bin/python bench/filter.py [--rows 10000000] [--baseline-rows 300000] [--steps GROUPS]
 """
 
 from __future__ import annotations
@@ -217,6 +217,63 @@ print(json.dumps({"seconds": time.perf_counter() - t, "cpu_seconds": cpu() - c, 
 """
 
 
+# The job's steps one by one, as one worker runs them (Polars on one thread), on the corpus's first
+# groups: CPU per row, best of three passes; and the same steps on a group of 1,000 rows, whose
+# time is nearly all the fixed cost every group pays whatever its size.
+STEPS_CHILD = """
+import json, sys, time
+from pathlib import Path
+import polars as pl
+from rmsd.filter.report import partial_stats
+from rmsd.filter.run import read_group, shard_groups, write_curated, write_scored
+from rmsd.filter.score import dropped_prompts, score_samples
+from rmsd.schemas.config import FilterConfig
+cfg, work = FilterConfig(), Path(sys.argv[2])
+def timed(files, passes=3):
+    best = {}
+    for _ in range(passes):
+        times, rows = {}, 0
+        for group in files:
+            t = time.process_time()
+            def tick(step):
+                nonlocal t
+                now = time.process_time()
+                times[step] = times.get(step, 0.0) + now - t
+                t = now
+            samples = read_group(group); tick("read")
+            scored = score_samples(samples, cfg, keys=True); tick("score")
+            write_scored(scored, work / "scored.parquet"); tick("write scored")
+            write_curated(scored, work / "curated.parquet"); tick("write curated")
+            partial_stats(scored); tick("report sums")
+            dropped_prompts(scored); tick("dropped prompts")
+            rows += samples.height
+        best = {k: min(best.get(k, 1e9), v / rows) for k, v in times.items()}
+    return best, rows
+groups = [[str(f) for f in fs] for _, fs in shard_groups(Path(sys.argv[1]))][: int(sys.argv[3])]
+per_row, rows = timed(groups)
+small = []
+for f in groups[0]:
+    path = work / ("small-" + Path(f).name)
+    pl.read_parquet(f).head(500).write_parquet(path)
+    small.append(str(path))
+fixed, small_rows = timed([small] * 5, passes=5)
+print(json.dumps({"rows": rows, "per_row": per_row, "small_rows": small_rows // 5, "fixed": {k: v * small_rows / 5 for k, v in fixed.items()}}))
+"""
+
+
+def _steps(samples: Path, work: Path, groups: int) -> None:
+    work.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "POLARS_MAX_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", STEPS_CHILD, str(samples), str(work), str(groups)], capture_output=True, text=True, env=env)
+    if done.returncode:
+        sys.exit(done.stderr)
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    print(f"steps, one worker, CPU per row over {result['rows']:,} rows (best of 3), and per group of {result['small_rows']:,} rows:")
+    for step, us in result["per_row"].items():
+        print(f"  {step:16s} {us * 1e6:6.3f} us per row   {result['fixed'][step] * 1e3:6.1f} ms per small group")
+    print(f"  {'all':16s} {sum(result['per_row'].values()) * 1e6:6.3f} us per row   {sum(result['fixed'].values()) * 1e3:6.1f} ms per small group")
+
+
 def _watch(job: subprocess.Popen, every: float = 0.05) -> tuple[float, float]:
     """Sampled until the job ends: the peak resident memory (GB) of the job and all its processes
     together, and the CPU seconds of its worker processes (their last sample: up to ``every`` of a
@@ -242,6 +299,8 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=10_000_000)
     parser.add_argument("--baseline-rows", type=int, default=300_000)
     parser.add_argument("--workdir", type=Path, default=None, help="keep the corpus here (default: a temp folder)")
+    parser.add_argument("--steps", type=int, default=0, metavar="GROUPS",
+                        help="also time the job's steps one by one on this many shard groups (one worker), and their fixed cost per group")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = args.workdir or Path(tmp)
@@ -278,6 +337,8 @@ def main() -> None:
         print(f"speed-up: {polars_rate / python_rate:.1f}x (goal >= 5x): {'PASS' if polars_rate >= 5 * python_rate else 'FAIL'}")
         print(f"throughput goal >= 1 M rows/s: {'PASS' if polars_rate >= 1e6 else 'FAIL'}; "
               f"memory goal < 3 GB: {'PASS' if peak < 3 else 'FAIL'}")
+        if args.steps:
+            _steps(samples, work / "steps", args.steps)
 
 
 if __name__ == "__main__":

@@ -68,24 +68,36 @@ def _arrow(frame: pl.DataFrame, table: str) -> pa.Table:
     return pa.Table.from_arrays([data.column(f.name).cast(f.type) for f in schema], schema=schema)
 
 
-def score_group(key: str, files: list[str], pipeline: PipelineConfig, out: str) -> dict:
-    """Score one group and write its scored and curated shards; returns its statistics."""
-    cfg = pipeline.filter
+def read_group(files: list[str]) -> pl.DataFrame:
+    """The columns scoring and the curated shards use (only those), of one group's shards."""
     columns = [*SCORING_COLUMNS, *(c for c in schema_for("curated").names if c in SAMPLES_SCHEMA.names and c not in SCORING_COLUMNS)]
     try:
-        samples = pl.read_parquet(files, columns=columns).rechunk()  # only what scoring and curated use
+        return pl.read_parquet(files, columns=columns).rechunk()
     except (pl.exceptions.PolarsError, OSError) as exc:  # a footer that reads, pages that do not
         raise SchemaError(f"cannot read the samples shards {[Path(f).name for f in files]}: {exc}") from exc
-    scored = score_samples(samples, cfg, keys=True)
-    out_path = Path(out)
-    write_table(_arrow(scored, "scored"), out_path / "scored" / f"part-{key}.parquet", "scored")
+
+
+def write_scored(scored: pl.DataFrame, path: Path) -> None:
+    write_table(_arrow(scored, "scored"), path, "scored")
+
+
+def write_curated(scored: pl.DataFrame, path: Path) -> int:
+    """Write the kept samples; returns their number."""
     curated = scored.lazy().filter("kept").select(schema_for("curated").names).collect()  # lazy: filters only these columns
-    write_table(_arrow(curated, "curated"), out_path / "curated" / f"part-{key}.parquet", "curated")
+    write_table(_arrow(curated, "curated"), path, "curated")
+    return curated.height
+
+
+def score_group(key: str, files: list[str], pipeline: PipelineConfig, out: str) -> dict:
+    """Score one group and write its scored and curated shards; returns its statistics."""
+    scored = score_samples(read_group(files), pipeline.filter, keys=True)
+    write_scored(scored, Path(out) / "scored" / f"part-{key}.parquet")
+    kept = write_curated(scored, Path(out) / "curated" / f"part-{key}.parquet")
     return {
         "stats": partial_stats(scored),
         "dropped": dropped_prompts(scored),
         "samples": scored.height,
-        "kept": curated.height,
+        "kept": kept,
         "prompts": scored["_prompt"].n_unique(),  # the integer key: no strings hashed
     }
 
