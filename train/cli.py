@@ -242,8 +242,22 @@ def compare(
         out.write_text(table + "\n")
 
 
+def _leave_process_group() -> None:
+    """Under torchrun or accelerate launch the trainer joined a process group: leave it before the
+    interpreter exits. Left to the exit, gloo's threads can be torn down while running and abort a
+    rank (SIGABRT, "terminate called without an active exception") after training finished."""
+    if "torch" in sys.modules:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+
+
 def main() -> None:
-    app()
+    try:
+        app()
+    finally:
+        _leave_process_group()
 
 
 if __name__ == "__main__":
