@@ -46,13 +46,17 @@ def _parse(samples: pl.DataFrame) -> pl.DataFrame:
     labels go through one ``parse_answers`` call: its per-call cost is paid once per group."""
     frame = add_response_parts(samples, "text")
     fields = ("answer", "task_type", "options")
-    starts = (pl.int_range(pl.len()) == 0) | pl.any_horizontal(pl.col(c).ne_missing(pl.col(c).shift()) for c in fields)
-    runs = samples.select(*fields, _start=starts)
+    runs = samples.select(*fields, *(pl.col(c).ne_missing(pl.col(c).shift()).alias(f"_new_{c}") for c in fields))
+    runs = runs.select(
+        *fields,
+        _start=(pl.int_range(pl.len()) == 0) | pl.any_horizontal(f"_new_{c}" for c in fields),
+        _option_run=pl.col("_new_options").cum_sum(),  # the options compared once, for the labels and the parser's dedupe
+    )
     texts = pl.concat([
-        frame.select(pl.col("answer_text").alias("_text"), "task_type", "options"),
-        runs.filter("_start").select(pl.col("answer").alias("_text"), "task_type", "options"),
+        frame.select(pl.col("answer_text").alias("_text"), "task_type", "options").hstack([runs["_option_run"]]),
+        runs.filter("_start").select(pl.col("answer").alias("_text"), "task_type", "options", "_option_run"),
     ])
-    parsed = parse_answers(texts, "_text").select(PARSED_COLUMNS)
+    parsed = parse_answers(texts, "_text", option_runs="_option_run").select(PARSED_COLUMNS)
     run = runs.select((pl.col("_start").cum_sum() - 1).alias("_run"))["_run"]
     labels = parsed.slice(frame.height).select(pl.col("normalised", *(f"v{i}" for i in range(4))).gather(run).name.prefix("gt_"))
     return frame.hstack(parsed.slice(0, frame.height)).hstack(labels)

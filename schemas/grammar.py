@@ -336,10 +336,11 @@ def _distinct_answers(narrow: pl.DataFrame) -> tuple[pl.DataFrame, pl.Series | N
     all rows distinct). A prompt's K samples mostly give the same answer: each is parsed once."""
     if narrow.height < 2:
         return narrow, None
+    runs = pl.col("_runs") if "_runs" in narrow.columns else pl.col("_options").ne_missing(pl.col("_options").shift()).cum_sum()
     keys = narrow.select(
         _answer=(integer_codes("_answer") + 1).fill_null(0),
         _task=(integer_codes("_task") + 1).fill_null(0),
-        _runs=pl.col("_options").ne_missing(pl.col("_options").shift()).cum_sum().cast(pl.UInt64),
+        _runs=runs.cast(pl.UInt64),
         _choice=(pl.col("_task") == TaskType.MULTIPLE_CHOICE.value).fill_null(False),
     )
     tasks, runs = keys["_task"].max() + 1, keys["_runs"].max() + 1
@@ -352,12 +353,17 @@ def _distinct_answers(narrow: pl.DataFrame) -> tuple[pl.DataFrame, pl.Series | N
     return narrow.filter(first), keys.join(distinct, on="_key", how="left", maintain_order="left")["_index"]
 
 
-def parse_answers(frame: pl.DataFrame, answer: str, task_type: str = "task_type", options: str = "options", prefix: str = "") -> pl.DataFrame:
-    """Add the parsed columns (``PARSED_COLUMNS``, named with ``prefix``) of the texts in column ``answer``."""
+def parse_answers(
+    frame: pl.DataFrame, answer: str, task_type: str = "task_type", options: str = "options", prefix: str = "", option_runs: str | None = None
+) -> pl.DataFrame:
+    """Add the parsed columns (``PARSED_COLUMNS``, named with ``prefix``) of the texts in column ``answer``.
+    ``option_runs``: a column numbering the runs of equal options (rows with the same number have
+    the same options), where the caller has one; compared row by row here otherwise."""
     narrow = frame.select(
         pl.col(answer).alias("_answer"),
         pl.col(task_type).alias("_task"),
         (pl.col(options) if options in frame.columns else pl.lit(None, pl.List(pl.String))).alias("_options"),
+        *([pl.col(option_runs).alias("_runs")] if option_runs else []),
     )
     narrow, index = _distinct_answers(narrow)
     narrow = narrow.with_row_index("_row")

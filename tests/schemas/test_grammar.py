@@ -120,6 +120,9 @@ def test_repeated_answers_parse_as_each_alone(rows):
                          schema={"answer": pl.String, "task_type": pl.String, "options": pl.List(pl.String)})
     alone = pl.concat([parse_answers(frame[i : i + 1], "answer") for i in range(frame.height)])
     assert parse_answers(frame, "answer").equals(alone)
+    # the caller's numbering of the runs of equal options (rmsd-filter's) gives the same
+    runs = frame.select(pl.col("options").ne_missing(pl.col("options").shift()).cum_sum().alias("runs"))
+    assert parse_answers(frame.hstack(runs), "answer", option_runs="runs").drop("runs").equals(alone)
 
 
 def test_vectorised_parse_equals_one_at_a_time():
