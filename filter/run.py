@@ -18,7 +18,6 @@ import re
 import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from multiprocessing import forkserver
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -121,6 +120,8 @@ def _worker_pool(workers: int):
     os.environ.update(_WORKER_ENV)  # the fork server and the workers take the environment of this moment
     try:
         if context.get_start_method() == "forkserver":
+            from multiprocessing import forkserver
+
             # the server starts importing the scoring code (a third of a second) and this process
             # loads plotting for the report meanwhile: starting a worker waits for that import
             forkserver.ensure_running()
