@@ -25,7 +25,7 @@ import polars as pl
 import pyarrow as pa
 
 from ..schemas.config import PipelineConfig
-from ..schemas.tables import SAMPLES_SCHEMA, SchemaError, schema_for, shard_paths, write_table
+from ..schemas.tables import SAMPLES_SCHEMA, SchemaError, schema_for, shard_paths, write_frame, write_table
 from .report import finish_stats, load_plotting, partial_stats, write_report
 from .score import SCORING_COLUMNS, dropped_prompts, score_samples
 
@@ -83,7 +83,7 @@ def write_scored(scored: pl.DataFrame, path: Path) -> None:
 def write_curated(scored: pl.DataFrame, path: Path) -> int:
     """Write the kept samples; returns their number."""
     curated = scored.lazy().filter("kept").select(schema_for("curated").names).collect()  # lazy: filters only these columns
-    write_table(_arrow(curated, "curated"), path, "curated")
+    write_frame(curated, path, "curated")
     return curated.height
 
 

@@ -9,6 +9,7 @@ may ignore is a minor change and keeps the version.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import tempfile
@@ -193,6 +194,50 @@ def write_table(table: pa.Table, path: str | os.PathLike, name: str) -> Path:
             pq.write_table(table, handle, compression="zstd", use_dictionary=_dictionary_columns(schema), write_statistics=_statistics_columns(schema))
             handle.flush()
             os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _large(t: pa.DataType) -> pa.DataType:
+    """The type Polars converts ``t`` from (its strings and lists have 64-bit offsets)."""
+    if pa.types.is_string(t):
+        return pa.large_string()
+    if pa.types.is_list(t):
+        return pa.large_list(_large(t.value_type))
+    return t
+
+
+def write_frame(frame, path: str | os.PathLike, name: str) -> Path:
+    """Write a Polars frame as table ``name`` with Polars' own Parquet writer, atomically like
+    ``write_table``: no conversion to Arrow (Polars' string views would be copied into Arrow
+    strings), and Polars encodes text and list columns faster (curated shards: 0.43 against 0.55
+    us per row, docs/benchmarks.md). The file is the contract's all the same: the same Parquet
+    columns (required where the contract says so), and the contract's Arrow schema, with its
+    field descriptions, stored as ``ARROW:schema`` so that Arrow readers get ``string`` and
+    ``list`` as ``write_table``'s files give them. A null in a required column is refused."""
+    import polars as pl
+
+    path = Path(path)
+    schema = schema_for(name)
+    for f in schema:
+        if not f.nullable and frame[f.name].has_nulls():
+            row = frame[f.name].is_null().arg_true()[0]
+            raise SchemaError(f"{name}: column {f.name!r} is required but null in row {row}")
+    metadata = {k.decode(): v.decode() for k, v in schema.metadata.items()}
+    metadata["ARROW:schema"] = base64.b64encode(schema.serialize().to_pybytes()).decode()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}-", dir=path.parent)
+    os.close(fd)
+    try:
+        frame.select(schema.names).write_parquet(tmp, arrow_schema=pa.schema([f.with_type(_large(f.type)) for f in schema]), metadata=metadata)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
