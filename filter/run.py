@@ -25,7 +25,7 @@ import polars as pl
 import pyarrow as pa
 
 from ..schemas.config import PipelineConfig
-from ..schemas.tables import SAMPLES_SCHEMA, SchemaError, schema_for, shard_paths, write_frame, write_table
+from ..schemas.tables import SAMPLES_SCHEMA, SchemaError, schema_for, shard_paths, with_string_views, write_frame, write_table
 from .report import finish_stats, load_plotting, partial_stats, write_report
 from .score import SCORING_COLUMNS, dropped_prompts, score_samples
 
@@ -59,10 +59,9 @@ def shard_groups(samples_dir: Path) -> list[tuple[str, list[Path]]]:
 
 
 def _arrow(frame: pl.DataFrame, table: str) -> pa.Table:
-    # Polars' string views go to Arrow as they are (no copy), then each column is cast to the
-    # contract's type: column by column is half the time of Table.cast here (0.05 against 0.11 us
-    # per curated row)
-    schema = schema_for(table)
+    # Polars' string views go to Arrow as they are (no copy) and are written as they are; other
+    # columns are cast to the contract's type, column by column (half the time of Table.cast)
+    schema = with_string_views(schema_for(table))
     data = frame.select(schema.names).to_arrow(compat_level=pl.CompatLevel.newest())
     return pa.Table.from_arrays([data.column(f.name).cast(f.type) for f in schema], schema=schema)
 

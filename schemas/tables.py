@@ -180,18 +180,35 @@ def _check_nulls(data: pa.Table, table: str) -> pa.Table:
     return data
 
 
+def with_string_views(schema: pa.Schema) -> pa.Schema:
+    """``schema`` with its string columns as Arrow string views, the form Polars hands its strings
+    to Arrow in: ``write_table`` takes either form (views are not copied into strings)."""
+    return pa.schema([f.with_type(pa.string_view()) if pa.types.is_string(f.type) else f for f in schema], metadata=schema.metadata)
+
+
+def _file_metadata(schema: pa.Schema) -> dict[str, str]:
+    """The Parquet key-value metadata of a file of ``schema``: the table's name and version, and
+    the contract's Arrow schema (with its field descriptions) as ``ARROW:schema``, from which
+    Arrow readers take their types: ``string`` and ``list`` whatever form the writer was handed."""
+    metadata = {k.decode(): v.decode() for k, v in schema.metadata.items()}
+    metadata["ARROW:schema"] = base64.b64encode(schema.serialize().to_pybytes()).decode()
+    return metadata
+
+
 def write_table(table: pa.Table, path: str | os.PathLike, name: str) -> Path:
     """Write atomically: a reader sees either no file or the whole file, never half of one."""
     path = Path(path)
     schema = schema_for(name)
-    if not table.schema.equals(schema, check_metadata=False):
+    if not (table.schema.equals(schema, check_metadata=False) or table.schema.equals(with_string_views(schema), check_metadata=False)):
         table = table.select([f.name for f in schema]).cast(schema)
-    table = table.replace_schema_metadata(schema.metadata)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}-", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
-            pq.write_table(table, handle, compression="zstd", use_dictionary=_dictionary_columns(schema), write_statistics=_statistics_columns(schema))
+            options = {"compression": "zstd", "use_dictionary": _dictionary_columns(schema), "write_statistics": _statistics_columns(schema)}
+            with pq.ParquetWriter(handle, table.schema.remove_metadata(), store_schema=False, **options) as writer:
+                writer.write_table(table.replace_schema_metadata(None))
+                writer.add_key_value_metadata(_file_metadata(schema))
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -226,13 +243,11 @@ def write_frame(frame, path: str | os.PathLike, name: str) -> Path:
         if not f.nullable and frame[f.name].has_nulls():
             row = frame[f.name].is_null().arg_true()[0]
             raise SchemaError(f"{name}: column {f.name!r} is required but null in row {row}")
-    metadata = {k.decode(): v.decode() for k, v in schema.metadata.items()}
-    metadata["ARROW:schema"] = base64.b64encode(schema.serialize().to_pybytes()).decode()
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}-", dir=path.parent)
     os.close(fd)
     try:
-        frame.select(schema.names).write_parquet(tmp, arrow_schema=pa.schema([f.with_type(_large(f.type)) for f in schema]), metadata=metadata)
+        frame.select(schema.names).write_parquet(tmp, arrow_schema=pa.schema([f.with_type(_large(f.type)) for f in schema]), metadata=_file_metadata(schema))
         fd = os.open(tmp, os.O_RDONLY)
         try:
             os.fsync(fd)

@@ -13,6 +13,7 @@ from rmsd.schemas.tables import (
     read_table,
     schema_for,
     to_table,
+    with_string_views,
     write_frame,
     write_table,
 )
@@ -117,3 +118,15 @@ def test_a_frame_with_a_null_in_a_required_column_is_refused(tmp_path):
     with pytest.raises(SchemaError, match="column .video. is required but null in row 1"):
         write_frame(frame, tmp_path / "c.parquet", "curated")
     assert not list(tmp_path.iterdir())
+
+
+def test_strings_handed_as_views_are_written_as_the_contracts_strings(tmp_path):
+    table = to_table([{**PROMPT, "prompt_id": f"p{i}"} for i in range(4)], "prompts")
+    views = pa.Table.from_arrays([c.cast(f.type) for c, f in zip(table.columns, with_string_views(table.schema))], schema=with_string_views(table.schema))
+    strings = write_table(table, tmp_path / "strings.parquet", "prompts")
+    written = write_table(views, tmp_path / "views.parquet", "prompts")
+    assert written.read_bytes() == strings.read_bytes()
+    schema = pq.read_schema(written)  # the contract's types (Arrow names a list's values "element" on reading)
+    assert [str(f.type).replace("element", "item") for f in schema] == [str(f.type) for f in schema_for("prompts")]
+    assert schema.metadata == schema_for("prompts").metadata and schema.field("video").metadata == schema_for("prompts").field("video").metadata
+    assert read_table(written, "prompts").to_pylist() == table.to_pylist()
