@@ -34,6 +34,7 @@ import functools
 import re
 from dataclasses import dataclass
 
+import numpy as np
 import polars as pl
 
 from .tables import TaskType
@@ -330,6 +331,9 @@ def integer_codes(column: str) -> pl.Expr:
     return pl.col(column).cast(pl.Categorical(pl.Categories.random())).to_physical().cast(pl.UInt64)
 
 
+_TABLE_PER_ROW = 16  # _distinct_answers' table of keys: at most this many entries per row
+
+
 def _distinct_answers(narrow: pl.DataFrame) -> tuple[pl.DataFrame, pl.Series | None]:
     """One row per distinct (answer, task type), and options too for multiple choice (the only
     parser that reads them; compared run by run, exactly), and each row's index among them (None:
@@ -349,8 +353,16 @@ def _distinct_answers(narrow: pl.DataFrame) -> tuple[pl.DataFrame, pl.Series | N
     first = keys.select(pl.col("_key").is_first_distinct()).to_series()
     if first.all():
         return narrow, None
-    distinct = keys.filter(first).with_row_index("_index")
-    return narrow.filter(first), keys.join(distinct, on="_key", how="left", maintain_order="left")["_index"]
+    key = keys.get_column("_key").to_numpy()
+    distinct = key[first.to_numpy()]
+    size = int(key.max()) + 1
+    if size > _TABLE_PER_ROW * len(key):  # keys too sparse for a table: a join finds each row's distinct answer
+        index = keys.join(keys.filter(first).with_row_index("_index"), on="_key", how="left", maintain_order="left")["_index"]
+    else:  # a table of the distinct keys' positions, read once per row: a tenth of the join's time
+        table = np.empty(size, dtype=np.uint32)  # only the distinct keys' entries are ever read
+        table[distinct] = np.arange(len(distinct), dtype=np.uint32)
+        index = pl.Series("_index", table[key])
+    return narrow.filter(first), index
 
 
 def parse_answers(

@@ -1,9 +1,12 @@
+from unittest import mock
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import polars as pl
 
+from rmsd.schemas import grammar
 from rmsd.schemas.grammar import (
     RESPONSE_COLUMNS, TaskType, add_response_parts, extract, extract_answer, parse_answers, parse_responses, response_stages,
     split_response, wrap_response,
@@ -123,6 +126,9 @@ def test_repeated_answers_parse_as_each_alone(rows):
     # the caller's numbering of the runs of equal options (rmsd-filter's) gives the same
     runs = frame.select(pl.col("options").ne_missing(pl.col("options").shift()).cum_sum().alias("runs"))
     assert parse_answers(frame.hstack(runs), "answer", option_runs="runs").drop("runs").equals(alone)
+    # rows find their distinct answer in a table of the keys, or by a join where the keys are sparse
+    with mock.patch.object(grammar, "_TABLE_PER_ROW", 0):
+        assert parse_answers(frame, "answer").equals(alone)
 
 
 def test_vectorised_parse_equals_one_at_a_time():
