@@ -8,7 +8,7 @@ is a straightforward row-by-row Python implementation of the same scoring (the `
 response at a time, dictionaries for the per-prompt steps). Goals (issue 4): >= 1 M rows/s,
 peak < 3 GB, >= 5x the row-by-row baseline.
 
-    .venv/bin/python bench/filter.py [--rows 10000000] [--baseline-rows 300000] [--steps GROUPS]
+    .venv/bin/python bench/filter.py [--rows 10000000] [--baseline-rows 300000] [--steps GROUPS] [--against DIR]
 """
 
 from __future__ import annotations
@@ -274,6 +274,56 @@ def _steps(samples: Path, work: Path, groups: int) -> None:
     print(f"  {'all':16s} {sum(result['per_row'].values()) * 1e6:6.3f} us per row   {sum(result['fixed'].values()) * 1e3:6.1f} ms per small group")
 
 
+# This code's worker against another checkout's, in one process, group by group: each shard group
+# is scored by both in turn (the order alternating), so that the machine's drift, which moves a
+# separate run by 10% within minutes here, falls on both alike. CPU time, the first pass a warm-up.
+AGAINST_CHILD = """
+import importlib.util, json, statistics, sys, time
+from pathlib import Path
+def load(name, folder):  # the other checkout as a package of another name (its imports are relative)
+    spec = importlib.util.spec_from_file_location(name, Path(folder) / "__init__.py", submodule_search_locations=[folder])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+load("rmsd_against", sys.argv[2])
+import rmsd.filter.run as this_run, rmsd.schemas.config as this_config
+import rmsd_against.filter.run as that_run, rmsd_against.schemas.config as that_config
+def pipeline(config):
+    return config.PipelineConfig(teachers=[config.TeacherConfig(id="bench", model=config.ModelConfig(path="unused"))], filter=config.FilterConfig())
+runs = {"this": (this_run, pipeline(this_config)), "other": (that_run, pipeline(that_config))}
+groups = [[str(f) for f in fs] for _, fs in this_run.shard_groups(Path(sys.argv[1]))][: int(sys.argv[4])]
+totals, ratios, rows = {"this": 0.0, "other": 0.0}, [], 0
+for rep in range(int(sys.argv[5]) + 1):
+    for i, files in enumerate(groups):
+        order = ["this", "other"] if (rep + i) % 2 else ["other", "this"]
+        seconds = {}
+        for name in order:
+            module, cfg = runs[name]
+            t = time.process_time()
+            n = module.score_group(f"{name}-{i}", files, cfg, str(Path(sys.argv[3]) / name))["samples"]
+            seconds[name] = time.process_time() - t
+        if rep:
+            totals["this"] += seconds["this"]; totals["other"] += seconds["other"]
+            ratios.append(seconds["other"] / seconds["this"]); rows += n
+print(json.dumps({"rows": rows, "this": totals["this"] / rows, "other": totals["other"] / rows, "ratio": totals["other"] / totals["this"], "median": statistics.median(ratios), "pairs": len(ratios)}))
+"""
+
+
+def _against(samples: Path, other: Path, work: Path, groups: int, passes: int) -> None:
+    if not (other / "filter" / "run.py").exists():
+        sys.exit(f"--against {other}: not an rmsd checkout (no filter/run.py); make one with `git worktree add DIR COMMIT`")
+    work.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "POLARS_MAX_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    args = [str(samples), str(other.resolve()), str(work), str(groups), str(passes)]
+    done = subprocess.run([sys.executable, "-c", AGAINST_CHILD, *args], capture_output=True, text=True, env=env)
+    if done.returncode:
+        sys.exit(done.stderr)
+    r = json.loads(done.stdout.strip().splitlines()[-1])
+    print(f"one worker, this code against {other}, alternating group by group ({r['pairs']} pairs, {r['rows']:,} rows, CPU time): "
+          f"{r['this'] * 1e6:.3f} against {r['other'] * 1e6:.3f} us per row = {r['ratio']:.3f}x (median of the pairs {r['median']:.3f}x)")
+
+
 def _watch(job: subprocess.Popen, every: float = 0.05) -> tuple[float, float]:
     """Sampled until the job ends: the peak resident memory (GB) of the job and all its processes
     together, and the CPU seconds of its worker processes (their last sample: up to ``every`` of a
@@ -301,6 +351,10 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=None, help="keep the corpus here (default: a temp folder)")
     parser.add_argument("--steps", type=int, default=0, metavar="GROUPS",
                         help="also time the job's steps one by one on this many shard groups (one worker), and their fixed cost per group")
+    parser.add_argument("--against", type=Path, default=None, metavar="DIR",
+                        help="also time one worker of this code against one of the rmsd checkout in DIR (e.g. a git worktree of another commit), "
+                             "alternating group by group in one process")
+    parser.add_argument("--against-groups", type=int, default=6, metavar="N", help="shard groups for --against (default 6; 5 passes after a warm-up)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = args.workdir or Path(tmp)
@@ -339,6 +393,8 @@ def main() -> None:
               f"memory goal < 3 GB: {'PASS' if peak < 3 else 'FAIL'}")
         if args.steps:
             _steps(samples, work / "steps", args.steps)
+        if args.against:
+            _against(samples, args.against, work / "against", args.against_groups, passes=5)
 
 
 if __name__ == "__main__":
