@@ -15,9 +15,13 @@ import os
 import tempfile
 from enum import Enum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+if TYPE_CHECKING:
+    import polars as pl
 
 METADATA_KEY = b"rmsd.schema"
 
@@ -227,7 +231,7 @@ def _large(t: pa.DataType) -> pa.DataType:
     return t
 
 
-def write_frame(frame, path: str | os.PathLike, name: str) -> Path:
+def write_frame(frame: pl.DataFrame, path: str | os.PathLike, name: str) -> Path:
     """Write a Polars frame as table ``name`` with Polars' own Parquet writer, atomically like
     ``write_table``: no conversion to Arrow (Polars' string views would be copied into Arrow
     strings), and Polars encodes text and list columns faster (curated shards: 0.43 against 0.55
@@ -235,8 +239,6 @@ def write_frame(frame, path: str | os.PathLike, name: str) -> Path:
     columns (required where the contract says so), and the contract's Arrow schema, with its
     field descriptions, stored as ``ARROW:schema`` so that Arrow readers get ``string`` and
     ``list`` as ``write_table``'s files give them. A null in a required column is refused."""
-    import polars as pl
-
     path = Path(path)
     schema = schema_for(name)
     for f in schema:
