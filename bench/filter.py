@@ -261,13 +261,19 @@ print(json.dumps({"rows": rows, "per_row": per_row, "small_rows": small_rows // 
 """
 
 
-def _steps(samples: Path, work: Path, groups: int) -> None:
-    work.mkdir(parents=True, exist_ok=True)
+def _one_worker(child: str, *args: object) -> dict:
+    """Run ``child`` in a process as one rmsd-filter worker runs (Polars on one thread); its last
+    line of output, JSON."""
     env = {**os.environ, "POLARS_MAX_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-c", STEPS_CHILD, str(samples), str(work), str(groups)], capture_output=True, text=True, env=env)
+    done = subprocess.run([sys.executable, "-c", child, *map(str, args)], capture_output=True, text=True, env=env)
     if done.returncode:
         sys.exit(done.stderr)
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _steps(samples: Path, work: Path, groups: int) -> None:
+    work.mkdir(parents=True, exist_ok=True)
+    result = _one_worker(STEPS_CHILD, samples, work, groups)
     print(f"steps, one worker, CPU per row over {result['rows']:,} rows (best of 3), and per group of {result['small_rows']:,} rows:")
     for step, us in result["per_row"].items():
         print(f"  {step:16s} {us * 1e6:6.3f} us per row   {result['fixed'][step] * 1e3:6.1f} ms per small group")
@@ -314,12 +320,7 @@ def _against(samples: Path, other: Path, work: Path, groups: int, passes: int) -
     if not (other / "filter" / "run.py").exists():
         sys.exit(f"--against {other}: not an rmsd checkout (no filter/run.py); make one with `git worktree add DIR COMMIT`")
     work.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "POLARS_MAX_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
-    args = [str(samples), str(other.resolve()), str(work), str(groups), str(passes)]
-    done = subprocess.run([sys.executable, "-c", AGAINST_CHILD, *args], capture_output=True, text=True, env=env)
-    if done.returncode:
-        sys.exit(done.stderr)
-    r = json.loads(done.stdout.strip().splitlines()[-1])
+    r = _one_worker(AGAINST_CHILD, samples, other.resolve(), work, groups, passes)
     print(f"one worker, this code against {other}, alternating group by group ({r['pairs']} pairs, {r['rows']:,} rows, CPU time): "
           f"{r['this'] * 1e6:.3f} against {r['other'] * 1e6:.3f} us per row = {r['ratio']:.3f}x (median of the pairs {r['median']:.3f}x)")
 

@@ -383,10 +383,11 @@ def parse_answers(
     columns = [pl.col("_row"), *(pl.col(c).cast(t) for c, t in schema.items())]
     parts = []
     for (task,), part in narrow.partition_by("_task", as_dict=True, maintain_order=True).items():
+        stages = _parser(str(task))
         if task == TaskType.MULTIPLE_CHOICE.value:
-            parts.append(_match_option_text(_apply(part, _parser(task)), "_answer", "_options").select(columns))
+            parts.append(_match_option_text(_apply(part, stages), "_answer", "_options").select(columns))
         else:
-            parts.append(_apply(part, _parser(str(task)), columns))
+            parts.append(_apply(part, stages, columns))
     if parts:
         parsed = pl.concat(parts, how="vertical")
         parsed = parsed.sort("_row") if len(parts) > 1 else parsed

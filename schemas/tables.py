@@ -10,12 +10,13 @@ may ignore is a minor change and keeps the version.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import tempfile
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -174,14 +175,39 @@ def to_table(rows: list[dict] | dict[str, list], table: str) -> pa.Table:
     return _check_nulls(pa.Table.from_pylist(rows, schema=schema), table)
 
 
+def _refuse_nulls(table: str, first_null: Callable[[str], int | None]) -> None:
+    """The contract's required columns hold no null: ``first_null(column)`` is the row of a
+    column's first null, or None."""
+    for f in schema_for(table):
+        row = None if f.nullable else first_null(f.name)
+        if row is not None:
+            raise SchemaError(f"{table}: column {f.name!r} is required but null in row {row}")
+
+
 def _check_nulls(data: pa.Table, table: str) -> pa.Table:
     """Arrow does not enforce non-nullable fields on construction; the contract does."""
-    for f in data.schema:
-        column = data.column(f.name)
-        if not f.nullable and column.null_count:
-            row = column.to_pylist().index(None)
-            raise SchemaError(f"{table}: column {f.name!r} is required but null in row {row}")
+    _refuse_nulls(table, lambda name: data.column(name).to_pylist().index(None) if data.column(name).null_count else None)
     return data
+
+
+@contextlib.contextmanager
+def _atomic(path: Path):
+    """A temporary path beside ``path`` to write; on success it is synced to disk and renamed to
+    ``path``, on failure removed: a reader sees either no file or the whole file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}-", dir=path.parent)
+    os.close(fd)
+    try:
+        yield tmp
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def with_string_views(schema: pa.Schema) -> pa.Schema:
@@ -205,20 +231,10 @@ def write_table(table: pa.Table, path: str | os.PathLike, name: str) -> Path:
     schema = schema_for(name)
     if not (table.schema.equals(schema, check_metadata=False) or table.schema.equals(with_string_views(schema), check_metadata=False)):
         table = table.select([f.name for f in schema]).cast(schema)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            options = {"compression": "zstd", "use_dictionary": _dictionary_columns(schema), "write_statistics": _statistics_columns(schema)}
-            with pq.ParquetWriter(handle, table.schema.remove_metadata(), store_schema=False, **options) as writer:
-                writer.write_table(table.replace_schema_metadata(None))
-                writer.add_key_value_metadata(_file_metadata(schema))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    options = {"compression": "zstd", "use_dictionary": _dictionary_columns(schema), "write_statistics": _statistics_columns(schema)}
+    with _atomic(path) as tmp, pq.ParquetWriter(tmp, table.schema.remove_metadata(), store_schema=False, **options) as writer:
+        writer.write_table(table.replace_schema_metadata(None))
+        writer.add_key_value_metadata(_file_metadata(schema))
     return path
 
 
@@ -241,24 +257,9 @@ def write_frame(frame: pl.DataFrame, path: str | os.PathLike, name: str) -> Path
     ``list`` as ``write_table``'s files give them. A null in a required column is refused."""
     path = Path(path)
     schema = schema_for(name)
-    for f in schema:
-        if not f.nullable and frame[f.name].has_nulls():
-            row = frame[f.name].is_null().arg_true()[0]
-            raise SchemaError(f"{name}: column {f.name!r} is required but null in row {row}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}-", dir=path.parent)
-    os.close(fd)
-    try:
+    _refuse_nulls(name, lambda column: frame[column].is_null().arg_true()[0] if frame[column].has_nulls() else None)
+    with _atomic(path) as tmp:
         frame.select(schema.names).write_parquet(tmp, arrow_schema=pa.schema([f.with_type(_large(f.type)) for f in schema]), metadata=_file_metadata(schema))
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 
