@@ -25,7 +25,7 @@ import polars as pl
 import pyarrow as pa
 
 from ..schemas.config import PipelineConfig
-from ..schemas.tables import SAMPLES_SCHEMA, SchemaError, schema_for, shard_paths, with_string_views, write_frame, write_table
+from ..schemas.tables import SchemaError, schema_for, shard_paths, with_string_views, write_frame, write_table
 from .report import finish_stats, load_plotting, partial_stats, write_report
 from .score import SCORING_COLUMNS, dropped_prompts, score_samples
 
@@ -67,10 +67,10 @@ def _arrow(frame: pl.DataFrame, table: str) -> pa.Table:
 
 
 def read_group(files: list[str]) -> pl.DataFrame:
-    """The columns scoring and the curated shards use (only those), of one group's shards."""
-    columns = [*SCORING_COLUMNS, *(c for c in schema_for("curated").names if c in SAMPLES_SCHEMA.names and c not in SCORING_COLUMNS)]
+    """The columns scoring reads (only those), of one group's shards: the outputs carry the samples'
+    key, not their content."""
     try:
-        return pl.read_parquet(files, columns=columns).rechunk()
+        return pl.read_parquet(files, columns=list(SCORING_COLUMNS)).rechunk()
     except (pl.exceptions.PolarsError, OSError) as exc:  # a footer that reads, pages that do not
         raise SchemaError(f"cannot read the samples shards {[Path(f).name for f in files]}: {exc}") from exc
 
@@ -80,7 +80,7 @@ def write_scored(scored: pl.DataFrame, path: Path) -> None:
 
 
 def write_curated(scored: pl.DataFrame, path: Path) -> int:
-    """Write the kept samples; returns their number."""
+    """Write the kept samples' keys and weights (curated v3); returns their number."""
     curated = scored.lazy().filter("kept").select(schema_for("curated").names).collect()  # lazy: filters only these columns
     write_frame(curated, path, "curated")
     return curated.height

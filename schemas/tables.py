@@ -123,13 +123,18 @@ SAMPLE_KEY = ("prompt_id", "teacher", "sample_index")
 _SAMPLE_FIELDS = {f.name: f for f in SAMPLES_SCHEMA}
 SCORED_VERSION = 2
 SCORED_SCHEMA = pa.schema([*(_SAMPLE_FIELDS[c] for c in (*SAMPLE_KEY, "task_type")), *SCORE_FIELDS])
-# curated (v2): the training set: the kept samples with what a student trains on (question, video,
-# frames the teacher saw, response) and their weights, summing to 1 per prompt; the rest of a
-# sample's columns and scores are a join away on the key. v1 carried every samples and score column.
-CURATED_VERSION = 2
+# curated (v3): the training set as an index into the samples: the kept samples' keys and their
+# weights, summing to 1 per prompt. What a student trains on (question, options, video, frames the
+# teacher saw, response) stays in the samples shards, read on the key by rmsd-train
+# (``train/data.py: curated_frame``), as the scored shards' other columns are: a run under other
+# settings writes a few bytes per kept sample instead of a copy of its text (real teachers' think
+# traces run to kilobytes). v2 carried those columns too (rmsd-train still reads v2 shards as they
+# are); v1 carried every samples and score column.
+CURATED_VERSION = 3
+CURATED_CONTENT = ("question", "options", "video", "frame_timestamps", "text")  # in the samples; in curated v2 shards too
 CURATED_SCHEMA = pa.schema(
     [
-        *(_SAMPLE_FIELDS[c] for c in (*SAMPLE_KEY, "task_type", "question", "options", "video", "frame_timestamps", "text")),
+        *(_SAMPLE_FIELDS[c] for c in (*SAMPLE_KEY, "task_type")),
         *(f for f in SCORE_FIELDS if f.name in ("quality", "weight", "is_best")),
     ]
 )

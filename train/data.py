@@ -16,6 +16,11 @@ unfiltered  every answered sample, uniform weight 1/n (ablation B)     rmsd-gen 
 single      one random answered teacher sample per prompt, no filtering  rmsd-gen samples
 gt          the ground truth, with the prompt's reasoning if it has one  a prompts file
 ==========  =========================================================  =====================
+
+rmsd-filter's curated shards (v3) index the kept samples by their key with their weights; the
+examples' content (question, options, video, frames, response) is read from the samples shards the
+run scored (its manifest's ``samples_dir``), shard group by shard group (``curated_parts``).
+Curated v2 shards carry that content and are read as they are.
 """
 
 from __future__ import annotations
@@ -27,8 +32,9 @@ from typing import Literal
 
 import datasets
 import polars as pl
+import pyarrow as pa
 
-from ..schemas.tables import SchemaError, check_file
+from ..schemas.tables import CURATED_CONTENT, SAMPLE_KEY, SAMPLES_SCHEMA, SchemaError, check_file, file_schema_version
 
 Mode = Literal["best", "weighted", "filtered", "unfiltered", "single", "gt"]
 MODES: tuple[str, ...] = ("best", "weighted", "filtered", "unfiltered", "single", "gt")
@@ -46,6 +52,68 @@ def _tables(folder: Path, table: str) -> list[Path]:
 
 def _curated_folder(data: Path) -> Path:
     return data / "curated" if (data / "curated").is_dir() else data
+
+
+def _filter_output(curated: Path) -> Path:
+    """The rmsd-filter output folder of a curated folder (the one with its manifest)."""
+    return curated.parent if curated.name == "curated" and not (curated / "_manifest.json").exists() else curated
+
+
+def _indexed_samples(curated: Path) -> tuple[Path, dict[str, list[Path]]]:
+    """The samples folder rmsd-filter scored to write ``curated``'s shards, and its shards by the
+    shard group they were scored in (curated ``part-<group>.parquet``). Refused if the samples are
+    gone or changed since (their manifest's hash is not the one rmsd-filter recorded)."""
+    from ..filter.run import shard_groups
+
+    manifest = _filter_output(curated) / "_manifest.json"
+    if not manifest.exists():
+        raise SchemaError(f"{curated}: curated shards index the samples rmsd-filter scored, and there is no rmsd-filter manifest ({manifest}) to find them")
+    info = json.loads(manifest.read_text())
+    samples = Path(info.get("samples_dir") or "")
+    if not info.get("samples_dir") or not samples.is_dir():
+        raise SchemaError(f"{curated}: the samples these curated shards index ({info.get('samples_dir')}) are not there")
+    recorded, current = info.get("input_manifest_sha256"), samples / "_manifest.json"
+    if recorded and (not current.exists() or hashlib.sha256(current.read_bytes()).hexdigest() != recorded):
+        raise SchemaError(f"{samples}: the samples changed since rmsd-filter scored them (their manifest's hash differs); run rmsd-filter again")
+    return samples, {key: files for key, files in shard_groups(samples)}
+
+
+def _with_content(curated: pl.DataFrame, samples: list[Path], where: Path) -> pl.DataFrame:
+    """Curated rows with their samples' content (``CURATED_CONTENT``), joined on the sample key, in
+    the curated rows' order; every row must find its sample."""
+    content = pl.scan_parquet(samples).select(*SAMPLE_KEY, *CURATED_CONTENT)
+    joined = curated.lazy().join(content, on=list(SAMPLE_KEY), how="left", maintain_order="left").collect()
+    missing = joined.filter(pl.col("question").is_null())
+    if joined.height != curated.height or missing.height:
+        example = missing.row(0, named=True) if missing.height else {}
+        raise SchemaError(
+            f"{where}: {missing.height or joined.height - curated.height} curated samples do not match exactly one sample in "
+            f"{samples[0].parent} (e.g. {', '.join(f'{k}={example.get(k)!r}' for k in SAMPLE_KEY)}); run rmsd-filter again"
+        )
+    return joined
+
+
+def curated_parts(data: Path) -> list[Path]:
+    """The curated shards of an rmsd-filter output (or of its ``curated`` folder)."""
+    return _tables(_curated_folder(Path(data)), "curated")
+
+
+def read_curated(path: Path, samples_index: tuple[Path, dict[str, list[Path]]] | None = None) -> pl.DataFrame:
+    """One curated shard with its samples' content: the samples of its shard group (all of them
+    for a shard of another name) joined on the key (v3), or as it is (v2)."""
+    frame = pl.read_parquet(path)
+    if file_schema_version(path)[1] < 3:  # v2 carries the content
+        return frame
+    samples, groups = samples_index or _indexed_samples(path.parent)
+    key = path.stem.removeprefix("part-")
+    return _with_content(frame, groups.get(key) or [f for files in groups.values() for f in files], path)
+
+
+def curated_frame(data: Path) -> pl.DataFrame:
+    """Every kept sample of an rmsd-filter output with its content and weights (``read_curated``)."""
+    parts = curated_parts(data)
+    index = _indexed_samples(parts[0].parent) if any(file_schema_version(p)[1] >= 3 for p in parts) else None
+    return pl.concat([read_curated(p, index) for p in parts], how="diagonal_relaxed")
 
 
 def _samples_folder(data: Path) -> Path:
@@ -93,12 +161,12 @@ def example_frame(mode: str, data: Path, seed: int = 0, split: str | None = "tra
     """The examples of ``mode`` as a Polars frame (columns EXAMPLE_COLUMNS)."""
     data = Path(data)
     if mode in ("best", "weighted"):
-        frame = pl.read_parquet(_tables(_curated_folder(data), "curated"))
+        frame = curated_frame(data)
         if mode == "best":
             frame = frame.filter(pl.col("is_best")).with_columns(weight=pl.lit(1.0))
         frame = frame.rename({"text": "response"})
     elif mode == "filtered":
-        frame = pl.read_parquet(_tables(_curated_folder(data), "curated")).rename({"text": "response"})
+        frame = curated_frame(data).rename({"text": "response"})
         frame = frame.with_columns(weight=1.0 / pl.len().over("prompt_id"))
     elif mode == "unfiltered":
         frame = pl.read_parquet(_tables(_samples_folder(data), "samples")).filter(pl.col("error").is_null() & pl.col("text").is_not_null())
@@ -131,14 +199,29 @@ def example_frame(mode: str, data: Path, seed: int = 0, split: str | None = "tra
 
 def sft_dataset(mode: str, data: Path, seed: int = 0, split: str | None = "train", streaming: bool = False):
     """A Hugging Face dataset of the examples; ``streaming`` reads curated shards lazily (best,
-    weighted) for corpora larger than memory."""
+    weighted), one at a time with its samples, for corpora larger than memory."""
     if streaming and mode in ("best", "weighted"):
-        files = [str(p) for p in _tables(_curated_folder(Path(data)), "curated")]
-        stream = datasets.load_dataset("parquet", data_files=files, split="train", streaming=True)
-        if mode == "best":
-            stream = stream.filter(lambda row: row["is_best"]).map(lambda row: {"weight": 1.0})
-        return stream.rename_column("text", "response").select_columns(EXAMPLE_COLUMNS)
+        parts = [str(p) for p in curated_parts(Path(data))]
+        return datasets.IterableDataset.from_generator(_stream_examples, features=_example_features(), gen_kwargs={"parts": parts, "best": mode == "best"})
     return datasets.Dataset.from_polars(example_frame(mode, data, seed, split))
 
 
-__all__ = ["EXAMPLE_COLUMNS", "MODES", "example_frame", "sft_dataset", "video_base"]
+def _example_features() -> datasets.Features:
+    """The examples' types: the samples schema's, and a float weight (a stream is not typed from
+    its first rows, where options may all be null)."""
+    fields = {f.name: f for f in SAMPLES_SCHEMA}
+    columns = [fields["text"].with_name("response") if c == "response" else fields[c] for c in EXAMPLE_COLUMNS if c != "weight"]
+    return datasets.Features.from_arrow_schema(pa.schema([*columns, pa.field("weight", pa.float64())]))
+
+
+def _stream_examples(parts: list[str], best: bool):
+    """The examples of curated shards ``parts``, shard by shard (datasets splits ``parts`` among
+    its workers)."""
+    for part in parts:
+        frame = read_curated(Path(part)).rename({"text": "response"})
+        if best:
+            frame = frame.filter(pl.col("is_best")).with_columns(weight=pl.lit(1.0))
+        yield from frame.select(EXAMPLE_COLUMNS).iter_rows(named=True)
+
+
+__all__ = ["EXAMPLE_COLUMNS", "MODES", "curated_frame", "curated_parts", "example_frame", "read_curated", "sft_dataset", "video_base"]

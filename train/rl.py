@@ -42,7 +42,7 @@ from ..gen.backends.hf import HFBackend
 from ..gen.frames import processor_video_kwargs
 from ..schemas.tables import SchemaError
 from .collate import FrameCache, VideoSFTCollator, prompt_messages
-from .data import _curated_folder, _samples_folder, _tables
+from .data import _samples_folder, _tables, curated_frame
 from .discriminator import Discriminator, DiscriminatorReward, DiscriminatorTrainer, TeacherPool
 from .rewards import PAPER_WEIGHTS, ContentReward, outer_format_reward, task_format_reward
 from .sft import last_checkpoint, trainer_arguments
@@ -63,8 +63,7 @@ def rl_frame(data: Path, split: str | None = "train") -> pl.DataFrame:
 
 def teacher_pool(data: Path) -> TeacherPool:
     """The curated teacher responses and their p_k: what the discriminator learns to prefer."""
-    curated = _curated_folder(Path(data))
-    return TeacherPool.from_curated(pl.read_parquet(_tables(curated, "curated"), columns=["prompt_id", "text", "weight", "quality"]))
+    return TeacherPool.from_curated(curated_frame(Path(data)).select("prompt_id", "text", "weight", "quality"))
 
 
 class VideoGRPOTrainer(GRPOTrainer):

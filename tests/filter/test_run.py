@@ -12,6 +12,7 @@ import pytest
 from rmsd.filter.run import run_filter
 from rmsd.schemas.config import load_pipeline
 from rmsd.schemas.tables import SchemaError, read_table
+from rmsd.train.data import curated_frame
 from tests.conftest import BIN, write_pipelines
 from tests.filter.helpers import COLOURS, sample_rows, write_shards
 
@@ -60,12 +61,15 @@ def test_outputs_and_curated_weights(pipeline, samples_dir, tmp_path):
     curated = pl.concat([pl.from_arrow(read_table(p, "curated")) for p in sorted((out / "curated").glob("*.parquet"))])
     assert scored.height == summary.samples == 2 * 3 * 2 * 2 * 4
     assert curated.height == summary.kept == scored["kept"].sum()
-    # scored: every sample once, on the samples' key; curated: the kept ones, with the sample's text
+    # scored: every sample once, on the samples' key; curated: the kept ones' keys and weights,
+    # which rmsd-train joins with the samples' content
     samples = pl.read_parquet(samples_dir / "*.parquet")
     key = ["prompt_id", "teacher", "sample_index"]
     assert scored.select(key).sort(key).equals(samples.select(key).sort(key))
-    kept = scored.filter("kept").join(samples, on=key).select(*key, "text", "weight").sort(key)
-    assert curated.select(*key, "text", "weight").sort(key).equals(kept)
+    assert curated.columns == [*key, "task_type", "quality", "weight", "is_best"]
+    assert curated.sort(key).equals(scored.filter("kept").select(curated.columns).sort(key))
+    kept = scored.filter("kept").join(samples, on=key).select(*key, "question", "video", "text", "weight").sort(key)
+    assert curated_frame(out).select(*key, "question", "video", "text", "weight").sort(key).equals(kept)
     sums = curated.group_by("prompt_id").agg(pl.col("weight").sum(), pl.col("is_best").sum())
     assert sums["weight"].to_list() == pytest.approx([1.0] * sums.height) and set(sums["is_best"]) == {1}
     assert read_table(out / "dropped_prompts.parquet", "dropped").num_rows == 0

@@ -80,43 +80,44 @@ def test_repeating_columns_are_dictionary_encoded_lists_included(tmp_path):
     assert "RLE_DICTIONARY" not in encodings["prompt_id"]  # unique per row: plain
 
 
-def test_scored_and_curated_v2_are_keyed_on_the_sample():
+def test_scored_and_curated_are_keyed_on_the_sample():
     key = ["prompt_id", "teacher", "sample_index"]
     scored, curated = schema_for("scored"), schema_for("curated")
     assert scored.names[:3] == key and "text" not in scored.names and {"quality", "kept", "weight", "is_best"} <= set(scored.names)
-    assert curated.names[:3] == key and {"question", "options", "video", "frame_timestamps", "text", "weight", "is_best"} <= set(curated.names)
-    assert json.loads(scored.metadata[METADATA_KEY])["version"] == json.loads(curated.metadata[METADATA_KEY])["version"] == 2
+    # curated v3: the kept samples' keys and weights; their content stays in the samples shards
+    assert curated.names == [*key, "task_type", "quality", "weight", "is_best"]
+    assert json.loads(scored.metadata[METADATA_KEY])["version"] == 2 and json.loads(curated.metadata[METADATA_KEY])["version"] == 3
 
 
-def _curated_rows(n: int) -> pl.DataFrame:
+def _prompt_rows(n: int) -> pl.DataFrame:
+    """Prompts: required and optional strings, and a list of strings that is null in some rows."""
     return pl.DataFrame({
-        "prompt_id": [f"p{i}" for i in range(n)], "teacher": ["t"] * n, "sample_index": [0] * n, "task_type": ["multiple_choice"] * n,
-        "question": ["What colour?"] * n, "options": [["red", "green"] if i % 2 else None for i in range(n)], "video": ["videos/a.mp4"] * n,
-        "frame_timestamps": [[0.5, 1.5]] * n, "text": [f"<answer>{i}</answer>" for i in range(n)],
-        "quality": [1.0] * n, "weight": [1.0] * n, "is_best": [True] * n,
-    }, schema_overrides={"sample_index": pl.Int32})
+        "prompt_id": [f"p{i}" for i in range(n)], "video": ["videos/a.mp4"] * n, "question": ["What colour?"] * n,
+        "options": [["red", "green"] if i % 2 else None for i in range(n)], "answer": [f"{i}" for i in range(n)],
+        "task_type": ["multiple_choice"] * n, "dataset": [None] * n, "split": ["train"] * n, "meta": [None] * n,
+    }, schema_overrides={c: pl.String for c in ("dataset", "meta")})
 
 
 def test_a_frame_written_by_polars_is_the_contracts_table(tmp_path):
-    frame = _curated_rows(5)
-    polars_file = write_frame(frame, tmp_path / "polars.parquet", "curated")
-    arrow_file = write_table(frame.to_arrow(), tmp_path / "arrow.parquet", "curated")
+    frame = _prompt_rows(5)
+    polars_file = write_frame(frame, tmp_path / "polars.parquet", "prompts")
+    arrow_file = write_table(frame.to_arrow(), tmp_path / "arrow.parquet", "prompts")
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp")]
     # Arrow readers get the contract's types, field descriptions and table metadata from either writer
     schema = pq.read_schema(polars_file)
     assert schema.equals(pq.read_schema(arrow_file), check_metadata=True)
-    assert [f.type for f in schema] == [f.type for f in schema_for("curated")]
-    assert schema.field("text").metadata == schema_for("curated").field("text").metadata
-    assert read_table(polars_file, "curated").equals(read_table(arrow_file, "curated"))
+    assert [f.type for f in schema] == [f.type for f in schema_for("prompts")]
+    assert schema.field("question").metadata == schema_for("prompts").field("question").metadata
+    assert read_table(polars_file, "prompts").equals(read_table(arrow_file, "prompts"))
     columns = lambda path: [(c.path, c.physical_type, str(c.logical_type), c.max_definition_level, c.max_repetition_level) for c in pq.ParquetFile(path).schema]  # noqa: E731
     assert columns(polars_file) == columns(arrow_file)  # the same Parquet columns, required and optional alike
-    assert write_frame(frame.head(0), tmp_path / "empty.parquet", "curated") and pl.read_parquet(tmp_path / "empty.parquet").height == 0
+    assert write_frame(frame.head(0), tmp_path / "empty.parquet", "prompts") and pl.read_parquet(tmp_path / "empty.parquet").height == 0
 
 
 def test_a_frame_with_a_null_in_a_required_column_is_refused(tmp_path):
-    frame = _curated_rows(3).with_columns(video=pl.Series(["v", None, "v"]))
+    frame = _prompt_rows(3).with_columns(video=pl.Series(["v", None, "v"]))
     with pytest.raises(SchemaError, match="column .video. is required but null in row 1"):
-        write_frame(frame, tmp_path / "c.parquet", "curated")
+        write_frame(frame, tmp_path / "c.parquet", "prompts")
     assert not list(tmp_path.iterdir())
 
 

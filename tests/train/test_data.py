@@ -1,14 +1,18 @@
 """Which examples each SFT mode trains on."""
 
 import json
+import shutil
 
 import polars as pl
+import pyarrow as pa
+import pyarrow.compute  # noqa: F401
+import pyarrow.parquet as pq
 import pytest
 
 from rmsd.filter.run import run_filter
 from rmsd.schemas.config import FilterConfig, ModelConfig, PipelineConfig, TeacherConfig
-from rmsd.schemas.tables import SchemaError
-from rmsd.train.data import example_frame, video_base
+from rmsd.schemas.tables import METADATA_KEY, SchemaError
+from rmsd.train.data import curated_frame, example_frame, sft_dataset, video_base
 from tests.filter.helpers import COLOURS, sample_rows, write_shards
 
 
@@ -77,6 +81,53 @@ def test_filter_output_leads_to_its_samples_and_says_when_they_moved(filtered, t
     (moved / "_manifest.json").write_text(json.dumps({k: v for k, v in manifest.items() if k != "samples_dir"}))
     with pytest.raises(SchemaError, match="are not there; pass that samples folder"):  # not the working directory
         example_frame("single", moved)
+
+
+def test_curated_shards_index_their_samples_whole_or_streamed(filtered):
+    # curated v3 holds keys and weights; the examples' content comes from the samples, on the key
+    key, content = ["prompt_id", "teacher", "sample_index"], ["question", "options", "video", "frame_timestamps", "text"]
+    curated = curated_frame(filtered / "filtered")
+    samples = pl.read_parquet(filtered / "samples" / "*.parquet")
+    assert curated.select(*key, *content).equals(curated.select(key).join(samples.select(*key, *content), on=key, maintain_order="left"))
+    weighted = example_frame("weighted", filtered / "filtered")
+    assert weighted["response"].sort().equals(curated["text"].sort().alias("response"))
+    assert example_frame("weighted", filtered / "filtered" / "curated").equals(weighted)  # the curated folder itself
+    for mode in ("weighted", "best"):
+        stream = list(sft_dataset(mode, filtered / "filtered", streaming=True))
+        whole = example_frame(mode, filtered / "filtered")
+        assert pl.DataFrame(stream, schema=whole.schema).sort("prompt_id", "response").equals(whole.sort("prompt_id", "response"))
+
+
+def test_curated_shards_refuse_samples_gone_changed_or_missing_a_key(filtered, tmp_path):
+    out = tmp_path / "filtered"
+    shutil.copytree(filtered / "filtered", out)
+    samples = shutil.copytree(filtered / "samples", tmp_path / "samples")
+    manifest = json.loads((out / "_manifest.json").read_text())
+    (out / "_manifest.json").write_text(json.dumps({**manifest, "samples_dir": str(tmp_path / "gone")}))
+    with pytest.raises(SchemaError, match="are not there"):
+        example_frame("weighted", out)
+    (out / "_manifest.json").write_text(json.dumps({**manifest, "samples_dir": str(samples)}))
+    assert example_frame("weighted", out).equals(example_frame("weighted", filtered / "filtered"))
+    (samples / "_manifest.json").write_text(json.dumps({"prompts_path": "elsewhere"}))
+    with pytest.raises(SchemaError, match="changed since rmsd-filter scored them"):
+        example_frame("best", out)
+    (out / "_manifest.json").write_text(json.dumps({**manifest, "samples_dir": str(samples), "input_manifest_sha256": None}))
+    shard = next((samples).glob("samples-*.parquet"))
+    table = pq.read_table(shard)
+    pq.write_table(table.filter(pa.compute.not_equal(table["prompt_id"], "p1")), shard)  # p1's samples gone
+    with pytest.raises(SchemaError, match="curated samples do not match exactly one sample"):
+        example_frame("weighted", out)
+
+
+def test_curated_v2_shards_carry_their_content_and_are_read_as_they_are(filtered, tmp_path):
+    whole = example_frame("weighted", filtered / "filtered")
+    v2 = curated_frame(filtered / "filtered")
+    schema = pa.schema([(c, pa.list_(pa.string()) if c == "options" else pa.list_(pa.float64()) if c == "frame_timestamps" else v2.to_arrow().schema.field(c).type)
+                        for c in v2.columns], metadata={METADATA_KEY: json.dumps({"table": "curated", "version": 2}).encode()})
+    folder = tmp_path / "curated"  # no rmsd-filter manifest, no samples: a v2 shard needs neither
+    folder.mkdir()
+    pq.write_table(v2.to_arrow().cast(schema), folder / "part-000000.parquet")
+    assert example_frame("weighted", folder).equals(whole)
 
 
 def test_gt_uses_reasoning_and_answer_of_the_train_split(bench_dir):
