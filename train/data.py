@@ -19,7 +19,7 @@ gt          the ground truth, with the prompt's reasoning if it has one  a promp
 
 rmsd-filter's curated shards (v3) index the kept samples by their key with their weights; the
 examples' content (question, options, video, frames, response) is read from the samples shards the
-run scored (its manifest's ``samples_dir``), shard group by shard group (``curated_parts``).
+run scored (its manifest's ``samples_dir``), shard group by shard group (``curated_sources``).
 Curated v2 shards carry that content and are read as they are.
 """
 
@@ -59,8 +59,8 @@ def _filter_output(curated: Path) -> Path:
     return curated.parent if curated.name == "curated" and not (curated / "_manifest.json").exists() else curated
 
 
-def _indexed_samples(curated: Path) -> tuple[Path, dict[str, list[Path]]]:
-    """The samples folder rmsd-filter scored to write ``curated``'s shards, and its shards by the
+def _indexed_samples(curated: Path) -> dict[str, list[Path]]:
+    """The shards of the samples folder rmsd-filter scored to write ``curated``'s shards, by the
     shard group they were scored in (curated ``part-<group>.parquet``). Refused if the samples are
     gone or changed since (their manifest's hash is not the one rmsd-filter recorded)."""
     from ..filter.run import shard_groups
@@ -75,7 +75,7 @@ def _indexed_samples(curated: Path) -> tuple[Path, dict[str, list[Path]]]:
     recorded, current = info.get("input_manifest_sha256"), samples / "_manifest.json"
     if recorded and (not current.exists() or hashlib.sha256(current.read_bytes()).hexdigest() != recorded):
         raise SchemaError(f"{samples}: the samples changed since rmsd-filter scored them (their manifest's hash differs); run rmsd-filter again")
-    return samples, {key: files for key, files in shard_groups(samples)}
+    return dict(shard_groups(samples))
 
 
 def _with_content(curated: pl.DataFrame, samples: list[Path], where: Path) -> pl.DataFrame:
@@ -98,22 +98,29 @@ def curated_parts(data: Path) -> list[Path]:
     return _tables(_curated_folder(Path(data)), "curated")
 
 
-def read_curated(path: Path, samples_index: tuple[Path, dict[str, list[Path]]] | None = None) -> pl.DataFrame:
-    """One curated shard with its samples' content: the samples of its shard group (all of them
-    for a shard of another name) joined on the key (v3), or as it is (v2)."""
+def curated_sources(parts: list[Path]) -> list[list[Path] | None]:
+    """For each curated shard, the samples shards that hold its samples' content: those of its
+    shard group (``part-<group>``; all of them for a shard of another name), or None for a v2 shard,
+    which carries it. The samples folder is checked once, here."""
+    v3 = [file_schema_version(p)[1] >= 3 for p in parts]
+    if not any(v3):
+        return [None] * len(parts)
+    groups = _indexed_samples(parts[0].parent)
+    every = [f for files in groups.values() for f in files]
+    return [(groups.get(p.stem.removeprefix("part-")) or every) if new else None for p, new in zip(parts, v3)]
+
+
+def read_curated(path: Path, samples: list[Path] | None) -> pl.DataFrame:
+    """One curated shard with its samples' content (``curated_sources``): joined on the key from
+    ``samples``, or as it is where ``samples`` is None (v2)."""
     frame = pl.read_parquet(path)
-    if file_schema_version(path)[1] < 3:  # v2 carries the content
-        return frame
-    samples, groups = samples_index or _indexed_samples(path.parent)
-    key = path.stem.removeprefix("part-")
-    return _with_content(frame, groups.get(key) or [f for files in groups.values() for f in files], path)
+    return frame if samples is None else _with_content(frame, samples, path)
 
 
 def curated_frame(data: Path) -> pl.DataFrame:
-    """Every kept sample of an rmsd-filter output with its content and weights (``read_curated``)."""
+    """Every kept sample of an rmsd-filter output with its content and weights."""
     parts = curated_parts(data)
-    index = _indexed_samples(parts[0].parent) if any(file_schema_version(p)[1] >= 3 for p in parts) else None
-    return pl.concat([read_curated(p, index) for p in parts], how="diagonal_relaxed")
+    return pl.concat([read_curated(p, s) for p, s in zip(parts, curated_sources(parts))], how="diagonal_relaxed")
 
 
 def _samples_folder(data: Path) -> Path:
@@ -201,8 +208,10 @@ def sft_dataset(mode: str, data: Path, seed: int = 0, split: str | None = "train
     """A Hugging Face dataset of the examples; ``streaming`` reads curated shards lazily (best,
     weighted), one at a time with its samples, for corpora larger than memory."""
     if streaming and mode in ("best", "weighted"):
-        parts = [str(p) for p in curated_parts(Path(data))]
-        return datasets.IterableDataset.from_generator(_stream_examples, features=_example_features(), gen_kwargs={"parts": parts, "best": mode == "best"})
+        parts = curated_parts(Path(data))
+        sources = [None if s is None else [str(f) for f in s] for s in curated_sources(parts)]
+        kwargs = {"parts": [str(p) for p in parts], "sources": sources, "best": mode == "best"}
+        return datasets.IterableDataset.from_generator(_stream_examples, features=_example_features(), gen_kwargs=kwargs)
     return datasets.Dataset.from_polars(example_frame(mode, data, seed, split))
 
 
@@ -214,14 +223,14 @@ def _example_features() -> datasets.Features:
     return datasets.Features.from_arrow_schema(pa.schema([*columns, pa.field("weight", pa.float64())]))
 
 
-def _stream_examples(parts: list[str], best: bool):
-    """The examples of curated shards ``parts``, shard by shard (datasets splits ``parts`` among
-    its workers)."""
-    for part in parts:
-        frame = read_curated(Path(part)).rename({"text": "response"})
+def _stream_examples(parts: list[str], sources: list[list[str] | None], best: bool):
+    """The examples of curated shards ``parts``, shard by shard, with their samples from
+    ``sources`` (datasets splits both lists alike among its workers)."""
+    for part, samples in zip(parts, sources):
+        frame = read_curated(Path(part), None if samples is None else [Path(f) for f in samples]).rename({"text": "response"})
         if best:
             frame = frame.filter(pl.col("is_best")).with_columns(weight=pl.lit(1.0))
         yield from frame.select(EXAMPLE_COLUMNS).iter_rows(named=True)
 
 
-__all__ = ["EXAMPLE_COLUMNS", "MODES", "curated_frame", "curated_parts", "example_frame", "read_curated", "sft_dataset", "video_base"]
+__all__ = ["EXAMPLE_COLUMNS", "MODES", "curated_frame", "curated_parts", "curated_sources", "example_frame", "read_curated", "sft_dataset", "video_base"]
