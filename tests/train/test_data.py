@@ -11,7 +11,7 @@ import pytest
 
 from rmsd.filter.run import run_filter
 from rmsd.schemas.config import FilterConfig, ModelConfig, PipelineConfig, TeacherConfig
-from rmsd.schemas.tables import METADATA_KEY, SchemaError
+from rmsd.schemas.tables import CURATED_CONTENT, METADATA_KEY, SAMPLE_KEY, SAMPLES_SCHEMA, SCORE_FIELDS, SchemaError
 from rmsd.train.data import curated_frame, example_frame, sft_dataset, video_base
 from tests.filter.helpers import COLOURS, sample_rows, write_shards
 
@@ -121,12 +121,13 @@ def test_curated_shards_refuse_samples_gone_changed_or_missing_a_key(filtered, t
 
 def test_curated_v2_shards_carry_their_content_and_are_read_as_they_are(filtered, tmp_path):
     whole = example_frame("weighted", filtered / "filtered")
-    v2 = curated_frame(filtered / "filtered")
-    schema = pa.schema([(c, pa.list_(pa.string()) if c == "options" else pa.list_(pa.float64()) if c == "frame_timestamps" else v2.to_arrow().schema.field(c).type)
-                        for c in v2.columns], metadata={METADATA_KEY: json.dumps({"table": "curated", "version": 2}).encode()})
+    # curated v2: the key, task type, the samples' content and the weights, in one shard
+    fields = {f.name: f for f in [*SAMPLES_SCHEMA, *SCORE_FIELDS]}
+    names = [*SAMPLE_KEY, "task_type", *CURATED_CONTENT, "quality", "weight", "is_best"]
+    schema = pa.schema([fields[c] for c in names], metadata={METADATA_KEY: json.dumps({"table": "curated", "version": 2}).encode()})
     folder = tmp_path / "curated"  # no rmsd-filter manifest, no samples: a v2 shard needs neither
     folder.mkdir()
-    pq.write_table(v2.to_arrow().cast(schema), folder / "part-000000.parquet")
+    pq.write_table(curated_frame(filtered / "filtered").select(names).to_arrow().cast(schema), folder / "part-000000.parquet")
     assert example_frame("weighted", folder).equals(whole)
 
 
