@@ -256,8 +256,9 @@ def write_frame(frame: pl.DataFrame, path: str | os.PathLike, name: str) -> Path
     """Write a Polars frame as table ``name`` with Polars' own Parquet writer, atomically like
     ``write_table``: no conversion to Arrow (Polars' string views would be copied into Arrow
     strings), and Polars encodes text and list columns faster (curated v2 shards: 0.43 against
-    0.55 us per row; curated v3 shards, key and weights: 0.147 against 0.169, docs/benchmarks.md). The file is the contract's all the same: the same Parquet
-    columns (required where the contract says so), and the contract's Arrow schema, with its
+    0.55 us per row; curated v3 shards, key and weights: 0.147 against 0.169,
+    docs/benchmarks.md). The file is the contract's all the same: the same Parquet columns
+    (required where the contract says so), and the contract's Arrow schema, with its
     field descriptions, stored as ``ARROW:schema`` so that Arrow readers get ``string`` and
     ``list`` as ``write_table``'s files give them. A null in a required column is refused."""
     path = Path(path)

@@ -63,7 +63,7 @@ def _indexed_samples(curated: Path) -> dict[str, list[Path]]:
     """The shards of the samples folder rmsd-filter scored to write ``curated``'s shards, by the
     shard group they were scored in (curated ``part-<group>.parquet``). Refused if the samples are
     gone or changed since (their manifest's hash is not the one rmsd-filter recorded)."""
-    from ..filter.run import shard_groups
+    from ..filter.run import _input_manifest_hash, shard_groups
 
     manifest = _filter_output(curated) / "_manifest.json"
     if not manifest.exists():
@@ -72,8 +72,8 @@ def _indexed_samples(curated: Path) -> dict[str, list[Path]]:
     samples = Path(info.get("samples_dir") or "")
     if not info.get("samples_dir") or not samples.is_dir():
         raise SchemaError(f"{curated}: the samples these curated shards index ({info.get('samples_dir')}) are not there")
-    recorded, current = info.get("input_manifest_sha256"), samples / "_manifest.json"
-    if recorded and (not current.exists() or hashlib.sha256(current.read_bytes()).hexdigest() != recorded):
+    recorded = info.get("input_manifest_sha256")
+    if recorded and _input_manifest_hash(samples) != recorded:  # the hash rmsd-filter recorded, computed the same way
         raise SchemaError(f"{samples}: the samples changed since rmsd-filter scored them (their manifest's hash differs); run rmsd-filter again")
     return dict(shard_groups(samples))
 
