@@ -84,7 +84,8 @@ def _agreement(over: str) -> pl.Expr:
 def score_samples(samples: pl.DataFrame, cfg: FilterConfig, keys: bool = False) -> pl.DataFrame:
     """The input's samples columns and the scores (``SCORE_FIELDS``), in the input's order. Scoring
     reads ``SCORING_COLUMNS``; the other samples columns are passed through where present. ``keys``
-    adds the integer group keys ``_prompt`` and ``_prompt_teacher`` (for the report's sums)."""
+    adds the integer group keys ``_prompt`` and ``_prompt_teacher`` (for the report's sums) and
+    ``_prompt_kept``, the prompt's number of kept samples (for ``dropped_prompts``)."""
     frame = _parse(samples)
     frame = frame.with_columns(
         label_source=pl.when(CLOSED & pl.col("gt_normalised").is_not_null()).then(pl.lit("ground_truth")),
@@ -108,17 +109,24 @@ def score_samples(samples: pl.DataFrame, cfg: FilterConfig, keys: bool = False) 
 
         open_kept = pl.col("kept") & ~ranked & (pl.col("task_type") == "open_ended")
         frame = frame.with_columns(_raw=pl.when(open_kept).then(agreement_weights(frame)).otherwise(pl.col("_raw")))
-    # a prompt whose kept samples all have q = 0 (only possible with tau = 0) weighs them uniformly
-    frame = frame.with_columns(_raw=pl.when(pl.col("kept") & (pl.col("_raw").sum().over("_prompt") == 0)).then(1.0).otherwise(pl.col("_raw")))
-    total = pl.col("_raw").sum().over("_prompt")
+    # one grouping by prompt for the weights' total, the count of kept samples and T_best's top
+    # quality (a window per context groups the rows again)
     frame = frame.with_columns(
-        weight=pl.when(total > 0).then(pl.col("_raw") / total).otherwise(0.0),
-        _top=pl.col("kept") & (pl.col("quality") == pl.when("kept").then(pl.col("quality")).max().over("_prompt")),
+        _total=pl.col("_raw").sum().over("_prompt"),
+        _prompt_kept=pl.col("kept").sum().over("_prompt"),
+        _top_quality=pl.when("kept").then(pl.col("quality")).max().over("_prompt"),
+    )
+    frame = frame.with_columns(
+        # a prompt whose kept samples all have q = 0 (only possible with tau = 0) weighs them uniformly
+        weight=pl.when(pl.col("_total") > 0).then(pl.col("_raw") / pl.col("_total"))
+        .when(pl.col("kept") & (pl.col("_total") == 0)).then(1.0 / pl.col("_prompt_kept"))
+        .otherwise(0.0),
+        _top=pl.col("kept") & (pl.col("quality") == pl.col("_top_quality")),
     )
     # T_best: the highest-quality kept sample; ties broken by a hash of the sample's seed
     tie_break = (pl.col("seed").cast(pl.UInt64) * 2654435761 + cfg.seed) % 4294967296
-    frame = frame.with_columns(_tie=pl.when("_top").then(tie_break))
-    frame = frame.with_columns(is_best=pl.col("_top") & (pl.col("_tie") == pl.col("_tie").min().over("_prompt")))
+    tie = pl.when("_top").then(tie_break)
+    frame = frame.with_columns(is_best=pl.col("_top") & (tie == tie.min().over("_prompt")))
     return frame.select(
         *(f.name for f in SAMPLES_SCHEMA if f.name in samples.columns),
         pl.col("normalised").alias("extracted"),
@@ -133,14 +141,16 @@ def score_samples(samples: pl.DataFrame, cfg: FilterConfig, keys: bool = False) 
         "kept",
         "weight",
         pl.col("is_best").fill_null(False),
-        *(("_prompt", "_prompt_teacher") if keys else ()),
+        *(("_prompt", "_prompt_teacher", "_prompt_kept") if keys else ()),
     )
 
 
 def dropped_prompts(scored: pl.DataFrame) -> pl.DataFrame:
-    """Prompts without any kept sample, each with the reason. Grouped on the scoring's integer key
-    ``_prompt`` where present; a prompt's strings are gathered from its first row, for the few
-    prompts dropped only."""
+    """Prompts without any kept sample, each with the reason. With the scoring's keys
+    (``score_samples(..., keys=True)``), only the rows of those prompts are grouped, on the integer
+    key ``_prompt``, and a prompt's strings are gathered from its first row."""
+    if "_prompt_kept" in scored.columns:  # the rows of the prompts without a kept sample: few
+        scored = scored[scored.select((pl.col("_prompt_kept") == 0).arg_true()).to_series()]
     key = "_prompt" if "_prompt" in scored.columns else "prompt_id"
     per_prompt = scored.with_row_index("_row").group_by(key, maintain_order=True).agg(
         pl.col("_row").first(),
