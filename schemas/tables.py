@@ -16,13 +16,10 @@ import os
 import tempfile
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-
-if TYPE_CHECKING:
-    import polars as pl
 
 METADATA_KEY = b"rmsd.schema"
 
@@ -240,32 +237,6 @@ def write_table(table: pa.Table, path: str | os.PathLike, name: str) -> Path:
     with _atomic(path) as tmp, pq.ParquetWriter(tmp, table.schema.remove_metadata(), store_schema=False, **options) as writer:
         writer.write_table(table.replace_schema_metadata(None))
         writer.add_key_value_metadata(_file_metadata(schema))
-    return path
-
-
-def _large(t: pa.DataType) -> pa.DataType:
-    """The type Polars converts ``t`` from (its strings and lists have 64-bit offsets)."""
-    if pa.types.is_string(t):
-        return pa.large_string()
-    if pa.types.is_list(t):
-        return pa.large_list(_large(t.value_type))
-    return t
-
-
-def write_frame(frame: pl.DataFrame, path: str | os.PathLike, name: str) -> Path:
-    """Write a Polars frame as table ``name`` with Polars' own Parquet writer, atomically like
-    ``write_table``: no conversion to Arrow (Polars' string views would be copied into Arrow
-    strings), and Polars encodes text and list columns faster (curated v2 shards: 0.43 against
-    0.55 us per row; curated v3 shards, key and weights: 0.147 against 0.169,
-    docs/benchmarks.md). The file is the contract's all the same: the same Parquet columns
-    (required where the contract says so), and the contract's Arrow schema, with its
-    field descriptions, stored as ``ARROW:schema`` so that Arrow readers get ``string`` and
-    ``list`` as ``write_table``'s files give them. A null in a required column is refused."""
-    path = Path(path)
-    schema = schema_for(name)
-    _refuse_nulls(name, lambda column: frame[column].is_null().arg_true()[0] if frame[column].has_nulls() else None)
-    with _atomic(path) as tmp:
-        frame.select(schema.names).write_parquet(tmp, arrow_schema=pa.schema([f.with_type(_large(f.type)) for f in schema]), metadata=_file_metadata(schema))
     return path
 
 

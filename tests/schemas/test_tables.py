@@ -1,6 +1,5 @@
 import json
 
-import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -14,7 +13,6 @@ from rmsd.schemas.tables import (
     schema_for,
     to_table,
     with_string_views,
-    write_frame,
     write_table,
 )
 
@@ -87,38 +85,6 @@ def test_scored_and_curated_are_keyed_on_the_sample():
     # curated v3: the kept samples' keys and weights; their content stays in the samples shards
     assert curated.names == [*key, "task_type", "quality", "weight", "is_best"]
     assert json.loads(scored.metadata[METADATA_KEY])["version"] == 2 and json.loads(curated.metadata[METADATA_KEY])["version"] == 3
-
-
-def _prompt_rows(n: int) -> pl.DataFrame:
-    """Prompts: required and optional strings, and a list of strings that is null in some rows."""
-    return pl.DataFrame({
-        "prompt_id": [f"p{i}" for i in range(n)], "video": ["videos/a.mp4"] * n, "question": ["What colour?"] * n,
-        "options": [["red", "green"] if i % 2 else None for i in range(n)], "answer": [f"{i}" for i in range(n)],
-        "task_type": ["multiple_choice"] * n, "dataset": [None] * n, "split": ["train"] * n, "meta": [None] * n,
-    }, schema_overrides={c: pl.String for c in ("dataset", "meta")})
-
-
-def test_a_frame_written_by_polars_is_the_contracts_table(tmp_path):
-    frame = _prompt_rows(5)
-    polars_file = write_frame(frame, tmp_path / "polars.parquet", "prompts")
-    arrow_file = write_table(frame.to_arrow(), tmp_path / "arrow.parquet", "prompts")
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp")]
-    # Arrow readers get the contract's types, field descriptions and table metadata from either writer
-    schema = pq.read_schema(polars_file)
-    assert schema.equals(pq.read_schema(arrow_file), check_metadata=True)
-    assert [f.type for f in schema] == [f.type for f in schema_for("prompts")]
-    assert schema.field("question").metadata == schema_for("prompts").field("question").metadata
-    assert read_table(polars_file, "prompts").equals(read_table(arrow_file, "prompts"))
-    columns = lambda path: [(c.path, c.physical_type, str(c.logical_type), c.max_definition_level, c.max_repetition_level) for c in pq.ParquetFile(path).schema]  # noqa: E731
-    assert columns(polars_file) == columns(arrow_file)  # the same Parquet columns, required and optional alike
-    assert write_frame(frame.head(0), tmp_path / "empty.parquet", "prompts") and pl.read_parquet(tmp_path / "empty.parquet").height == 0
-
-
-def test_a_frame_with_a_null_in_a_required_column_is_refused(tmp_path):
-    frame = _prompt_rows(3).with_columns(video=pl.Series(["v", None, "v"]))
-    with pytest.raises(SchemaError, match="column .video. is required but null in row 1"):
-        write_frame(frame, tmp_path / "c.parquet", "prompts")
-    assert not list(tmp_path.iterdir())
 
 
 def test_strings_handed_as_views_are_written_as_the_contracts_strings(tmp_path):
