@@ -143,7 +143,7 @@ def _single_answer_stages(text: pl.Expr) -> list[dict[str, pl.Expr]]:
             "outer_ok": pl.col("_single")
             & text.str.contains(r"^\s*" + THINK_OPEN)
             & text.str.contains(THINK_CLOSE + r"\s*" + ANSWER_OPEN)
-            & text.str.strip_chars_end().str.ends_with(ANSWER_CLOSE)
+            & text.str.contains(ANSWER_CLOSE + r"\s*\z")  # an end-anchored search: no stripped copy
             & ~text.str.contains(_twice(THINK_OPEN)),
         },
         {"answer_text": pl.when(pl.col("_raw").str.len_bytes() > 0).then(pl.col("_raw"))},
