@@ -16,7 +16,6 @@ import os
 import tempfile
 from enum import Enum
 from pathlib import Path
-from typing import Callable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -177,18 +176,12 @@ def to_table(rows: list[dict] | dict[str, list], table: str) -> pa.Table:
     return _check_nulls(pa.Table.from_pylist(rows, schema=schema), table)
 
 
-def _refuse_nulls(table: str, first_null: Callable[[str], int | None]) -> None:
-    """The contract's required columns hold no null: ``first_null(column)`` is the row of a
-    column's first null, or None."""
-    for f in schema_for(table):
-        row = None if f.nullable else first_null(f.name)
-        if row is not None:
-            raise SchemaError(f"{table}: column {f.name!r} is required but null in row {row}")
-
-
 def _check_nulls(data: pa.Table, table: str) -> pa.Table:
     """Arrow does not enforce non-nullable fields on construction; the contract does."""
-    _refuse_nulls(table, lambda name: data.column(name).to_pylist().index(None) if data.column(name).null_count else None)
+    for f in schema_for(table):
+        column = data.column(f.name)
+        if not f.nullable and column.null_count:
+            raise SchemaError(f"{table}: column {f.name!r} is required but null in row {column.to_pylist().index(None)}")
     return data
 
 
