@@ -69,9 +69,7 @@ def _indexed_samples(curated: Path) -> dict[str, list[Path]]:
     if not manifest.exists():
         raise SchemaError(f"{curated}: curated shards index the samples rmsd-filter scored, and there is no rmsd-filter manifest ({manifest}) to find them")
     info = json.loads(manifest.read_text())
-    samples = Path(info.get("samples_dir") or "")
-    if not info.get("samples_dir") or not samples.is_dir():
-        raise SchemaError(f"{curated}: the samples these curated shards index ({info.get('samples_dir')}) are not there")
+    samples = _recorded_samples(curated, info, "; curated shards read their samples' content from them")
     recorded = info.get("input_manifest_sha256")
     if recorded and _input_manifest_hash(samples) != recorded:  # the hash rmsd-filter recorded, computed the same way
         raise SchemaError(f"{samples}: the samples changed since rmsd-filter scored them (their manifest's hash differs); run rmsd-filter again")
@@ -128,11 +126,17 @@ def _samples_folder(data: Path) -> Path:
     scored from (its manifest's ``samples_dir``; scored shards hold scores, not the samples)."""
     manifest = data / "_manifest.json"
     if (data / "scored").is_dir() and manifest.exists():
-        samples = json.loads(manifest.read_text()).get("samples_dir")
-        if not samples or not Path(samples).is_dir():
-            raise SchemaError(f"{data}: the samples it was scored from ({samples}) are not there; pass that samples folder as --data")
-        return Path(samples)
+        return _recorded_samples(data, json.loads(manifest.read_text()), "; pass that samples folder as --data")
     return data
+
+
+def _recorded_samples(out: Path, info: dict, hint: str) -> Path:
+    """The samples folder an rmsd-filter output (``out``, its manifest ``info``) scored; refused,
+    with ``hint``, if it is not there."""
+    samples = info.get("samples_dir")
+    if not samples or not Path(samples).is_dir():
+        raise SchemaError(f"{out}: the samples it was scored from ({samples}) are not there{hint}")
+    return Path(samples)
 
 
 def video_base(mode: str, data: Path) -> Path:
