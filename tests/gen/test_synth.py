@@ -25,6 +25,11 @@ def test_same_seed_same_benchmark_whatever_the_workers(tmp_path, bench_dir):
     a = pl.read_parquet(bench_dir / "prompts.parquet")
     b = pl.read_parquet(tmp_path / "b" / "prompts.parquet")
     assert a.equals(b)
+    # the encoder runs on one thread: the same scene gives the same bytes, in this process (the
+    # fixture) or in a spawned worker; checked file by file, so that a failure says which video
+    # differs before any decoding is involved
+    for video in a["video"].unique(maintain_order=True):
+        assert (bench_dir / video).read_bytes() == (tmp_path / "b" / video).read_bytes(), video
     first = a["video"][0]
     assert np.array_equal(sample_frames(bench_dir / first, num_frames=4).array, sample_frames(tmp_path / "b" / first, num_frames=4).array)
     other = synthesise(tmp_path / "c", 8, seed=8, workers=1, progress=False)
