@@ -325,22 +325,27 @@ def _against(samples: Path, other: Path, work: Path, groups: int, passes: int) -
           f"{r['this'] * 1e6:.3f} against {r['other'] * 1e6:.3f} us per row = {r['ratio']:.3f}x (median of the pairs {r['median']:.3f}x)")
 
 
-def _watch(job: subprocess.Popen, every: float = 0.05) -> tuple[float, float]:
+def _watch(job: subprocess.Popen, every: float = 0.05, find_every: int = 10) -> tuple[float, float]:
     """Sampled until the job ends: the peak resident memory (GB) of the job and all its processes
     together, and the CPU seconds of its worker processes (their last sample: up to ``every`` of a
-    worker's time at its very end is missed)."""
+    worker's time at its very end is missed). The job's processes are looked up every
+    ``find_every`` samples only (its workers start with it and live to its end): a lookup walks
+    every process of the machine, 0.69 ms against 0.06 ms for a sample of memory and CPU, and the
+    watcher shares the job's two cores."""
     import psutil
 
-    peak, root, worker_cpu = 0.0, psutil.Process(job.pid), {}
+    peak, root, worker_cpu, workers, polls = 0.0, psutil.Process(job.pid), {}, [], 0
     while job.poll() is None:
         try:
-            workers = root.children(recursive=True)
+            if polls % find_every == 0:
+                workers = root.children(recursive=True)
+            polls += 1
             peak = max(peak, sum(p.memory_info().rss for p in [root, *workers]) / 2**30)
             for p in workers:
                 times = p.cpu_times()
                 worker_cpu[p.pid] = times.user + times.system
-        except psutil.Error:  # a process ended while it was read
-            pass
+        except psutil.Error:  # a process ended while it was read: look them up again next time
+            polls = 0
         time.sleep(every)
     return peak, sum(worker_cpu.values())
 
