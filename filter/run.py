@@ -98,7 +98,7 @@ def score_group(key: str, files: list[str], pipeline: PipelineConfig, out: str) 
         "dropped": dropped_prompts(scored),
         "samples": scored.height,
         "kept": kept,
-        "prompts": scored["_prompt"].n_unique(),  # the integer key: no strings hashed
+        "prompts": scored["_prompt"].max() + 1 if scored.height else 0,  # codes are dense (0..n-1): nothing hashed
     }
 
 

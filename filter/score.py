@@ -16,6 +16,7 @@ from ..schemas.tables import SAMPLES_SCHEMA
 
 CLOSED = pl.col("task_type") != "open_ended"
 SCORING_COLUMNS = ("prompt_id", "task_type", "options", "answer", "teacher", "sample_index", "seed", "text", "error")
+_PARSED = tuple(c for c in PARSED_COLUMNS if c != "display")  # the answers as shown: not a score
 
 
 def _majority_labels(frame: pl.DataFrame) -> pl.DataFrame:
@@ -56,7 +57,7 @@ def _parse(samples: pl.DataFrame) -> pl.DataFrame:
         frame.select(pl.col("answer_text").alias("_text"), "task_type", "options").hstack([runs["_option_run"]]),
         runs.filter("_start").select(pl.col("answer").alias("_text"), "task_type", "options", "_option_run"),
     ])
-    parsed = parse_answers(texts, "_text", option_runs="_option_run").select(PARSED_COLUMNS)
+    parsed = parse_answers(texts, "_text", option_runs="_option_run", only=_PARSED).select(_PARSED)
     run = runs.select((pl.col("_start").cum_sum() - 1).alias("_run"))["_run"]
     labels = parsed.slice(frame.height).select(pl.col("normalised", *(f"v{i}" for i in range(4))).gather(run).name.prefix("gt_"))
     return frame.hstack(parsed.slice(0, frame.height)).hstack(labels)

@@ -326,8 +326,9 @@ def _match_option_text(frame: pl.DataFrame, answer: str, options: str) -> pl.Dat
 
 
 def integer_codes(column: str) -> pl.Expr:
-    """Integer codes of a string column (first appearance order; null stays null): grouping on one
-    integer key is several times cheaper than on strings or on several columns."""
+    """Integer codes of a string column: dense, 0..n-1 for its n distinct values in order of first
+    appearance (null stays null). Grouping on one integer key is several times cheaper than on
+    strings or on several columns."""
     return pl.col(column).cast(pl.Categorical(pl.Categories.random())).to_physical().cast(pl.UInt64)
 
 
@@ -366,11 +367,18 @@ def _distinct_answers(narrow: pl.DataFrame) -> tuple[pl.DataFrame, pl.Series | N
 
 
 def parse_answers(
-    frame: pl.DataFrame, answer: str, task_type: str = "task_type", options: str = "options", prefix: str = "", option_runs: str | None = None
+    frame: pl.DataFrame,
+    answer: str,
+    task_type: str = "task_type",
+    options: str = "options",
+    prefix: str = "",
+    option_runs: str | None = None,
+    only: tuple[str, ...] = PARSED_COLUMNS,
 ) -> pl.DataFrame:
-    """Add the parsed columns (``PARSED_COLUMNS``, named with ``prefix``) of the texts in column ``answer``.
-    ``option_runs``: a column numbering the runs of equal options (rows with the same number have
-    the same options), where the caller has one; compared row by row here otherwise."""
+    """Add the parsed columns (``PARSED_COLUMNS``, or those of them in ``only``; named with
+    ``prefix``) of the texts in column ``answer``. ``option_runs``: a column numbering the runs of
+    equal options (rows with the same number have the same options), where the caller has one;
+    compared row by row here otherwise."""
     narrow = frame.select(
         pl.col(answer).alias("_answer"),
         pl.col(task_type).alias("_task"),
@@ -393,10 +401,10 @@ def parse_answers(
         parsed = parsed.sort("_row") if len(parts) > 1 else parsed
     else:
         parsed = narrow.select("_row", *(pl.lit(None, t).alias(c) for c, t in schema.items()))
-    parsed = parsed.select(pl.col("task_ok").fill_null(False), *PARSED_COLUMNS[1:])
-    if index is not None:
+    parsed = parsed.select(pl.col(c).fill_null(False) if c == "task_ok" else pl.col(c) for c in PARSED_COLUMNS if c in only)
+    if index is not None:  # back to every row: only the columns asked for
         parsed = parsed[index]
-    parsed = parsed.rename({c: prefix + c for c in PARSED_COLUMNS})
+    parsed = parsed.rename({c: prefix + c for c in parsed.columns})
     return frame.drop([c for c in parsed.columns if c in frame.columns]).hstack(parsed)
 
 

@@ -75,6 +75,7 @@ def test_outputs_and_curated_weights(pipeline, samples_dir, tmp_path):
     assert read_table(out / "dropped_prompts.parquet", "dropped").num_rows == 0
     manifest = json.loads((out / "_manifest.json").read_text())
     assert manifest["tau"] == 0.3 and manifest["counts"]["samples"] == scored.height
+    assert summary.prompts == manifest["counts"]["prompts"] == samples["prompt_id"].n_unique()
     assert len(manifest["input_shards"]) == 4 and len(manifest["config_hash"]) == 64
     # scores take few values per shard: dictionary-encoded (smaller, and faster to write)
     chunks = pq.ParquetFile(sorted((out / "scored").glob("*.parquet"))[0]).metadata.row_group(0)
