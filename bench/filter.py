@@ -8,7 +8,7 @@ is a straightforward row-by-row Python implementation of the same scoring (the `
 response at a time, dictionaries for the per-prompt steps). Goals (issue 4): >= 1 M rows/s,
 peak < 3 GB, >= 5x the row-by-row baseline.
 
-    .venv/bin/python bench/filter.py [--rows 10000000] [--baseline-rows 300000] [--steps GROUPS] [--against DIR]
+    .venv/bin/python bench/filter.py [--rows 10000000] [--baseline-rows 300000] [--repeat N] [--steps GROUPS] [--against DIR]
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import json
 import math
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -350,10 +351,75 @@ def _watch(job: subprocess.Popen, every: float = 0.05, find_every: int = 10) -> 
     return peak, sum(worker_cpu.values())
 
 
+def _probe() -> tuple[float, float]:
+    """The machine's memory speed at this moment, which the job (memory-bound: most of its steps
+    pass over columns far larger than the caches) follows and a cache-resident loop does not: copy
+    bandwidth (GB/s) over 200 MB and random 8-byte reads (millions per second) over the same."""
+    data = np.ones(25_000_000)
+    copy = np.empty_like(data)
+    np.copyto(copy, data)
+    t = time.perf_counter()
+    for _ in range(4):
+        np.copyto(copy, data)
+    bandwidth = 4 * 2 * data.nbytes / (time.perf_counter() - t) / 1e9
+    index = np.random.default_rng(0).integers(0, len(data), 2_000_000)
+    t = time.perf_counter()
+    data[index].sum()
+    return bandwidth, len(index) / (time.perf_counter() - t) / 1e6
+
+
+def _run(samples: Path, out: Path, subset: list[dict]) -> dict:
+    """One timed run of the job, then the row-by-row baseline on ``subset``, back to back."""
+    bandwidth, reads = _probe()
+    load_before = os.getloadavg()[0]
+    job = subprocess.Popen([sys.executable, "-c", CHILD, str(samples), str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peak, worker_cpu = _watch(job)
+    stdout, stderr = job.communicate()
+    if job.returncode:
+        sys.exit(stderr)
+    result = json.loads(stdout.strip().splitlines()[-1])
+    result["cpu_seconds"] += worker_cpu
+    t = time.perf_counter()
+    python_baseline(subset)
+    python_rate = len(subset) / (time.perf_counter() - t)
+    return {**result, "rate": result["samples"] / result["seconds"], "peak": peak, "python_rate": python_rate,
+            "bandwidth": bandwidth, "reads": reads, "load_before": load_before, "load_after": os.getloadavg()[0]}
+
+
+def _report(r: dict, subset: int) -> None:
+    print(f"rmsd-filter (Polars): {r['samples']:,} rows in {r['seconds']:.1f} s = {r['rate'] / 1e6:.2f} M rows/s, "
+          f"peak RSS {r['peak']:.2f} GB (the job's processes together, {os.cpu_count()} workers), kept {r['kept'] / r['samples']:.1%}, "
+          f"load average {r['load_before']:.2f} before, {r['load_after']:.2f} after")
+    # CPU time (the job's and its workers') does not count the time other processes held the cores: rows per CPU-second
+    # bound what the job reaches with the cores to itself
+    print(f"  CPU time {r['cpu_seconds']:.1f} s = {r['cpu_seconds'] / r['samples'] * 1e6:.2f} us per row "
+          f"({r['samples'] / r['cpu_seconds'] / 1e6:.2f} M rows per CPU-second); machine before it: copy {r['bandwidth']:.1f} GB/s, "
+          f"random reads {r['reads']:.0f} M/s")
+    print(f"row-by-row Python (score only, no I/O, {subset:,} rows): {r['python_rate'] / 1e6:.3f} M rows/s")
+    print(f"speed-up: {r['rate'] / r['python_rate']:.1f}x (goal >= 5x): {'PASS' if r['rate'] >= 5 * r['python_rate'] else 'FAIL'}")
+    print(f"throughput goal >= 1 M rows/s: {'PASS' if r['rate'] >= 1e6 else 'FAIL'}; memory goal < 3 GB: {'PASS' if r['peak'] < 3 else 'FAIL'}")
+
+
+def _summary(runs: list[dict]) -> None:
+    """Over repeated runs: the machine's speed moves by a quarter within minutes here, so one run
+    says little; each run's speed-up is against the baseline timed right after it."""
+    rates = sorted(r["rate"] / 1e6 for r in runs)
+    speedups = sorted(r["rate"] / r["python_rate"] for r in runs)
+    cpu = sorted(r["cpu_seconds"] / r["samples"] * 1e6 for r in runs)
+    met = sum(r["rate"] >= 1e6 for r in runs)
+    each = ", ".join(f"{r['rate'] / 1e6:.2f}" for r in runs)
+    print(f"{len(runs)} runs: {each} M rows/s (median {statistics.median(rates):.2f}, "
+          f"{rates[0]:.2f}-{rates[-1]:.2f}); CPU {cpu[0]:.2f}-{cpu[-1]:.2f} us per row; speed-up {speedups[0]:.1f}-{speedups[-1]:.1f}x "
+          f"(median {statistics.median(speedups):.1f}x); peak memory up to {max(r['peak'] for r in runs):.2f} GB; "
+          f">= 1 M rows/s in {met} of {len(runs)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=10_000_000)
     parser.add_argument("--baseline-rows", type=int, default=300_000)
+    parser.add_argument("--repeat", type=int, default=1, metavar="N",
+                        help="time the job N times, each followed by the baseline, and summarise (the median and the range)")
     parser.add_argument("--workdir", type=Path, default=None, help="keep the corpus here (default: a temp folder)")
     parser.add_argument("--steps", type=int, default=0, metavar="GROUPS",
                         help="also time the job's steps one by one on this many shard groups (one worker), and their fixed cost per group")
@@ -362,6 +428,8 @@ def main() -> None:
                              "alternating group by group in one process")
     parser.add_argument("--against-groups", type=int, default=6, metavar="N", help="shard groups for --against (default 6; 5 passes after a warm-up)")
     args = parser.parse_args()
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
     with tempfile.TemporaryDirectory() as tmp:
         work = args.workdir or Path(tmp)
         samples = work / "samples"
@@ -372,31 +440,15 @@ def main() -> None:
         size = sum(p.stat().st_size for p in samples.glob("*.parquet")) / 1e9
         print(f"corpus: {total:,} rows in {len(list(samples.glob('*.parquet')))} shards, {size:.2f} GB on disk ({time.perf_counter() - t:.0f} s to write)")
 
-        load_before = os.getloadavg()[0]
-        job = subprocess.Popen([sys.executable, "-c", CHILD, str(samples), str(work / "filtered")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        peak, worker_cpu = _watch(job)
-        stdout, stderr = job.communicate()
-        if job.returncode:
-            sys.exit(stderr)
-        result = json.loads(stdout.strip().splitlines()[-1])
-        result["cpu_seconds"] += worker_cpu
-        polars_rate = result["samples"] / result["seconds"]
-        print(f"rmsd-filter (Polars): {result['samples']:,} rows in {result['seconds']:.1f} s = {polars_rate / 1e6:.2f} M rows/s, "
-              f"peak RSS {peak:.2f} GB (the job's processes together, {os.cpu_count()} workers), kept {result['kept'] / result['samples']:.1%}, "
-              f"load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after")
-        # CPU time (the job's and its workers') does not count the time other processes held the cores: rows per CPU-second
-        # bound what the job reaches with the cores to itself
-        print(f"  CPU time {result['cpu_seconds']:.1f} s = {result['cpu_seconds'] / result['samples'] * 1e6:.2f} us per row "
-              f"({result['samples'] / result['cpu_seconds'] / 1e6:.2f} M rows per CPU-second)")
-
         subset = pl.scan_parquet(samples / "*.parquet").head(args.baseline_rows).collect().to_dicts()
-        t = time.perf_counter()
-        python_baseline(subset)
-        python_rate = len(subset) / (time.perf_counter() - t)
-        print(f"row-by-row Python (score only, no I/O, {len(subset):,} rows): {python_rate / 1e6:.3f} M rows/s")
-        print(f"speed-up: {polars_rate / python_rate:.1f}x (goal >= 5x): {'PASS' if polars_rate >= 5 * python_rate else 'FAIL'}")
-        print(f"throughput goal >= 1 M rows/s: {'PASS' if polars_rate >= 1e6 else 'FAIL'}; "
-              f"memory goal < 3 GB: {'PASS' if peak < 3 else 'FAIL'}")
+        runs = []
+        for i in range(args.repeat):
+            if args.repeat > 1:
+                print(f"-- run {i + 1} of {args.repeat} ({time.strftime('%H:%M:%S')})")
+            runs.append(_run(samples, work / "filtered", subset))
+            _report(runs[-1], len(subset))
+        if args.repeat > 1:
+            _summary(runs)
         if args.steps:
             _steps(samples, work / "steps", args.steps)
         if args.against:
