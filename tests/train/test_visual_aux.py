@@ -87,7 +87,7 @@ def test_the_auxiliary_loss_trains_the_vision_tower(tiny_model, bench_dir):
             assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in visual.merger.parameters())
             assert set(parts) == {"occupancy", "count", "word", "direction"}
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     assert losses[-1] < losses[0]
 
 
