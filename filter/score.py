@@ -98,7 +98,6 @@ def score_samples(samples: pl.DataFrame, cfg: FilterConfig, keys: bool = False) 
     taus = pl.col("task_type").replace_strict({t: cfg.tau_for(t) for t in cfg.tau_by_task}, default=cfg.tau, return_dtype=pl.Float64)
     frame = frame.hstack(_group_keys(frame)).with_columns(
         agreement=_agreement("_prompt_teacher"),
-        agreement_pool=_agreement("_prompt"),
         kept=pl.col("error").is_null() & (pl.col("quality") >= taus),
     )
     # matching distribution: proportional to q where a metric exists, uniform (or opt-in) otherwise
@@ -110,9 +109,10 @@ def score_samples(samples: pl.DataFrame, cfg: FilterConfig, keys: bool = False) 
 
         open_kept = pl.col("kept") & ~ranked & (pl.col("task_type") == "open_ended")
         frame = frame.with_columns(_raw=pl.when(open_kept).then(agreement_weights(frame)).otherwise(pl.col("_raw")))
-    # one grouping by prompt for the weights' total, the count of kept samples and T_best's top
-    # quality (a window per context groups the rows again)
+    # one grouping by prompt for the pool's agreement, the weights' total, the count of kept samples
+    # and T_best's top quality (a window per context groups the rows again)
     frame = frame.with_columns(
+        agreement_pool=_agreement("_prompt"),
         _total=pl.col("_raw").sum().over("_prompt"),
         _prompt_kept=pl.col("kept").sum().over("_prompt"),
         _top_quality=pl.when("kept").then(pl.col("quality")).max().over("_prompt"),
