@@ -10,7 +10,7 @@ from __future__ import annotations
 import polars as pl
 
 from ..schemas.config import FilterConfig
-from ..schemas.grammar import PARSED_COLUMNS, add_response_parts, integer_codes as codes, parse_answers
+from ..schemas.grammar import ANSWER_CODE, PARSED_COLUMNS, add_response_parts, integer_codes as codes, parse_answers
 from ..schemas.metrics import score_parsed
 from ..schemas.tables import SAMPLES_SCHEMA
 
@@ -57,7 +57,7 @@ def _parse(samples: pl.DataFrame) -> pl.DataFrame:
         frame.select(pl.col("answer_text").alias("_text"), "task_type", "options").hstack([runs["_option_run"]]),
         runs.filter("_start").select(pl.col("answer").alias("_text"), "task_type", "options", "_option_run"),
     ])
-    parsed = parse_answers(texts, "_text", option_runs="_option_run", only=_PARSED).select(_PARSED)
+    parsed = parse_answers(texts, "_text", option_runs="_option_run", only=(*_PARSED, ANSWER_CODE)).select(*_PARSED, ANSWER_CODE)
     run = runs.select((pl.col("_start").cum_sum() - 1).alias("_run"))["_run"]
     labels = parsed.slice(frame.height).select(pl.col("normalised", *(f"v{i}" for i in range(4))).gather(run).name.prefix("gt_"))
     return frame.hstack(parsed.slice(0, frame.height)).hstack(labels)
@@ -65,8 +65,9 @@ def _parse(samples: pl.DataFrame) -> pl.DataFrame:
 
 def _group_keys(frame: pl.DataFrame) -> pl.DataFrame:
     """``_prompt``, ``_prompt_teacher``, ``_prompt_answer`` and ``_prompt_teacher_answer``: one
-    integer per group of the prompt-level windows (answer: the normalised one, null its own code)."""
-    keys = frame.select(_prompt=codes("prompt_id"), _teacher=codes("teacher"), _answer=(codes("normalised") + 1).fill_null(0))
+    integer per group of the prompt-level windows (answer: the normalised one, by its code from
+    parsing; no answer has a code of its own)."""
+    keys = frame.select(_prompt=codes("prompt_id"), _teacher=codes("teacher"), _answer=pl.col(ANSWER_CODE))
     teachers, answers = (keys[c].max() + 1 if keys.height else 1 for c in ("_teacher", "_answer"))
     keys = keys.with_columns(
         _prompt_teacher=pl.col("_prompt") * teachers + pl.col("_teacher"),

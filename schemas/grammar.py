@@ -76,6 +76,9 @@ FORMAT_INSTRUCTION = "Think inside <think></think>, then answer inside <answer><
 # Columns the parsers add. v0..v3 hold the numbers of numerical / interval / box answers.
 PARSED_COLUMNS = ("task_ok", "normalised", "display", "v0", "v1", "v2", "v3")
 RESPONSE_COLUMNS = ("answer_text", "outer_ok", "truncated")
+# An optional parsed column (``parse_answers(..., only=...)``): an integer per distinct normalised
+# answer (1, 2, ...; 0 for none), equal exactly where the normalised answers are equal.
+ANSWER_CODE = "answer_code"
 
 
 def option_letters(options: list[str] | None) -> str:
@@ -375,10 +378,10 @@ def parse_answers(
     option_runs: str | None = None,
     only: tuple[str, ...] = PARSED_COLUMNS,
 ) -> pl.DataFrame:
-    """Add the parsed columns (``PARSED_COLUMNS``, or those of them in ``only``; named with
-    ``prefix``) of the texts in column ``answer``. ``option_runs``: a column numbering the runs of
-    equal options (rows with the same number have the same options), where the caller has one;
-    compared row by row here otherwise."""
+    """Add the parsed columns (``PARSED_COLUMNS``, or those of them in ``only``, which may also ask
+    for ``ANSWER_CODE``; named with ``prefix``) of the texts in column ``answer``. ``option_runs``:
+    a column numbering the runs of equal options (rows with the same number have the same
+    options), where the caller has one; compared row by row here otherwise."""
     narrow = frame.select(
         pl.col(answer).alias("_answer"),
         pl.col(task_type).alias("_task"),
@@ -401,7 +404,10 @@ def parse_answers(
         parsed = parsed.sort("_row") if len(parts) > 1 else parsed
     else:
         parsed = narrow.select("_row", *(pl.lit(None, t).alias(c) for c, t in schema.items()))
-    parsed = parsed.select(pl.col(c).fill_null(False) if c == "task_ok" else pl.col(c) for c in PARSED_COLUMNS if c in only)
+    keep = [pl.col(c).fill_null(False) if c == "task_ok" else pl.col(c) for c in PARSED_COLUMNS if c in only]
+    if ANSWER_CODE in only:  # coded once per distinct answer, not once per row
+        keep.append((integer_codes("normalised") + 1).fill_null(0).alias(ANSWER_CODE))
+    parsed = parsed.select(keep)
     if index is not None:  # back to every row: only the columns asked for
         parsed = parsed[index]
     parsed = parsed.rename({c: prefix + c for c in parsed.columns})

@@ -8,7 +8,7 @@ import polars as pl
 
 from rmsd.schemas import grammar
 from rmsd.schemas.grammar import (
-    RESPONSE_COLUMNS, TaskType, add_response_parts, extract, extract_answer, parse_answers, parse_responses, response_stages,
+    ANSWER_CODE, RESPONSE_COLUMNS, TaskType, add_response_parts, extract, extract_answer, parse_answers, parse_responses, response_stages,
     split_response, wrap_response,
 )
 from rmsd.schemas.tables import TASK_TYPES
@@ -129,6 +129,12 @@ def test_repeated_answers_parse_as_each_alone(rows):
     # rows find their distinct answer in a table of the keys, or by a join where the keys are sparse
     with mock.patch.object(grammar, "_TABLE_PER_ROW", 0):
         assert parse_answers(frame, "answer").equals(alone)
+    # the answer code, made once per distinct answer: equal exactly where the normalised answers are
+    coded = parse_answers(frame, "answer", only=("normalised", ANSWER_CODE))
+    pairs = coded.select("normalised", ANSWER_CODE).unique()
+    assert pairs.height == pairs["normalised"].n_unique() == pairs[ANSWER_CODE].n_unique()
+    assert coded.filter(pl.col(ANSWER_CODE) == 0)["normalised"].null_count() == (coded[ANSWER_CODE] == 0).sum()
+    assert coded["normalised"].is_null().sum() == (coded[ANSWER_CODE] == 0).sum()
 
 
 def test_vectorised_parse_equals_one_at_a_time():
