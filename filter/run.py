@@ -30,9 +30,10 @@ from .report import finish_stats, load_plotting, partial_stats, write_report
 from .score import SCORING_COLUMNS, dropped_prompts, score_samples
 
 _SLICE = re.compile(r"^samples-.+-(\d+)\.parquet$")
-# read by the workers' libraries when they are imported: Polars on one thread per worker, and
-# OpenBLAS (loaded with numpy) without threads of its own
-_WORKER_ENV = {"POLARS_MAX_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+# read by the workers' libraries when they are imported: Polars on one thread per worker, running
+# every query in memory (the streaming engine hands each query to threads of its own), and OpenBLAS
+# (loaded with numpy) without threads of its own
+_WORKER_ENV = {"POLARS_MAX_THREADS": "1", "POLARS_ENGINE_AFFINITY": "in-memory", "OPENBLAS_NUM_THREADS": "1"}
 
 
 @dataclass
@@ -100,6 +101,39 @@ def score_group(key: str, files: list[str], pipeline: PipelineConfig, out: str) 
         "kept": kept,
         "prompts": scored["_prompt"].max() + 1 if scored.height else 0,  # codes are dense (0..n-1): nothing hashed
     }
+
+
+def _on_polars_thread(fn, *args):
+    """``fn(*args)``, run on the thread of this process's Polars pool (a worker's only one) and
+    returned or raised here as it was.
+
+    From Python's thread, each parallel section of a Polars query (a ``with_columns`` of two
+    expressions, a grouping, a filter) is handed to the pool's thread and back, two context
+    switches and a wake-up that leaves the core idle: some 220 per 100,000-row group. From the
+    pool's own thread, Polars runs them in line. Polars has no call for this, but it evaluates the
+    expressions of a two-expression query on its pool, so a Python callback in one of them runs
+    there, and the queries it makes run in line (a group with the in-memory engine: 68 switches, and
+    0.88-0.91x the time; docs/benchmarks.md). Should a Polars version run the callback on this
+    thread instead, ``fn`` runs the same, only without the saving."""
+    outcome: dict = {}
+
+    def call(column: pl.Series) -> pl.Series:
+        if not outcome:  # once, whatever Polars does with the callback
+            try:
+                outcome["value"] = fn(*args)
+            except BaseException as exc:  # noqa: BLE001 - raised again below, unchanged
+                outcome["error"] = exc
+        return column
+
+    pl.DataFrame({"_": [0]}).select(pl.col("_").map_batches(call, return_dtype=pl.Int64), pl.lit(0).alias("_other"))
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+def _score_group_in_worker(key: str, files: list[str], pipeline: PipelineConfig, out: str) -> dict:
+    """``score_group`` as a worker process runs it: on its Polars pool's thread."""
+    return _on_polars_thread(score_group, key, files, pipeline, out)
 
 
 def _input_manifest_hash(samples_dir: Path) -> str | None:
@@ -186,7 +220,7 @@ def run_filter(
     elif workers > 1 and len(groups) > 1:
         try:
             with _worker_pool(min(workers, len(groups))) as pool:
-                futures = [pool.submit(score_group, key, [str(f) for f in files], pipeline, str(out)) for key, files in groups]
+                futures = [pool.submit(_score_group_in_worker, key, [str(f) for f in files], pipeline, str(out)) for key, files in groups]
                 for future in futures:  # in group order: combined statistics do not depend on timing
                     results.append(future.result())
                     bar.update()

@@ -163,3 +163,22 @@ def test_a_script_without_a_main_guard_is_told_what_to_do(samples_dir, tmp_path)
     done = subprocess.run([sys.executable, script], capture_output=True, text=True, timeout=120)
     assert done.returncode != 0
     assert 'if __name__ == "__main__":' in done.stderr and "workers=1" in done.stderr
+
+
+def test_work_handed_to_the_polars_thread_returns_and_raises_as_it_was():
+    """Workers score a group on their Polars pool's thread (its queries then run in line, without
+    a hand-off between threads for each of them); the result or the error comes back unchanged."""
+    import threading
+
+    from rmsd.filter.run import _on_polars_thread
+
+    calls = []
+
+    def work(x):
+        calls.append(threading.current_thread())
+        return pl.DataFrame({"x": [x, x]}).group_by("x").len()["len"].item()  # Polars inside works there too
+
+    assert _on_polars_thread(work, 3) == 2 and len(calls) == 1
+    assert calls[0] is not threading.main_thread(), "Polars ran the callback on the calling thread: workers no longer save their hand-offs"
+    with pytest.raises(SchemaError, match="broken"):
+        _on_polars_thread(lambda: (_ for _ in ()).throw(SchemaError("broken")))
