@@ -251,21 +251,27 @@ def timed(files, passes=3):
         best = {k: min(best.get(k, 1e9), v / rows) for k, v in times.items()}
     return best, rows
 groups = [[str(f) for f in fs] for _, fs in shard_groups(Path(sys.argv[1]))][: int(sys.argv[3])]
-per_row, rows = timed(groups)
+try:  # on the Polars pool's thread, as a worker runs
+    from rmsd.filter.run import _on_polars_thread
+except ImportError:
+    _on_polars_thread = lambda fn, *args: fn(*args)  # noqa: E731
+per_row, rows = _on_polars_thread(timed, groups)
 small = []
 for f in groups[0]:
     path = work / ("small-" + Path(f).name)
     pl.read_parquet(f).head(500).write_parquet(path)
     small.append(str(path))
-fixed, small_rows = timed([small] * 5, passes=5)
+fixed, small_rows = _on_polars_thread(timed, [small] * 5, 5)
 print(json.dumps({"rows": rows, "per_row": per_row, "small_rows": small_rows // 5, "fixed": {k: v * small_rows / 5 for k, v in fixed.items()}}))
 """
 
 
 def _one_worker(child: str, *args: object) -> dict:
-    """Run ``child`` in a process as one rmsd-filter worker runs (Polars on one thread); its last
-    line of output, JSON."""
-    env = {**os.environ, "POLARS_MAX_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    """Run ``child`` in a process as one rmsd-filter worker runs (its environment: Polars on one
+    thread, queries in memory); its last line of output, JSON."""
+    from rmsd.filter.run import _WORKER_ENV
+
+    env = {**os.environ, **_WORKER_ENV}
     done = subprocess.run([sys.executable, "-c", child, *map(str, args)], capture_output=True, text=True, env=env)
     if done.returncode:
         sys.exit(done.stderr)
@@ -283,7 +289,8 @@ def _steps(samples: Path, work: Path, groups: int) -> None:
 
 # This code's worker against another checkout's, in one process, group by group: each shard group
 # is scored by both in turn (the order alternating), so that the machine's drift, which moves a
-# separate run by 10% within minutes here, falls on both alike. CPU time, the first pass a warm-up.
+# separate run by 10% within minutes here, falls on both alike. CPU time, the first pass a warm-up;
+# and wall time, which also counts the moments the worker waits (a thread's wake-up, a disk sync).
 AGAINST_CHILD = """
 import importlib.util, json, statistics, sys, time
 from pathlib import Path
@@ -300,20 +307,23 @@ def pipeline(config):
     return config.PipelineConfig(teachers=[config.TeacherConfig(id="bench", model=config.ModelConfig(path="unused"))], filter=config.FilterConfig())
 runs = {"this": (this_run, pipeline(this_config)), "other": (that_run, pipeline(that_config))}
 groups = [[str(f) for f in fs] for _, fs in this_run.shard_groups(Path(sys.argv[1]))][: int(sys.argv[4])]
-totals, ratios, rows = {"this": 0.0, "other": 0.0}, [], 0
+totals, walls, ratios, rows = {"this": 0.0, "other": 0.0}, {"this": 0.0, "other": 0.0}, [], 0
 for rep in range(int(sys.argv[5]) + 1):
     for i, files in enumerate(groups):
         order = ["this", "other"] if (rep + i) % 2 else ["other", "this"]
-        seconds = {}
+        seconds, wall = {}, {}
         for name in order:
             module, cfg = runs[name]
-            t = time.process_time()
-            n = module.score_group(f"{name}-{i}", files, cfg, str(Path(sys.argv[3]) / name))["samples"]
-            seconds[name] = time.process_time() - t
+            score = getattr(module, "_score_group_in_worker", module.score_group)  # as a worker runs it, where the code says how
+            t, w = time.process_time(), time.perf_counter()
+            n = score(f"{name}-{i}", files, cfg, str(Path(sys.argv[3]) / name))["samples"]
+            seconds[name], wall[name] = time.process_time() - t, time.perf_counter() - w
         if rep:
-            totals["this"] += seconds["this"]; totals["other"] += seconds["other"]
+            for name in totals:
+                totals[name] += seconds[name]; walls[name] += wall[name]
             ratios.append(seconds["other"] / seconds["this"]); rows += n
-print(json.dumps({"rows": rows, "this": totals["this"] / rows, "other": totals["other"] / rows, "ratio": totals["other"] / totals["this"], "median": statistics.median(ratios), "pairs": len(ratios)}))
+print(json.dumps({"rows": rows, "this": totals["this"] / rows, "other": totals["other"] / rows, "ratio": totals["other"] / totals["this"],
+                  "wall_ratio": walls["other"] / walls["this"], "median": statistics.median(ratios), "pairs": len(ratios)}))
 """
 
 
@@ -323,7 +333,8 @@ def _against(samples: Path, other: Path, work: Path, groups: int, passes: int) -
     work.mkdir(parents=True, exist_ok=True)
     r = _one_worker(AGAINST_CHILD, samples, other.resolve(), work, groups, passes)
     print(f"one worker, this code against {other}, alternating group by group ({r['pairs']} pairs, {r['rows']:,} rows, CPU time): "
-          f"{r['this'] * 1e6:.3f} against {r['other'] * 1e6:.3f} us per row = {r['ratio']:.3f}x (median of the pairs {r['median']:.3f}x)")
+          f"{r['this'] * 1e6:.3f} against {r['other'] * 1e6:.3f} us per row = {r['ratio']:.3f}x (median of the pairs {r['median']:.3f}x); "
+          f"wall time {r['wall_ratio']:.3f}x")
 
 
 def _watch(job: subprocess.Popen, every: float = 0.05, find_every: int = 10) -> tuple[float, float]:
