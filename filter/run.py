@@ -48,10 +48,11 @@ class FilterSummary:
     report: dict
 
 
-def shard_groups(samples_dir: Path) -> list[tuple[str, list[Path]]]:
-    """Shards grouped by rmsd-gen slice; files of another naming form one group."""
+def shard_groups(samples_dir: Path, check: bool = True) -> list[tuple[str, list[Path]]]:
+    """Shards grouped by rmsd-gen slice; files of another naming form one group. Each file is
+    checked to be a samples shard (``shard_paths``) unless ``check`` is false."""
     groups: dict[str, list[Path]] = {}
-    for path in shard_paths(samples_dir, "samples"):
+    for path in shard_paths(samples_dir, "samples", check=check):
         match = _SLICE.match(path.name)
         groups.setdefault(match.group(1) if match else "other", []).append(path)
     if not groups:
@@ -142,33 +143,47 @@ def _input_manifest_hash(samples_dir: Path) -> str | None:
 
 
 @contextlib.contextmanager
-def _worker_pool(workers: int):
-    """Processes, one per core, each running Polars on one thread: no GIL between the groups' many
-    short Polars calls and no oversubscribed Polars pool (1.22x the groups' throughput of a thread
-    pool on 10 M rows, docs/benchmarks.md). Workers fork from a server that has imported the scoring
-    code once (forkserver; spawn where there is none)."""
+def _worker_env():
+    """The environment the workers (and the fork server they fork from) start with."""
+    saved = {name: os.environ.get(name) for name in _WORKER_ENV}
+    os.environ.update(_WORKER_ENV)
+    try:
+        yield
+    finally:
+        _restore(saved)
+
+
+def _worker_context() -> multiprocessing.context.BaseContext:
+    """How workers start: forked from a server that has imported the scoring code once
+    (forkserver; spawn where there is none). The server starts here: its imports (about 0.35 s)
+    run while this process checks the shards and loads plotting for the report."""
     methods = multiprocessing.get_all_start_methods()
     context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
     if context.get_start_method() == "forkserver":
-        context.set_forkserver_preload([__name__])
-    saved = {name: os.environ.get(name) for name in _WORKER_ENV}
-    os.environ.update(_WORKER_ENV)  # the fork server and the workers take the environment of this moment
-    try:
-        if context.get_start_method() == "forkserver":
-            from multiprocessing import forkserver
+        from multiprocessing import forkserver
 
-            # the server starts importing the scoring code (a third of a second) and this process
-            # loads plotting for the report meanwhile: starting a worker waits for that import
+        context.set_forkserver_preload([__name__])
+        with _worker_env():  # the server takes the environment of this moment, and its workers with it
             forkserver.ensure_running()
-        load_plotting()
-        pool = ProcessPoolExecutor(workers, mp_context=context)
-        with pool:  # shut down however it ends
+    return context
+
+
+@contextlib.contextmanager
+def _worker_pool(workers: int, context: multiprocessing.context.BaseContext):
+    """Processes, one per core, each running Polars on one thread: no GIL between the groups' many
+    short Polars calls and no oversubscribed Polars pool (1.22x the groups' throughput of a thread
+    pool on 10 M rows, docs/benchmarks.md). ``context``: ``_worker_context()``'s."""
+    env = contextlib.ExitStack()
+    env.enter_context(_worker_env())  # spawned workers take the environment of the moment they start
+    try:
+        load_plotting()  # while the fork server imports, if it still does: starting a worker waits for that
+        with ProcessPoolExecutor(workers, mp_context=context) as pool:  # shut down however it ends
             for future in [pool.submit(os.getpid) for _ in range(workers)]:
                 future.result()
-            _restore(saved)
+            env.close()
             yield pool
     finally:
-        _restore(saved)  # also when a worker fails to start
+        env.close()  # also when a worker fails to start
 
 
 def _restore(saved: dict[str, str | None]) -> None:
@@ -196,6 +211,8 @@ def run_filter(
     started = time.time()
     workers = workers or os.cpu_count() or 1
     samples_dir, out = Path(samples_dir).resolve(), Path(out).resolve()
+    local_pool = not use_ray and workers > 1 and len(shard_groups(samples_dir, check=False)) > 1
+    context = _worker_context() if local_pool else None  # first: the server imports while the shards are checked
     groups = shard_groups(samples_dir)
     for folder in ("scored", "curated"):  # a rerun replaces the previous output whole
         for old in (out / folder).glob("part-*.parquet"):
@@ -217,9 +234,9 @@ def run_filter(
         finally:
             if started_ray:
                 ray.shutdown()
-    elif workers > 1 and len(groups) > 1:
+    elif local_pool:
         try:
-            with _worker_pool(min(workers, len(groups))) as pool:
+            with _worker_pool(min(workers, len(groups)), context) as pool:
                 futures = [pool.submit(_score_group_in_worker, key, [str(f) for f in files], pipeline, str(out)) for key, files in groups]
                 for future in futures:  # in group order: combined statistics do not depend on timing
                     results.append(future.result())
