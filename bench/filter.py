@@ -251,10 +251,7 @@ def timed(files, passes=3):
         best = {k: min(best.get(k, 1e9), v / rows) for k, v in times.items()}
     return best, rows
 groups = [[str(f) for f in fs] for _, fs in shard_groups(Path(sys.argv[1]))][: int(sys.argv[3])]
-try:  # on the Polars pool's thread, as a worker runs
-    from rmsd.filter.run import _on_polars_thread
-except ImportError:
-    _on_polars_thread = lambda fn, *args: fn(*args)  # noqa: E731
+from rmsd.filter.run import _on_polars_thread  # the steps on the Polars pool's thread, as a worker runs them
 per_row, rows = _on_polars_thread(timed, groups)
 small = []
 for f in groups[0]:

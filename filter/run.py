@@ -25,7 +25,7 @@ import polars as pl
 import pyarrow as pa
 
 from ..schemas.config import PipelineConfig
-from ..schemas.tables import SchemaError, schema_for, shard_paths, with_string_views, write_table
+from ..schemas.tables import SchemaError, check_files, schema_for, shard_paths, with_string_views, write_table
 from .report import finish_stats, load_plotting, partial_stats, write_report
 from .score import SCORING_COLUMNS, dropped_prompts, score_samples
 
@@ -211,9 +211,10 @@ def run_filter(
     started = time.time()
     workers = workers or os.cpu_count() or 1
     samples_dir, out = Path(samples_dir).resolve(), Path(out).resolve()
-    local_pool = not use_ray and workers > 1 and len(shard_groups(samples_dir, check=False)) > 1
+    groups = shard_groups(samples_dir, check=False)
+    local_pool = not use_ray and workers > 1 and len(groups) > 1
     context = _worker_context() if local_pool else None  # first: the server imports while the shards are checked
-    groups = shard_groups(samples_dir)
+    check_files([f for _, files in groups for f in files], "samples")
     for folder in ("scored", "curated"):  # a rerun replaces the previous output whole
         for old in (out / folder).glob("part-*.parquet"):
             old.unlink()

@@ -292,9 +292,15 @@ def read_table(path: str | os.PathLike, table: str) -> pa.Table:
 
 def shard_paths(directory: str | os.PathLike, table: str, check: bool = True) -> list[Path]:
     """The finished shards of ``table`` in ``directory`` (temporary files are never listed), each
-    checked to hold ``table`` (its footer read) unless ``check`` is false."""
+    checked to hold ``table`` (``check_files``) unless ``check`` is false."""
     directory = Path(directory)
     paths = sorted(p for p in directory.glob("*.parquet") if not p.name.startswith("."))
-    for p in paths if check else ():
-        check_file(p, table)
+    if check:
+        check_files(paths, table)
     return paths
+
+
+def check_files(paths: list[Path], table: str) -> None:
+    """``check_file`` on each of ``paths`` (each footer is read)."""
+    for p in paths:
+        check_file(p, table)
