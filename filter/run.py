@@ -118,7 +118,7 @@ def _on_polars_thread(fn, *args):
     thread instead, ``fn`` runs the same, only without the saving."""
     outcome: dict = {}
 
-    def call(column: pl.Series) -> pl.Series:
+    def call(column: pl.Series, **_) -> pl.Series:  # Polars passes return_dtype (and retries without it on a TypeError)
         if not outcome:  # once, whatever Polars does with the callback
             try:
                 outcome["value"] = fn(*args)
