@@ -2,7 +2,9 @@
 per task type, in the same statistics the paper reports (METHOD.md).
 
 Statistics are accumulated as sums per group of shards (``partial_stats``) and combined at the
-end (``finish_stats``), so the report covers a corpus of any size in bounded memory.
+end (``finish_stats``), so the report covers a corpus of any size in bounded memory. Every grouping
+keeps its groups in order of first appearance: floats are summed in an order that does not depend
+on hashing (Polars' group order changes from call to call), so the report is the same bits each run.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ def _question_sums(scored: pl.DataFrame) -> pl.DataFrame:
     the scoring's integer key ``_prompt_teacher``; a question's task type is its first sample's."""
     # eager: Polars' lazy engine takes half as long again for this aggregation
     answered = scored.with_row_index("_row").filter(pl.col("error").is_null())
-    questions = answered.group_by("_prompt_teacher").agg(
+    questions = answered.group_by("_prompt_teacher", maintain_order=True).agg(
         pl.col("_row", "_prompt").first(),
         pl.len().alias("samples"),
         pl.col("quality").sum().alias("sum_q"),
@@ -63,7 +65,7 @@ def _per_task(questions: pl.DataFrame) -> pl.DataFrame:
     questions = questions.with_columns(
         _q2=q**2, _intra=(pl.col("sumsq_q") / pl.col("samples") - q**2).clip(lower_bound=0).sqrt(), _bin=(q * BINS).floor().clip(0, BINS - 1)
     )
-    return questions.group_by("task_type", "teacher").agg(
+    return questions.group_by("task_type", "teacher", maintain_order=True).agg(
         pl.len().alias("questions"),
         q.sum().alias("sum_q"),
         pl.col("_q2").sum().alias("sumsq_q"),
@@ -79,7 +81,7 @@ def partial_stats(scored: pl.DataFrame) -> pl.DataFrame:
     ``score_samples(..., keys=True)`` rows (its group keys ``_prompt`` and ``_prompt_teacher``)."""
     questions = _question_sums(scored)
     # pooling teachers re-aggregates each question's sums over its teachers
-    pooled = questions.group_by("_prompt").agg(
+    pooled = questions.group_by("_prompt", maintain_order=True).agg(
         pl.col("task_type").first(),
         pl.lit(POOL).alias("teacher"),
         *(pl.col(c).sum() for c in _ADDITIVE),
@@ -87,7 +89,7 @@ def partial_stats(scored: pl.DataFrame) -> pl.DataFrame:
     )
     columns = ["task_type", "teacher", "unanimous", *_ADDITIVE]
     per_task = _per_task(pl.concat([questions.select(columns), pooled.select(columns)]))
-    all_tasks = per_task.group_by("teacher").agg(pl.lit(ALL_TASKS).alias("task_type"), *(pl.col(c).sum() for c in SUM_COLUMNS))
+    all_tasks = per_task.group_by("teacher", maintain_order=True).agg(pl.lit(ALL_TASKS).alias("task_type"), *(pl.col(c).sum() for c in SUM_COLUMNS))
     return pl.concat([per_task, all_tasks.select(per_task.columns)])
 
 
