@@ -36,7 +36,7 @@ def embed(texts: list[str], batch_size: int = 64) -> np.ndarray:
 def agreement_weights(frame: pl.DataFrame) -> pl.Series:
     """For kept open-ended rows: mean cosine similarity to the prompt's other kept open-ended
     samples (floored at FLOOR; 1.0 for a prompt's only sample). Other rows: null."""
-    mask = (frame["kept"] & (frame["task_type"] == "open_ended")).to_numpy()
+    mask = frame.select(pl.col("kept") & (pl.col("task_type") == "open_ended")).to_series().to_numpy()
     weights = np.full(frame.height, np.nan)
     rows = np.flatnonzero(mask)
     if rows.size:

@@ -50,7 +50,8 @@ def _question_sums(scored: pl.DataFrame) -> pl.DataFrame:
     )
     # the strings of each question's first row, gathered once per question: taking them in the
     # aggregation (first()) costs as much as all the sums together
-    return questions.hstack(scored.select(pl.col("task_type", "teacher").gather(questions["_row"])))
+    # (as strings: partial sums of groups with categories of their own are combined)
+    return questions.hstack(scored.select(pl.col("task_type", "teacher").gather(questions["_row"]).cast(pl.String)))
 
 
 _ADDITIVE = ["samples", "sum_q", "sumsq_q", "outer_violations", "task_violations", "sum_agreement", "kept", "sum_correct", "labelled"]

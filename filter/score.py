@@ -10,7 +10,7 @@ from __future__ import annotations
 import polars as pl
 
 from ..schemas.config import FilterConfig
-from ..schemas.grammar import ANSWER_CODE, PARSED_COLUMNS, add_response_parts, integer_codes as codes, parse_answers
+from ..schemas.grammar import ANSWER_CODE, PARSED_COLUMNS, add_response_parts, as_categories, integer_codes as codes, parse_answers
 from ..schemas.metrics import score_parsed
 from ..schemas.tables import SAMPLES_SCHEMA
 
@@ -67,7 +67,7 @@ def _group_keys(frame: pl.DataFrame) -> pl.DataFrame:
     """``_prompt``, ``_prompt_teacher``, ``_prompt_answer`` and ``_prompt_teacher_answer``: one
     integer per group of the prompt-level windows (answer: the normalised one, by its code from
     parsing; no answer has a code of its own)."""
-    keys = frame.select(_prompt=codes("prompt_id"), _teacher=codes("teacher"), _answer=pl.col(ANSWER_CODE))
+    keys = frame.select(_prompt=codes("prompt_id"), _teacher=codes("teacher", frame.schema["teacher"]), _answer=pl.col(ANSWER_CODE))
     teachers, answers = (keys[c].max() + 1 if keys.height else 1 for c in ("_teacher", "_answer"))
     keys = keys.with_columns(
         _prompt_teacher=pl.col("_prompt") * teachers + pl.col("_teacher"),
@@ -83,12 +83,28 @@ def _agreement(over: str) -> pl.Expr:
     return pl.when(answered & has_answer).then(pl.len().over(f"{over}_answer") / total).when(answered).then(0.0)
 
 
+def _taus(cfg: FilterConfig) -> pl.Expr:
+    """Each row's tau: the default, where no task type has its own (a literal: mapping every row's
+    task type, even to one value, costs 0.03 us per row), else a choice among the task types that do."""
+    overrides = {task: tau for task, tau in sorted(cfg.tau_by_task.items()) if tau != cfg.tau}
+    if not overrides:
+        return pl.lit(cfg.tau, pl.Float64)
+    chain = pl
+    for task, tau in overrides.items():
+        chain = chain.when(pl.col("task_type") == task).then(pl.lit(tau, pl.Float64))
+    return chain.otherwise(pl.lit(cfg.tau, pl.Float64))
+
+
 def score_samples(samples: pl.DataFrame, cfg: FilterConfig, keys: bool = False) -> pl.DataFrame:
     """The input's samples columns and the scores (``SCORE_FIELDS``), in the input's order. Scoring
     reads ``SCORING_COLUMNS``; the other samples columns are passed through where present. ``keys``
-    adds the integer group keys ``_prompt`` and ``_prompt_teacher`` (for the report's sums) and
-    ``_prompt_kept``, the prompt's number of kept samples (for ``dropped_prompts``)."""
-    frame = _parse(samples)
+    gives the job's own form: the integer group keys ``_prompt`` and ``_prompt_teacher`` (for the
+    report's sums), ``_prompt_kept``, the prompt's number of kept samples (for ``dropped_prompts``),
+    and the task type and the teacher as the categoricals scoring made of them (``as_categories``;
+    written from their codes)."""
+    # the task type and the teacher as categoricals: hashed once here, then compared (task types, a
+    # dozen times), grouped on and written (dictionary-encoded, from their codes) as integers
+    frame = _parse(samples.with_columns(as_categories(c) for c in ("task_type", "teacher") if samples.schema[c] == pl.String))
     frame = frame.with_columns(
         label_source=pl.when(CLOSED & pl.col("gt_normalised").is_not_null()).then(pl.lit("ground_truth")),
         valid=(pl.col("outer_ok") & pl.col("task_ok")).fill_null(False),
@@ -96,10 +112,9 @@ def score_samples(samples: pl.DataFrame, cfg: FilterConfig, keys: bool = False) 
     if cfg.pseudo_label == "majority":
         frame = _majority_labels(frame)
     frame = score_parsed(frame.drop("valid"), cfg.tolerance, cfg.anls_threshold)
-    taus = pl.col("task_type").replace_strict({t: cfg.tau_for(t) for t in cfg.tau_by_task}, default=cfg.tau, return_dtype=pl.Float64)
     frame = frame.hstack(_group_keys(frame)).with_columns(
         agreement=_agreement("_prompt_teacher"),
-        kept=pl.col("error").is_null() & (pl.col("quality") >= taus),
+        kept=pl.col("error").is_null() & (pl.col("quality") >= _taus(cfg)),
     )
     # matching distribution: proportional to q where a metric exists, uniform (or opt-in) otherwise
     ranked = pl.col("correct").is_not_null()
@@ -129,8 +144,9 @@ def score_samples(samples: pl.DataFrame, cfg: FilterConfig, keys: bool = False) 
     tie_break = (pl.col("seed").cast(pl.UInt64) * 2654435761 + cfg.seed) % 4294967296
     tie = pl.when("_top").then(tie_break)
     frame = frame.with_columns(is_best=pl.col("_top") & (tie == tie.min().over("_prompt")))
+    restore = () if keys else tuple(c for c in ("task_type", "teacher") if samples.schema[c] != frame.schema[c])
     return frame.select(
-        *(f.name for f in SAMPLES_SCHEMA if f.name in samples.columns),
+        *(pl.col(f.name).cast(pl.String) if f.name in restore else f.name for f in SAMPLES_SCHEMA if f.name in samples.columns),
         pl.col("normalised").alias("extracted"),
         pl.col("outer_ok").alias("format_outer_ok"),
         pl.col("task_ok").alias("format_task_ok"),
@@ -162,7 +178,7 @@ def dropped_prompts(scored: pl.DataFrame) -> pl.DataFrame:
         pl.len().cast(pl.Int32).alias("num_samples"),
         pl.col("quality").max().alias("best_quality"),
     ).filter(~pl.col("_any_kept"))
-    per_prompt = per_prompt.drop(key).hstack(scored.select(pl.col("prompt_id", "task_type").gather(per_prompt["_row"])))
+    per_prompt = per_prompt.drop(key).hstack(scored.select(pl.col("prompt_id", "task_type").gather(per_prompt["_row"]).cast(pl.String)))
     reason = pl.when(~pl.col("_any_answered")).then(pl.lit("all_errors")).when(~pl.col("_any_valid")).then(pl.lit("no_valid_format")).otherwise(pl.lit("below_tau"))
     return per_prompt.select("prompt_id", "task_type", reason.alias("reason"), "num_samples", "best_quality")
 

@@ -328,11 +328,21 @@ def _match_option_text(frame: pl.DataFrame, answer: str, options: str) -> pl.Dat
     )
 
 
-def integer_codes(column: str) -> pl.Expr:
+def integer_codes(column: str, dtype: pl.DataType | None = None) -> pl.Expr:
     """Integer codes of a string column: dense, 0..n-1 for its n distinct values in order of first
     appearance (null stays null). Grouping on one integer key is several times cheaper than on
-    strings or on several columns."""
+    strings or on several columns. A categorical column (``dtype``) has its codes already: equal
+    exactly where the strings are, and read, not hashed (dense as well where it was cast with
+    ``as_categories``)."""
+    if isinstance(dtype, pl.Categorical):
+        return pl.col(column).to_physical().cast(pl.UInt64)
     return pl.col(column).cast(pl.Categorical(pl.Categories.random())).to_physical().cast(pl.UInt64)
+
+
+def as_categories(column: str) -> pl.Expr:
+    """A string column as a categorical of its own (codes dense, in order of first appearance):
+    hashed once, then compared, grouped and written as small integers."""
+    return pl.col(column).cast(pl.Categorical(pl.Categories.random()))
 
 
 _TABLE_PER_ROW = 16  # _distinct_answers' table of keys: at most this many entries per row
@@ -347,7 +357,7 @@ def _distinct_answers(narrow: pl.DataFrame) -> tuple[pl.DataFrame, pl.Series | N
     runs = pl.col("_runs") if "_runs" in narrow.columns else pl.col("_options").ne_missing(pl.col("_options").shift()).cum_sum()
     keys = narrow.select(
         _answer=(integer_codes("_answer") + 1).fill_null(0),
-        _task=(integer_codes("_task") + 1).fill_null(0),
+        _task=(integer_codes("_task", narrow.schema["_task"]) + 1).fill_null(0),
         _runs=runs.cast(pl.UInt64),
         _choice=(pl.col("_task") == TaskType.MULTIPLE_CHOICE.value).fill_null(False),
     )

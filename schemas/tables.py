@@ -205,6 +205,21 @@ def _atomic(path: Path):
         raise
 
 
+def _writable(given: pa.Schema, schema: pa.Schema) -> bool:
+    """Whether a table of schema ``given`` is written as it is for the contract ``schema``: its
+    fields in order, each of the contract's type or, for a string, a string view or a dictionary
+    of strings (all three written as the contract's strings)."""
+    if given.names != schema.names:
+        return False
+    for have, want in zip(given, schema):
+        if have.type == want.type and have.nullable == want.nullable:
+            continue
+        string = pa.types.is_string(want.type) and have.nullable == want.nullable
+        if not (string and (pa.types.is_string_view(have.type) or (pa.types.is_dictionary(have.type) and pa.types.is_string(have.type.value_type)))):
+            return False
+    return True
+
+
 def with_string_views(schema: pa.Schema) -> pa.Schema:
     """``schema`` with its string columns as Arrow string views, the form Polars hands its strings
     to Arrow in: ``write_table`` takes either form (views are not copied into strings)."""
@@ -224,7 +239,7 @@ def write_table(table: pa.Table, path: str | os.PathLike, name: str) -> Path:
     """Write atomically: a reader sees either no file or the whole file, never half of one."""
     path = Path(path)
     schema = schema_for(name)
-    if not (table.schema.equals(schema, check_metadata=False) or table.schema.equals(with_string_views(schema), check_metadata=False)):
+    if not _writable(table.schema, schema):
         table = table.select([f.name for f in schema]).cast(schema)
     options = {"compression": "zstd", "use_dictionary": _dictionary_columns(schema), "write_statistics": _statistics_columns(schema)}
     with _atomic(path) as tmp, pq.ParquetWriter(tmp, table.schema.remove_metadata(), store_schema=False, **options) as writer:

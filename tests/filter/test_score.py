@@ -71,6 +71,11 @@ def test_tau_per_task_type():
     rows = sample_rows("t", "temporal_grounding", "[2, 4]", ["[2, 4]", "[3, 5]"])
     assert scored(rows)["kept"].to_list() == [True, True]
     assert scored(rows, tau_by_task={"temporal_grounding": 0.5})["kept"].to_list() == [True, False]
+    # several task types, each with its own tau, one of them set to the default (rows in input order)
+    rows += sample_rows("n", "numerical", "10", ["10", "11", "20"])  # epsilon 0.05: 1, 0, 0
+    taus = {"temporal_grounding": 0.2, "numerical": 0.3, "ocr": 0.9}
+    assert scored(rows, tau=0.5, tau_by_task=taus)["kept"].to_list() == [True, True, True, False, False]
+    assert scored(rows, tau=0.1, tau_by_task={"temporal_grounding": 0.5})["kept"].to_list() == [True, False, True, False, False]
     with pytest.raises(ValueError):
         FilterConfig(tau_by_task={"counting": 0.5})
 
