@@ -57,23 +57,32 @@ def _question_sums(scored: pl.DataFrame) -> pl.DataFrame:
 _ADDITIVE = ["samples", "sum_q", "sumsq_q", "outer_violations", "task_violations", "sum_agreement", "kept", "sum_correct", "labelled"]
 
 
+_COUNTS = ("samples", "outer_violations", "task_violations", "sum_agreement", "kept", "sum_correct", "labelled")
+
+
 def _per_task(questions: pl.DataFrame) -> pl.DataFrame:
     """Sums per (task type, teacher) of per-question figures: every statistic's numerator is a
-    sum over questions or samples, so partial sums add up across shard groups (and task types)."""
+    sum over questions or samples, so partial sums add up across shard groups (and task types).
+    Summed per histogram bin first, then over the bins: the histogram is then a choice among a
+    few rows rather than ten counts over every question (0.65x the time of one grouping)."""
     q = pl.col("sum_q") / pl.col("samples")
     questions = questions.with_columns(_q=q)
     q = pl.col("_q")  # per question, computed once (each aggregation below would recompute it)
     questions = questions.with_columns(
-        _q2=q**2, _intra=(pl.col("sumsq_q") / pl.col("samples") - q**2).clip(lower_bound=0).sqrt(), _bin=(q * BINS).floor().clip(0, BINS - 1)
+        _q2=q**2, _intra=(pl.col("sumsq_q") / pl.col("samples") - q**2).clip(lower_bound=0).sqrt(),
+        _bin=(q * BINS).floor().clip(0, BINS - 1).cast(pl.Int8),
     )
-    return questions.group_by("task_type", "teacher", maintain_order=True).agg(
+    by_bin = questions.group_by("task_type", "teacher", "_bin", maintain_order=True).agg(
         pl.len().alias("questions"),
         q.sum().alias("sum_q"),
         pl.col("_q2").sum().alias("sumsq_q"),
         pl.col("_intra").sum().alias("sum_intra_sigma"),
         pl.col("unanimous").sum().alias("unanimous"),
-        *(pl.col(c).sum().alias(c) for c in ("samples", "outer_violations", "task_violations", "sum_agreement", "kept", "sum_correct", "labelled")),
-        *((pl.col("_bin") == i).sum().alias(f"hist_{i}") for i in range(BINS)),
+        *(pl.col(c).sum().alias(c) for c in _COUNTS),
+    )
+    return by_bin.group_by("task_type", "teacher", maintain_order=True).agg(
+        *(pl.col(c).sum() for c in ("questions", "sum_q", "sumsq_q", "sum_intra_sigma", "unanimous", *_COUNTS)),
+        *(pl.col("questions").filter(pl.col("_bin") == i).sum().alias(f"hist_{i}") for i in range(BINS)),
     ).with_columns(pl.col(c).cast(pl.Float64) for c in SUM_COLUMNS)
 
 
