@@ -29,35 +29,62 @@ SUM_COLUMNS = [
 ]
 
 
+# The aggregations below are built once (expressions are immutable): building them for every shard
+# group costs more Python than the groupings' own calls.
+_COUNTS = ("samples", "outer_violations", "task_violations", "sum_agreement", "kept", "sum_correct", "labelled")
+_ADDITIVE = ["samples", "sum_q", "sumsq_q", "outer_violations", "task_violations", "sum_agreement", "kept", "sum_correct", "labelled"]
+_QUESTION_SUMS = (
+    pl.col("_row", "_prompt").first(),
+    pl.len().alias("samples"),
+    pl.col("quality").sum().alias("sum_q"),
+    (pl.col("quality") ** 2).sum().alias("sumsq_q"),
+    (pl.col("agreement").min() == 1).alias("unanimous"),  # every sample gave the same answer
+    pl.col("agreement_pool").min().alias("min_agreement_pool"),
+    (~pl.col("format_outer_ok")).sum().alias("outer_violations"),
+    (~pl.col("format_task_ok")).sum().alias("task_violations"),
+    pl.col("agreement").sum().alias("sum_agreement"),
+    pl.col("kept").sum().alias("kept"),
+    pl.col("correct").sum().alias("sum_correct"),
+    pl.col("correct").is_not_null().sum().alias("labelled"),
+)
+_POOLED = (
+    pl.col("task_type").first(),
+    pl.lit(POOL).alias("teacher"),
+    *(pl.col(c).sum() for c in _ADDITIVE),
+    (pl.col("min_agreement_pool").min() == 1).alias("unanimous"),
+)
+_Q = pl.col("_q")  # a question's quality, computed once (each aggregation would recompute it)
+_PER_QUESTION = {
+    "_q2": _Q**2,
+    "_intra": (pl.col("sumsq_q") / pl.col("samples") - _Q**2).clip(lower_bound=0).sqrt(),
+    "_bin": (_Q * BINS).floor().clip(0, BINS - 1).cast(pl.Int8),
+}
+_BY_BIN = (
+    pl.len().alias("questions"),
+    _Q.sum().alias("sum_q"),
+    pl.col("_q2").sum().alias("sumsq_q"),
+    pl.col("_intra").sum().alias("sum_intra_sigma"),
+    pl.col("unanimous").sum().alias("unanimous"),
+    *(pl.col(c).sum().alias(c) for c in _COUNTS),
+)
+_OVER_BINS = (
+    *(pl.col(c).sum() for c in ("questions", "sum_q", "sumsq_q", "sum_intra_sigma", "unanimous", *_COUNTS)),
+    *(pl.col("questions").filter(pl.col("_bin") == i).sum().alias(f"hist_{i}") for i in range(BINS)),
+)
+_AS_FLOATS = tuple(pl.col(c).cast(pl.Float64) for c in SUM_COLUMNS)
+_ALL_TASKS = (pl.lit(ALL_TASKS).alias("task_type"), *(pl.col(c).sum() for c in SUM_COLUMNS))
+
+
 def _question_sums(scored: pl.DataFrame) -> pl.DataFrame:
     """Sums per question and teacher over the answered samples: one pass over the rows, grouped on
     the scoring's integer key ``_prompt_teacher``; a question's task type is its first sample's."""
     # eager: Polars' lazy engine takes half as long again for this aggregation
     answered = scored.with_row_index("_row").filter(pl.col("error").is_null())
-    questions = answered.group_by("_prompt_teacher", maintain_order=True).agg(
-        pl.col("_row", "_prompt").first(),
-        pl.len().alias("samples"),
-        pl.col("quality").sum().alias("sum_q"),
-        (pl.col("quality") ** 2).sum().alias("sumsq_q"),
-        (pl.col("agreement").min() == 1).alias("unanimous"),  # every sample gave the same answer
-        pl.col("agreement_pool").min().alias("min_agreement_pool"),
-        (~pl.col("format_outer_ok")).sum().alias("outer_violations"),
-        (~pl.col("format_task_ok")).sum().alias("task_violations"),
-        pl.col("agreement").sum().alias("sum_agreement"),
-        pl.col("kept").sum().alias("kept"),
-        pl.col("correct").sum().alias("sum_correct"),
-        pl.col("correct").is_not_null().sum().alias("labelled"),
-    )
+    questions = answered.group_by("_prompt_teacher", maintain_order=True).agg(*_QUESTION_SUMS)
     # the strings of each question's first row, gathered once per question: taking them in the
     # aggregation (first()) costs as much as all the sums together
     # (as strings: partial sums of groups with categories of their own are combined)
     return questions.hstack(scored.select(pl.col("task_type", "teacher").gather(questions["_row"]).cast(pl.String)))
-
-
-_ADDITIVE = ["samples", "sum_q", "sumsq_q", "outer_violations", "task_violations", "sum_agreement", "kept", "sum_correct", "labelled"]
-
-
-_COUNTS = ("samples", "outer_violations", "task_violations", "sum_agreement", "kept", "sum_correct", "labelled")
 
 
 def _per_task(questions: pl.DataFrame) -> pl.DataFrame:
@@ -65,25 +92,9 @@ def _per_task(questions: pl.DataFrame) -> pl.DataFrame:
     sum over questions or samples, so partial sums add up across shard groups (and task types).
     Summed per histogram bin first, then over the bins: the histogram is then a choice among a
     few rows rather than ten counts over every question (0.65x the time of one grouping)."""
-    q = pl.col("sum_q") / pl.col("samples")
-    questions = questions.with_columns(_q=q)
-    q = pl.col("_q")  # per question, computed once (each aggregation below would recompute it)
-    questions = questions.with_columns(
-        _q2=q**2, _intra=(pl.col("sumsq_q") / pl.col("samples") - q**2).clip(lower_bound=0).sqrt(),
-        _bin=(q * BINS).floor().clip(0, BINS - 1).cast(pl.Int8),
-    )
-    by_bin = questions.group_by("task_type", "teacher", "_bin", maintain_order=True).agg(
-        pl.len().alias("questions"),
-        q.sum().alias("sum_q"),
-        pl.col("_q2").sum().alias("sumsq_q"),
-        pl.col("_intra").sum().alias("sum_intra_sigma"),
-        pl.col("unanimous").sum().alias("unanimous"),
-        *(pl.col(c).sum().alias(c) for c in _COUNTS),
-    )
-    return by_bin.group_by("task_type", "teacher", maintain_order=True).agg(
-        *(pl.col(c).sum() for c in ("questions", "sum_q", "sumsq_q", "sum_intra_sigma", "unanimous", *_COUNTS)),
-        *(pl.col("questions").filter(pl.col("_bin") == i).sum().alias(f"hist_{i}") for i in range(BINS)),
-    ).with_columns(pl.col(c).cast(pl.Float64) for c in SUM_COLUMNS)
+    questions = questions.with_columns(_q=pl.col("sum_q") / pl.col("samples")).with_columns(**_PER_QUESTION)
+    by_bin = questions.group_by("task_type", "teacher", "_bin", maintain_order=True).agg(*_BY_BIN)
+    return by_bin.group_by("task_type", "teacher", maintain_order=True).agg(*_OVER_BINS).with_columns(*_AS_FLOATS)
 
 
 def partial_stats(scored: pl.DataFrame) -> pl.DataFrame:
@@ -91,15 +102,10 @@ def partial_stats(scored: pl.DataFrame) -> pl.DataFrame:
     ``score_samples(..., keys=True)`` rows (its group keys ``_prompt`` and ``_prompt_teacher``)."""
     questions = _question_sums(scored)
     # pooling teachers re-aggregates each question's sums over its teachers
-    pooled = questions.group_by("_prompt", maintain_order=True).agg(
-        pl.col("task_type").first(),
-        pl.lit(POOL).alias("teacher"),
-        *(pl.col(c).sum() for c in _ADDITIVE),
-        (pl.col("min_agreement_pool").min() == 1).alias("unanimous"),
-    )
+    pooled = questions.group_by("_prompt", maintain_order=True).agg(*_POOLED)
     columns = ["task_type", "teacher", "unanimous", *_ADDITIVE]
     per_task = _per_task(pl.concat([questions.select(columns), pooled.select(columns)]))
-    all_tasks = per_task.group_by("teacher", maintain_order=True).agg(pl.lit(ALL_TASKS).alias("task_type"), *(pl.col(c).sum() for c in SUM_COLUMNS))
+    all_tasks = per_task.group_by("teacher", maintain_order=True).agg(*_ALL_TASKS)
     return pl.concat([per_task, all_tasks.select(per_task.columns)])
 
 

@@ -10,6 +10,7 @@ same results as the local run. Outputs are deterministic: the same input gives i
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import multiprocessing
@@ -66,12 +67,17 @@ def _arrow(frame: pl.DataFrame, table: str) -> pa.Table:
     writer dictionary-encodes without hashing a string (Polars' own conversion would first compact
     the categories: 0.7 ms a column of 100,000 rows); other columns cast to the contract's type,
     column by column (half the time of Table.cast)."""
-    schema = with_string_views(schema_for(table))
-    categorical = {f.name for f in schema if isinstance(frame.schema[f.name], pl.Categorical)}
+    schema, types = _arrow_schema(table), frame.schema
+    categorical = {f.name for f in schema if isinstance(types[f.name], pl.Categorical)}
     data = frame.select(n for n in schema.names if n not in categorical).to_arrow(compat_level=pl.CompatLevel.newest())
     columns = [_dictionary(frame[f.name]) if f.name in categorical else data.column(f.name).cast(f.type) for f in schema]
     fields = [f.with_type(c.type) for f, c in zip(schema, columns)]
     return pa.Table.from_arrays(columns, schema=pa.schema(fields, metadata=schema.metadata))
+
+
+@functools.cache
+def _arrow_schema(table: str) -> pa.Schema:
+    return with_string_views(schema_for(table))
 
 
 def _dictionary(series: pl.Series) -> pa.DictionaryArray:

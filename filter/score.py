@@ -7,6 +7,8 @@ the matching weight p_k over the prompt's kept samples and ``is_best`` (T_best).
 
 from __future__ import annotations
 
+import functools
+
 import polars as pl
 
 from ..schemas.config import FilterConfig
@@ -40,26 +42,32 @@ def _majority_labels(frame: pl.DataFrame) -> pl.DataFrame:
     ).drop("_majority", *(f"_m{i}" for i in range(4)))
 
 
+# Expressions are immutable: those that do not depend on the configuration are built once here,
+# the others once per configuration (``_scoring``), rather than for every shard group.
+_RUN_FIELDS = ("answer", "task_type", "options")
+_CHANGES = tuple(pl.col(c).ne_missing(pl.col(c).shift()).alias(f"_new_{c}") for c in _RUN_FIELDS)
+_RUNS = (
+    ((pl.int_range(pl.len()) == 0) | pl.any_horizontal(f"_new_{c}" for c in _RUN_FIELDS)).alias("_start"),
+    pl.col("_new_options").cum_sum().alias("_option_run"),  # the options compared once, for the labels and the parser's dedupe
+)
+_RUN = (pl.col("_start").cum_sum() - 1).alias("_run")
+_LABELS = pl.col("normalised", *(f"v{i}" for i in range(4)))
+
+
 def _parse(samples: pl.DataFrame) -> pl.DataFrame:
     """The responses' parts and parsed answers, and ``gt_normalised`` / ``gt_v0..3``: each row's
     ground truth, parsed once per run of rows with the same answer, task type and options (a
     prompt's samples are written together: about once per prompt and teacher shard). Responses and
     labels go through one ``parse_answers`` call: its per-call cost is paid once per group."""
     frame = add_response_parts(samples, "text")
-    fields = ("answer", "task_type", "options")
-    runs = samples.select(*fields, *(pl.col(c).ne_missing(pl.col(c).shift()).alias(f"_new_{c}") for c in fields))
-    runs = runs.select(
-        *fields,
-        _start=(pl.int_range(pl.len()) == 0) | pl.any_horizontal(f"_new_{c}" for c in fields),
-        _option_run=pl.col("_new_options").cum_sum(),  # the options compared once, for the labels and the parser's dedupe
-    )
+    runs = samples.select(*_RUN_FIELDS, *_CHANGES).select(*_RUN_FIELDS, *_RUNS)
     texts = pl.concat([
         frame.select(pl.col("answer_text").alias("_text"), "task_type", "options").hstack([runs["_option_run"]]),
         runs.filter("_start").select(pl.col("answer").alias("_text"), "task_type", "options", "_option_run"),
     ])
     parsed = parse_answers(texts, "_text", option_runs="_option_run", only=(*_PARSED, ANSWER_CODE)).select(*_PARSED, ANSWER_CODE)
-    run = runs.select((pl.col("_start").cum_sum() - 1).alias("_run"))["_run"]
-    labels = parsed.slice(frame.height).select(pl.col("normalised", *(f"v{i}" for i in range(4))).gather(run).name.prefix("gt_"))
+    run = runs.select(_RUN)["_run"]
+    labels = parsed.slice(frame.height).select(_LABELS.gather(run).name.prefix("gt_"))
     return frame.hstack(parsed.slice(0, frame.height)).hstack(labels)
 
 
@@ -83,16 +91,63 @@ def _agreement(over: str) -> pl.Expr:
     return pl.when(answered & has_answer).then(pl.len().over(f"{over}_answer") / total).when(answered).then(0.0)
 
 
-def _taus(cfg: FilterConfig) -> pl.Expr:
+def _taus(tau: float, tau_by_task: tuple[tuple[str, float], ...]) -> pl.Expr:
     """Each row's tau: the default, where no task type has its own (a literal: mapping every row's
     task type, even to one value, costs 0.03 us per row), else a choice among the task types that do."""
-    overrides = {task: tau for task, tau in sorted(cfg.tau_by_task.items()) if tau != cfg.tau}
+    overrides = {task: value for task, value in tau_by_task if value != tau}
     if not overrides:
-        return pl.lit(cfg.tau, pl.Float64)
+        return pl.lit(tau, pl.Float64)
     chain = pl
-    for task, tau in overrides.items():
-        chain = chain.when(pl.col("task_type") == task).then(pl.lit(tau, pl.Float64))
-    return chain.otherwise(pl.lit(cfg.tau, pl.Float64))
+    for task, value in overrides.items():
+        chain = chain.when(pl.col("task_type") == task).then(pl.lit(value, pl.Float64))
+    return chain.otherwise(pl.lit(tau, pl.Float64))
+
+
+@functools.cache
+def _scoring(tau: float, tau_by_task: tuple[tuple[str, float], ...], seed: int) -> dict:
+    """score_samples' steps after the metric, as the columns each adds: built once per setting."""
+    # matching distribution: proportional to q where a metric exists, uniform (or opt-in) otherwise
+    ranked = pl.col("correct").is_not_null()
+    # T_best: the highest-quality kept sample; ties broken by a hash of the sample's seed
+    tie = pl.when("_top").then((pl.col("seed").cast(pl.UInt64) * 2654435761 + seed) % 4294967296)
+    return {
+        "kept": {
+            "agreement": _agreement("_prompt_teacher"),
+            "kept": pl.col("error").is_null() & (pl.col("quality") >= _taus(tau, tau_by_task)),
+        },
+        "raw": {"_raw": pl.when(~pl.col("kept")).then(0.0).when(ranked).then(pl.col("quality")).otherwise(1.0)},
+        "open_kept": pl.col("kept") & ~ranked & (pl.col("task_type") == "open_ended"),
+        # one grouping by prompt for the pool's agreement, the weights' total, the count of kept
+        # samples and T_best's top quality (a window per context groups the rows again)
+        "pool": {
+            "agreement_pool": _agreement("_prompt"),
+            "_total": pl.col("_raw").sum().over("_prompt"),
+            "_prompt_kept": pl.col("kept").sum().over("_prompt"),
+            "_top_quality": pl.when("kept").then(pl.col("quality")).max().over("_prompt"),
+        },
+        "weight": {
+            # a prompt whose kept samples all have q = 0 (only possible with tau = 0) weighs them uniformly
+            "weight": pl.when(pl.col("_total") > 0).then(pl.col("_raw") / pl.col("_total"))
+            .when(pl.col("kept") & (pl.col("_total") == 0)).then(1.0 / pl.col("_prompt_kept"))
+            .otherwise(0.0),
+            "_top": pl.col("kept") & (pl.col("quality") == pl.col("_top_quality")),
+        },
+        "best": {"is_best": pl.col("_top") & (tie == tie.min().over("_prompt"))},
+    }
+
+
+_LABEL_SOURCE = {
+    "label_source": pl.when(CLOSED & pl.col("gt_normalised").is_not_null()).then(pl.lit("ground_truth")),
+    "valid": (pl.col("outer_ok") & pl.col("task_ok")).fill_null(False),
+}
+_SCORES = (
+    pl.col("normalised").alias("extracted"),
+    pl.col("outer_ok").alias("format_outer_ok"),
+    pl.col("task_ok").alias("format_task_ok"),
+    *(pl.col(c) for c in ("truncated", "label_source", "correct", "quality", "agreement", "agreement_pool", "kept", "weight")),
+    pl.col("is_best").fill_null(False),
+)
+_KEYS = tuple(pl.col(c) for c in ("_prompt", "_prompt_teacher", "_prompt_kept"))
 
 
 def score_samples(samples: pl.DataFrame, cfg: FilterConfig, keys: bool = False) -> pl.DataFrame:
@@ -102,64 +157,25 @@ def score_samples(samples: pl.DataFrame, cfg: FilterConfig, keys: bool = False) 
     report's sums), ``_prompt_kept``, the prompt's number of kept samples (for ``dropped_prompts``),
     and the task type and the teacher as the categoricals scoring made of them (``as_categories``;
     written from their codes)."""
+    steps = _scoring(cfg.tau, tuple(sorted(cfg.tau_by_task.items())), cfg.seed)
     # the task type and the teacher as categoricals: hashed once here, then compared (task types, a
     # dozen times), grouped on and written (dictionary-encoded, from their codes) as integers
     frame = _parse(samples.with_columns(as_categories(c) for c in ("task_type", "teacher") if samples.schema[c] == pl.String))
-    frame = frame.with_columns(
-        label_source=pl.when(CLOSED & pl.col("gt_normalised").is_not_null()).then(pl.lit("ground_truth")),
-        valid=(pl.col("outer_ok") & pl.col("task_ok")).fill_null(False),
-    )
+    frame = frame.with_columns(**_LABEL_SOURCE)
     if cfg.pseudo_label == "majority":
         frame = _majority_labels(frame)
     frame = score_parsed(frame.drop("valid"), cfg.tolerance, cfg.anls_threshold)
-    frame = frame.hstack(_group_keys(frame)).with_columns(
-        agreement=_agreement("_prompt_teacher"),
-        kept=pl.col("error").is_null() & (pl.col("quality") >= _taus(cfg)),
-    )
-    # matching distribution: proportional to q where a metric exists, uniform (or opt-in) otherwise
-    ranked = pl.col("correct").is_not_null()
-    raw = pl.when(~pl.col("kept")).then(0.0).when(ranked).then(pl.col("quality")).otherwise(1.0)
-    frame = frame.with_columns(_raw=raw)
+    frame = frame.hstack(_group_keys(frame)).with_columns(**steps["kept"]).with_columns(**steps["raw"])
     if cfg.open_ended_weighting == "agreement":  # opt-in; the paper's uniform weights otherwise
         from .embeddings import agreement_weights
 
-        open_kept = pl.col("kept") & ~ranked & (pl.col("task_type") == "open_ended")
-        frame = frame.with_columns(_raw=pl.when(open_kept).then(agreement_weights(frame)).otherwise(pl.col("_raw")))
-    # one grouping by prompt for the pool's agreement, the weights' total, the count of kept samples
-    # and T_best's top quality (a window per context groups the rows again)
-    frame = frame.with_columns(
-        agreement_pool=_agreement("_prompt"),
-        _total=pl.col("_raw").sum().over("_prompt"),
-        _prompt_kept=pl.col("kept").sum().over("_prompt"),
-        _top_quality=pl.when("kept").then(pl.col("quality")).max().over("_prompt"),
-    )
-    frame = frame.with_columns(
-        # a prompt whose kept samples all have q = 0 (only possible with tau = 0) weighs them uniformly
-        weight=pl.when(pl.col("_total") > 0).then(pl.col("_raw") / pl.col("_total"))
-        .when(pl.col("kept") & (pl.col("_total") == 0)).then(1.0 / pl.col("_prompt_kept"))
-        .otherwise(0.0),
-        _top=pl.col("kept") & (pl.col("quality") == pl.col("_top_quality")),
-    )
-    # T_best: the highest-quality kept sample; ties broken by a hash of the sample's seed
-    tie_break = (pl.col("seed").cast(pl.UInt64) * 2654435761 + cfg.seed) % 4294967296
-    tie = pl.when("_top").then(tie_break)
-    frame = frame.with_columns(is_best=pl.col("_top") & (tie == tie.min().over("_prompt")))
+        frame = frame.with_columns(_raw=pl.when(steps["open_kept"]).then(agreement_weights(frame)).otherwise(pl.col("_raw")))
+    frame = frame.with_columns(**steps["pool"]).with_columns(**steps["weight"]).with_columns(**steps["best"])
     restore = () if keys else tuple(c for c in ("task_type", "teacher") if samples.schema[c] != frame.schema[c])
     return frame.select(
         *(pl.col(f.name).cast(pl.String) if f.name in restore else f.name for f in SAMPLES_SCHEMA if f.name in samples.columns),
-        pl.col("normalised").alias("extracted"),
-        pl.col("outer_ok").alias("format_outer_ok"),
-        pl.col("task_ok").alias("format_task_ok"),
-        "truncated",
-        "label_source",
-        "correct",
-        "quality",
-        "agreement",
-        "agreement_pool",
-        "kept",
-        "weight",
-        pl.col("is_best").fill_null(False),
-        *(("_prompt", "_prompt_teacher", "_prompt_kept") if keys else ()),
+        *_SCORES,
+        *(_KEYS if keys else ()),
     )
 
 
@@ -170,17 +186,23 @@ def dropped_prompts(scored: pl.DataFrame) -> pl.DataFrame:
     if "_prompt_kept" in scored.columns:  # the rows of the prompts without a kept sample: few
         scored = scored[scored.select((pl.col("_prompt_kept") == 0).arg_true()).to_series()]
     key = "_prompt" if "_prompt" in scored.columns else "prompt_id"
-    per_prompt = scored.with_row_index("_row").group_by(key, maintain_order=True).agg(
-        pl.col("_row").first(),
-        pl.col("kept").any().alias("_any_kept"),
-        (pl.col("error").is_null()).any().alias("_any_answered"),
-        (pl.col("format_outer_ok") & pl.col("format_task_ok")).any().alias("_any_valid"),
-        pl.len().cast(pl.Int32).alias("num_samples"),
-        pl.col("quality").max().alias("best_quality"),
-    ).filter(~pl.col("_any_kept"))
+    per_prompt = scored.with_row_index("_row").group_by(key, maintain_order=True).agg(*_PER_PROMPT).filter(~pl.col("_any_kept"))
     per_prompt = per_prompt.drop(key).hstack(scored.select(pl.col("prompt_id", "task_type").gather(per_prompt["_row"]).cast(pl.String)))
-    reason = pl.when(~pl.col("_any_answered")).then(pl.lit("all_errors")).when(~pl.col("_any_valid")).then(pl.lit("no_valid_format")).otherwise(pl.lit("below_tau"))
-    return per_prompt.select("prompt_id", "task_type", reason.alias("reason"), "num_samples", "best_quality")
+    return per_prompt.select("prompt_id", "task_type", _REASON, "num_samples", "best_quality")
+
+
+_PER_PROMPT = (
+    pl.col("_row").first(),
+    pl.col("kept").any().alias("_any_kept"),
+    (pl.col("error").is_null()).any().alias("_any_answered"),
+    (pl.col("format_outer_ok") & pl.col("format_task_ok")).any().alias("_any_valid"),
+    pl.len().cast(pl.Int32).alias("num_samples"),
+    pl.col("quality").max().alias("best_quality"),
+)
+_REASON = (
+    pl.when(~pl.col("_any_answered")).then(pl.lit("all_errors")).when(~pl.col("_any_valid")).then(pl.lit("no_valid_format"))
+    .otherwise(pl.lit("below_tau")).alias("reason")
+)
 
 
 __all__ = ["SCORING_COLUMNS", "dropped_prompts", "score_samples"]

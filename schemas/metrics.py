@@ -17,6 +17,8 @@ paper's uniform weighting of valid samples).
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import polars as pl
 from rapidfuzz.distance import Levenshtein
@@ -50,6 +52,7 @@ def _numeric(tolerance: float) -> pl.Expr:
     return pl.when(gt == 0).then(pred.abs() <= tolerance).otherwise((pred - gt).abs() <= tolerance * gt.abs()).cast(pl.Float64)
 
 
+@functools.cache  # expressions are immutable: built once per tolerance, not per batch
 def _metrics(tolerance: float) -> dict[str, tuple[list[str], pl.Expr]]:
     """The metric of each task type with one (OCR: see ``anls``), and the columns it reads."""
     numbers = lambda k: [f"{p}v{i}" for p in ("", "gt_") for i in range(k)]  # noqa: E731
@@ -68,20 +71,29 @@ def anls(predictions: list[str | None], truths: list[str | None], threshold: flo
     return np.where([p is None for p in predictions], 0.0, similarity)
 
 
+# _correct's expressions, built once: the label's and answer's columns, the metric's base (null
+# without a label, 0 without an answer) and each task type's answered rows
+_HAS_GT = pl.col("gt_normalised").is_not_null() & (pl.col("task_type") != "open_ended")
+_ANSWERED = _HAS_GT & pl.col("normalised").is_not_null()
+_NARROW = (
+    pl.col("task_type", "normalised", "gt_normalised", *(f"{p}v{i}" for p in ("", "gt_") for i in range(4))),
+    pl.when(_HAS_GT).then(pl.when(_ANSWERED).then(pl.lit(None, pl.Float64)).otherwise(0.0)).alias("_base"),
+    _ANSWERED.alias("_answered"),
+)
+_ROWS_OF = {task: (pl.col("_answered") & (pl.col("task_type") == task)).arg_true() for task in ("multiple_choice", "numerical", "temporal_grounding", "spatial_grounding", "ocr")}
+
+
 def _correct(frame: pl.DataFrame, tolerance: float, anls_threshold: float) -> pl.Series:
     """``correct``: null without a label, 0 without an answer, else the task's metric, computed on
     that task's rows only (a when/then chain over task types would compute every metric on every row)."""
-    has_gt = pl.col("gt_normalised").is_not_null() & (pl.col("task_type") != "open_ended")
-    answered = has_gt & pl.col("normalised").is_not_null()
-    columns = ["normalised", "gt_normalised", *(f"{p}v{i}" for p in ("", "gt_") for i in range(4))]
-    narrow = frame.select(pl.col("task_type"), *columns, _base=pl.when(has_gt).then(pl.when(answered).then(pl.lit(None, pl.Float64)).otherwise(0.0)), _answered=answered)
+    narrow = frame.select(*_NARROW)
     correct = narrow.get_column("_base").alias("correct")
     for task, (reads, metric) in _metrics(tolerance).items():
-        rows = narrow.select((pl.col("_answered") & (pl.col("task_type") == task)).arg_true()).to_series()
+        rows = narrow.select(_ROWS_OF[task]).to_series()
         if rows.len():  # only the columns the metric reads are gathered
             correct.scatter(rows, narrow.select(pl.col(reads).gather(rows)).select(metric).to_series())
     # ANLS: an exact match has similarity 1 without computing it; only the others go through Python lists
-    rows = narrow.select((pl.col("_answered") & (pl.col("task_type") == "ocr")).arg_true()).to_series()
+    rows = narrow.select(_ROWS_OF["ocr"]).to_series()
     if rows.len():
         pairs = narrow.select(pl.col("normalised", "gt_normalised").gather(rows))
         values = np.full(rows.len(), 1.0 if 1.0 >= anls_threshold else 0.0)

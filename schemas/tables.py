@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import json
 import os
 import tempfile
@@ -238,14 +239,22 @@ def _file_metadata(schema: pa.Schema) -> dict[str, str]:
 def write_table(table: pa.Table, path: str | os.PathLike, name: str) -> Path:
     """Write atomically: a reader sees either no file or the whole file, never half of one."""
     path = Path(path)
-    schema = schema_for(name)
+    schema, options, metadata = _written_form(name)
     if not _writable(table.schema, schema):
         table = table.select([f.name for f in schema]).cast(schema)
-    options = {"compression": "zstd", "use_dictionary": _dictionary_columns(schema), "write_statistics": _statistics_columns(schema)}
     with _atomic(path) as tmp, pq.ParquetWriter(tmp, table.schema.remove_metadata(), store_schema=False, **options) as writer:
         writer.write_table(table.replace_schema_metadata(None))
-        writer.add_key_value_metadata(_file_metadata(schema))
+        writer.add_key_value_metadata(metadata)
     return path
+
+
+@functools.cache
+def _written_form(name: str) -> tuple[pa.Schema, dict, dict[str, str]]:
+    """A table's contract schema, the writer's options and the files' metadata: the same for every
+    file of the table, so built once per process (rmsd-filter writes two files per shard group)."""
+    schema = schema_for(name)
+    options = {"compression": "zstd", "use_dictionary": _dictionary_columns(schema), "write_statistics": _statistics_columns(schema)}
+    return schema, options, _file_metadata(schema)
 
 
 # Columns that repeat across rows (a prompt's K samples, a run's teachers, frame times on a fixed
