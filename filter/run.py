@@ -68,7 +68,7 @@ def _arrow(frame: pl.DataFrame, table: str) -> pa.Table:
     the categories: 0.7 ms a column of 100,000 rows); other columns cast to the contract's type,
     column by column (half the time of Table.cast)."""
     schema, types = _arrow_schema(table), frame.schema
-    categorical = {f.name for f in schema if isinstance(types[f.name], pl.Categorical)}
+    categorical = {f.name for f in schema if isinstance(types[f.name], (pl.Categorical, pl.Enum))}
     data = frame.select(n for n in schema.names if n not in categorical).to_arrow(compat_level=pl.CompatLevel.newest())
     columns = [_dictionary(frame[f.name]) if f.name in categorical else data.column(f.name).cast(f.type) for f in schema]
     fields = [f.with_type(c.type) for f, c in zip(schema, columns)]
@@ -81,8 +81,10 @@ def _arrow_schema(table: str) -> pa.Schema:
 
 
 def _dictionary(series: pl.Series) -> pa.DictionaryArray:
-    """A categorical column as an Arrow dictionary of strings: its codes index its categories."""
-    categories = series.dtype.categories.to_series().to_arrow().cast(pa.string())  # ordered by code
+    """A categorical (or enumeration) column as an Arrow dictionary of strings: its codes index its
+    categories."""
+    categories = series.dtype.categories  # ordered by code
+    categories = (categories if isinstance(categories, pl.Series) else categories.to_series()).to_arrow().cast(pa.string())
     return pa.DictionaryArray.from_arrays(series.to_physical().to_arrow(), categories)
 
 

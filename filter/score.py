@@ -17,6 +17,9 @@ from ..schemas.metrics import score_parsed
 from ..schemas.tables import SAMPLES_SCHEMA
 
 CLOSED = pl.col("task_type") != "open_ended"
+# where a sample's label came from; scoring's own form (``score_samples(..., keys=True)``) keeps it
+# as this enumeration, written from its codes
+LABEL_SOURCES = pl.Enum(["ground_truth", "majority"])
 SCORING_COLUMNS = ("prompt_id", "task_type", "options", "answer", "teacher", "sample_index", "seed", "text", "error")
 _PARSED = tuple(c for c in PARSED_COLUMNS if c != "display")  # the answers as shown: not a score
 
@@ -38,7 +41,7 @@ def _majority_labels(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.with_columns(
         pl.when(use).then(pl.col("_majority")).otherwise(pl.col("gt_normalised")).alias("gt_normalised"),
         *(pl.when(use).then(pl.col(f"_m{i}")).otherwise(pl.col(f"gt_v{i}")).alias(f"gt_v{i}") for i in range(4)),
-        pl.when(use).then(pl.lit("majority")).otherwise(pl.col("label_source")).alias("label_source"),
+        pl.when(use).then(pl.lit("majority", LABEL_SOURCES)).otherwise(pl.col("label_source")).alias("label_source"),
     ).drop("_majority", *(f"_m{i}" for i in range(4)))
 
 
@@ -136,17 +139,23 @@ def _scoring(tau: float, tau_by_task: tuple[tuple[str, float], ...], seed: int) 
     }
 
 
-_LABEL_SOURCE = {
-    "label_source": pl.when(CLOSED & pl.col("gt_normalised").is_not_null()).then(pl.lit("ground_truth")),
-    "valid": (pl.col("outer_ok") & pl.col("task_ok")).fill_null(False),
-}
-_SCORES = (
-    pl.col("normalised").alias("extracted"),
-    pl.col("outer_ok").alias("format_outer_ok"),
-    pl.col("task_ok").alias("format_task_ok"),
-    *(pl.col(c) for c in ("truncated", "label_source", "correct", "quality", "agreement", "agreement_pool", "kept", "weight")),
-    pl.col("is_best").fill_null(False),
-)
+_LABEL_SOURCE = pl.when(CLOSED & pl.col("gt_normalised").is_not_null()).then(pl.lit("ground_truth", LABEL_SOURCES)).alias("label_source")
+_VALID = (pl.col("outer_ok") & pl.col("task_ok")).fill_null(False).alias("valid")
+
+
+def _scores(label_source: pl.Expr) -> tuple[pl.Expr, ...]:
+    return (
+        pl.col("normalised").alias("extracted"),
+        pl.col("outer_ok").alias("format_outer_ok"),
+        pl.col("task_ok").alias("format_task_ok"),
+        pl.col("truncated"),
+        label_source,
+        *(pl.col(c) for c in ("correct", "quality", "agreement", "agreement_pool", "kept", "weight")),
+        pl.col("is_best").fill_null(False),
+    )
+
+
+_SCORES = {True: _scores(pl.col("label_source")), False: _scores(pl.col("label_source").cast(pl.String))}
 _KEYS = tuple(pl.col(c) for c in ("_prompt", "_prompt_teacher", "_prompt_kept"))
 
 
@@ -161,10 +170,10 @@ def score_samples(samples: pl.DataFrame, cfg: FilterConfig, keys: bool = False) 
     # the task type and the teacher as categoricals: hashed once here, then compared (task types, a
     # dozen times), grouped on and written (dictionary-encoded, from their codes) as integers
     frame = _parse(samples.with_columns(as_categories(c) for c in ("task_type", "teacher") if samples.schema[c] == pl.String))
-    frame = frame.with_columns(**_LABEL_SOURCE)
+    frame = frame.with_columns(_LABEL_SOURCE)
     if cfg.pseudo_label == "majority":
-        frame = _majority_labels(frame)
-    frame = score_parsed(frame.drop("valid"), cfg.tolerance, cfg.anls_threshold)
+        frame = _majority_labels(frame.with_columns(_VALID)).drop("valid")
+    frame = score_parsed(frame, cfg.tolerance, cfg.anls_threshold)
     frame = frame.hstack(_group_keys(frame)).with_columns(**steps["kept"]).with_columns(**steps["raw"])
     if cfg.open_ended_weighting == "agreement":  # opt-in; the paper's uniform weights otherwise
         from .embeddings import agreement_weights
@@ -174,7 +183,7 @@ def score_samples(samples: pl.DataFrame, cfg: FilterConfig, keys: bool = False) 
     restore = () if keys else tuple(c for c in ("task_type", "teacher") if samples.schema[c] != frame.schema[c])
     return frame.select(
         *(pl.col(f.name).cast(pl.String) if f.name in restore else f.name for f in SAMPLES_SCHEMA if f.name in samples.columns),
-        *_SCORES,
+        *_SCORES[keys],
         *(_KEYS if keys else ()),
     )
 
