@@ -254,7 +254,16 @@ def _written_form(name: str) -> tuple[pa.Schema, dict, dict[str, str]]:
     file of the table, so built once per process (rmsd-filter writes two files per shard group)."""
     schema = schema_for(name)
     options = {"compression": "zstd", "use_dictionary": _dictionary_columns(schema), "write_statistics": _statistics_columns(schema)}
+    if name in _NARROW_ROWS:  # the writer's per-batch work paid once per 65,536 rows, not per 1,024
+        options["write_batch_size"] = 65_536
     return schema, options, _file_metadata(schema)
+
+
+# Tables of a few bytes per row (rmsd-filter's outputs): a batch of 65,536 rows still fills less
+# than a data page, so pages are as before, and writing takes 0.95x the time (the scored and curated
+# shards of a 100,000-row group: 26.3 against 27.6 ms). Not for tables of texts, whose pages would
+# grow with the batch.
+_NARROW_ROWS = {"scored", "curated", "dropped"}
 
 
 # Columns that repeat across rows (a prompt's K samples, a run's teachers, frame times on a fixed
