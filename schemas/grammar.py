@@ -126,7 +126,8 @@ def _single_answer_stages(text: pl.Expr) -> list[dict[str, pl.Expr]]:
     answer part is the bytes between ``<answer>`` and the first ``</answer>`` (or the end: cut off).
     With one ``<answer>``, OUTER_PATTERN holds exactly when the text starts (after whitespace) with
     ``<think>``, ``</think>`` and whitespace lead to the ``<answer>``, and it ends with ``</answer>``
-    and whitespace; it asks for one ``<think>`` as well."""
+    and whitespace; it asks for one ``<think>`` as well. Here ``outer_ok`` holds for the tight form
+    of that wrapper only; ``add_response_parts`` checks the patterns where it does not."""
     opened, closed = pl.col("_opened"), pl.col("_closed")
     return [
         {
@@ -143,14 +144,29 @@ def _single_answer_stages(text: pl.Expr) -> list[dict[str, pl.Expr]]:
             .cast(pl.String)
             .str.strip_chars(),
             "truncated": pl.col("_single") & closed.is_null(),
-            "outer_ok": pl.col("_single")
-            & text.str.contains(r"^\s*" + THINK_OPEN)
-            & text.str.contains(THINK_CLOSE + r"\s*" + ANSWER_OPEN)
-            & text.str.contains(ANSWER_CLOSE + r"\s*\z")  # an end-anchored search: no stripped copy
-            & ~text.str.contains(_twice(THINK_OPEN)),
+            # the wrapper without whitespace around its tags (but a final newline), by exact bytes
+            # (0.048 against 0.099 us per response for _wrapper_patterns): it implies those
+            # patterns, which add_response_parts checks only where it does not hold. With one
+            # <answer>, "</think><answer>" can only occur at it.
+            "_one_think": pl.col("_single") & ~text.str.contains(_twice(THINK_OPEN)),
+            "_tight": text.str.starts_with(THINK_OPEN)
+            & text.str.contains(re.escape(THINK_CLOSE + ANSWER_OPEN))
+            & (text.str.ends_with(ANSWER_CLOSE) | text.str.ends_with(ANSWER_CLOSE + "\n")),
         },
+        {"outer_ok": pl.col("_one_think") & pl.col("_tight")},
         {"answer_text": pl.when(pl.col("_raw").str.len_bytes() > 0).then(pl.col("_raw"))},
     ]
+
+
+def _wrapper_patterns(text: pl.Expr) -> pl.Expr:
+    """For a response with one ``<answer>``: it starts (after whitespace) with ``<think>``,
+    ``</think>`` and whitespace lead to the ``<answer>``, and it ends with ``</answer>`` and
+    whitespace (an end-anchored search: no stripped copy)."""
+    return (
+        text.str.contains(r"^\s*" + THINK_OPEN)
+        & text.str.contains(THINK_CLOSE + r"\s*" + ANSWER_OPEN)
+        & text.str.contains(ANSWER_CLOSE + r"\s*\z")
+    )
 
 
 def _apply(frame: pl.DataFrame, stages: list[dict[str, pl.Expr]], select: list[pl.Expr] | None = None) -> pl.DataFrame:
@@ -166,11 +182,16 @@ def _apply(frame: pl.DataFrame, stages: list[dict[str, pl.Expr]], select: list[p
 # a fixed cost per call, about a tenth of the parsing of a 100 k-row shard group.
 _cached_single_stages = functools.cache(lambda text: _single_answer_stages(pl.col(text)))
 _cached_response_stages = functools.cache(lambda text: response_stages(pl.col(text)))
+_cached_wrapper_patterns = functools.cache(lambda text: _wrapper_patterns(pl.col(text)))
 
 
 def add_response_parts(frame: pl.DataFrame, text: str = "text") -> pl.DataFrame:
     """Add answer_text / outer_ok / truncated of the responses in column ``text``."""
     parts = _apply(frame.select(text), _cached_single_stages(text))
+    loose = parts.select((pl.col("_one_think") & ~pl.col("_tight")).arg_true()).to_series()
+    if loose.len():  # whitespace around the wrapper's tags, or not wrapped: the patterns decide
+        wrapped = frame.select(pl.col(text).gather(loose)).select(_cached_wrapper_patterns(text)).to_series()
+        parts = parts.with_columns(parts["outer_ok"].scatter(loose, wrapped))
     other = parts["_single"].not_()
     if other.any():  # no <answer>, several, a </answer> before it, null: the general stages
         rows = other.arg_true()

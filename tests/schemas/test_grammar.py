@@ -113,6 +113,23 @@ def test_answer_part_shortcut_equals_the_definition(texts):
     assert add_response_parts(frame).select(RESPONSE_COLUMNS).equals(defined.select(RESPONSE_COLUMNS))
 
 
+def test_wrapper_checked_by_bytes_and_by_pattern_alike():
+    """Tightly wrapped responses are told by exact bytes, the others by the patterns: one batch
+    mixing both gives the definition's outer_ok on each row."""
+    texts = [
+        "<think>a</think><answer>B</answer>", "<think>a</think><answer>B</answer>\n", " <think>a</think><answer>B</answer>",
+        "<think>a</think>\n<answer>B</answer>", "<think>a</think><answer>B</answer> \u00a0", "<think>a</think><answer>B</answer>x",
+        "x<think>a</think><answer>B</answer>", "<think>a<think></think><answer>B</answer>", "<think>a</think><answer>B", "a</think><answer>B</answer>",
+        "<think>a</think> b <answer>B</answer>", None,
+    ]
+    frame = pl.DataFrame({"text": texts}, schema={"text": pl.String})
+    defined = frame
+    for stage in response_stages(pl.col("text")):
+        defined = defined.with_columns(**stage)
+    assert add_response_parts(frame)["outer_ok"].to_list() == defined["outer_ok"].to_list()
+    assert defined["outer_ok"].to_list() == [True, True, True, True, True, False, False, False, False, False, False, False]
+
+
 @settings(max_examples=100, deadline=None)
 @given(rows=st.lists(st.tuples(st.sampled_from(["(C)", "green", "12", None]), st.sampled_from(["multiple_choice", "numerical", "ocr"]),
                                st.sampled_from([None, COLOURS, COLOURS[:2], ["green", "red"]])), min_size=1, max_size=30))
