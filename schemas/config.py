@@ -181,9 +181,6 @@ class FilterConfig(_Strict):
             raise ValueError("tau values must lie in [0, 1]")
         return taus
 
-    def tau_for(self, task_type: str) -> float:
-        return self.tau_by_task.get(task_type, self.tau)
-
 
 class TrainConfig(_Strict):
     """rmsd-train."""

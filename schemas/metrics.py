@@ -80,7 +80,8 @@ _NARROW = (
     pl.when(_HAS_GT).then(pl.when(_ANSWERED).then(pl.lit(None, pl.Float64)).otherwise(0.0)).alias("_base"),
     _ANSWERED.alias("_answered"),
 )
-_ROWS_OF = {task: (pl.col("_answered") & (pl.col("task_type") == task)).arg_true() for task in ("multiple_choice", "numerical", "temporal_grounding", "spatial_grounding", "ocr")}
+# (the task types with a metric: _metrics' own, whatever the tolerance, and OCR's ANLS)
+_ROWS_OF = {task: (pl.col("_answered") & (pl.col("task_type") == task)).arg_true() for task in (*_metrics(DEFAULT_TOLERANCE), "ocr")}
 
 
 def _correct(frame: pl.DataFrame, tolerance: float, anls_threshold: float) -> pl.Series:
