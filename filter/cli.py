@@ -27,11 +27,14 @@ def run(
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (implies --ray)"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar"),
     workers: Optional[int] = typer.Option(None, "--workers", min=1, help="worker processes (default: one per core; 1: score in this process)"),
+    batch_rows: Optional[int] = typer.Option(
+        None, "--batch-rows", min=1, help="rows a worker scores at once, in whole shard groups (default 200,000; memory grows with it)"
+    ),
 ) -> None:
     """Score samples (format, metric, quality, agreement), filter by tau, compute matching weights."""
     from ..schemas.config import ConfigError, load_pipeline
     from ..schemas.tables import SchemaError
-    from .run import run_filter
+    from .run import BATCH_ROWS, run_filter
 
     try:
         cfg = load_pipeline(pipeline, config, check_models=False)
@@ -39,7 +42,7 @@ def run(
             cfg = cfg.model_copy(update={"filter": cfg.filter.model_copy(update={"tau": tau, "tau_by_task": {}})})
         if not samples.is_dir():
             raise FileNotFoundError(f"samples folder not found: {samples}")
-        summary = run_filter(cfg, pipeline, samples, out, use_ray=ray or address is not None, address=address, progress=progress, workers=workers)
+        summary = run_filter(cfg, pipeline, samples, out, use_ray=ray or address is not None, address=address, progress=progress, workers=workers, batch_rows=batch_rows or BATCH_ROWS)
     except (ConfigError, SchemaError, FileNotFoundError) as exc:
         typer.secho(f"rmsd-filter: error: {exc}", fg="red", err=True)
         raise typer.Exit(2)

@@ -2,9 +2,10 @@
 list of prompts left without a kept sample, the reliability report and a manifest.
 
 rmsd-gen writes one shard per teacher and slice of prompts (``samples-<teacher>-<slice>``); all
-teachers' shards of one slice hold every sample of those prompts, so a slice is scored on its own:
-memory is bounded by one slice, and slices run in parallel on a Ray cluster (``use_ray``) with the
-same results as the local run. Outputs are deterministic: the same input gives identical bytes.
+teachers' shards of one slice (a shard group) hold every sample of those prompts, so a group is
+scored without the others. Consecutive groups are scored together in batches (``plan_batches``)
+that bound a worker's memory; batches run in parallel, in local processes or on a Ray cluster
+(``use_ray``) with the same results as the local run. Outputs are deterministic: the same input gives identical bytes.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from ..schemas.config import PipelineConfig
 from ..schemas.tables import SchemaError, check_files, schema_for, shard_paths, with_string_views, write_table
@@ -59,6 +61,57 @@ def shard_groups(samples_dir: Path, check: bool = True) -> list[tuple[str, list[
     if not groups:
         raise SchemaError(f"{samples_dir}: no samples shards (*.parquet) found")
     return sorted(groups.items())
+
+
+# A batch: consecutive shard groups scored together, up to BATCH_ROWS rows and BATCH_BYTES of
+# uncompressed shards (a group larger than that alone). Each Polars query costs the same whatever
+# its rows: a group pays some 24 ms of it (docs/benchmarks.md), the whole time of a small one
+# (rmsd-gen writes 64 prompts a shard by default: 512 rows for two teachers at K = 4). Batches of
+# 200,000 rows score the bench's 100,000-row groups 1.06-1.09x as fast as one group at a time, and
+# four groups were slower again (a batch's columns leave the caches). A corpus gives at least
+# MIN_BATCHES batches where its groups allow, so that the workers share it evenly. Batching depends
+# on the input alone: every way of running (local, Ray, any number of workers) writes the same files.
+BATCH_ROWS, BATCH_BYTES, MIN_BATCHES = 200_000, 256 * 2**20, 16
+
+
+@dataclass(frozen=True)
+class Batch:
+    name: str  # the output shards' part-<name>.parquet: its first group's key, or "<first>-<last>"
+    files: list[str]
+    groups: int
+
+
+def plan_batches(groups: list[tuple[str, list[Path]]], footers: dict[Path, pq.FileMetaData], batch_rows: int = BATCH_ROWS) -> list[Batch]:
+    """Consecutive groups merged into batches (``groups`` in ``shard_groups``' order; ``footers``:
+    each file's, for its rows and uncompressed bytes). Files of another naming than rmsd-gen's form
+    a batch of their own."""
+    size = lambda files: (sum(footers[f].num_rows for f in files), sum(footers[f].row_group(i).total_byte_size for f in files for i in range(footers[f].num_row_groups)))  # noqa: E731
+    sizes = {key: size(files) for key, files in groups}
+    rows_cap = max(1, min(batch_rows, -(-sum(r for r, _ in sizes.values()) // MIN_BATCHES)))
+    batches: list[list[tuple[str, list[Path]]]] = []
+    rows = size_bytes = 0
+    for key, files in groups:
+        group_rows, group_bytes = sizes[key]
+        fits = batches and key != "other" and batches[-1][-1][0] != "other" and rows + group_rows <= rows_cap and size_bytes + group_bytes <= BATCH_BYTES
+        if not fits:
+            batches.append([])
+            rows = size_bytes = 0
+        batches[-1].append((key, files))
+        rows, size_bytes = rows + group_rows, size_bytes + group_bytes
+    return [
+        Batch(members[0][0] if len(members) == 1 else f"{members[0][0]}-{members[-1][0]}", [str(f) for _, fs in members for f in fs], len(members))
+        for members in batches
+    ]
+
+
+def batch_files(groups: dict[str, list[Path]], name: str) -> list[Path] | None:
+    """The samples shards a batch's output shard (``part-<name>``) was scored from, given the
+    samples' ``shard_groups``; None for a name that is not a batch's."""
+    first, _, last = name.partition("-")
+    if not last:
+        return groups.get(first)
+    keys = [key for key in groups if first <= key <= last]
+    return [f for key in keys for f in groups[key]] if first in groups and last in groups else None
 
 
 def _arrow(frame: pl.DataFrame, table: str) -> pa.Table:
@@ -111,7 +164,8 @@ def write_curated(scored: pl.DataFrame, path: Path) -> int:
 
 
 def score_group(key: str, files: list[str], pipeline: PipelineConfig, out: str) -> dict:
-    """Score one group and write its scored and curated shards; returns its statistics."""
+    """Score one batch (its shards: ``files``) and write its scored and curated shards
+    (``part-<key>.parquet``); returns its statistics."""
     scored = score_samples(read_group(files), pipeline.filter, keys=True)
     write_scored(scored, Path(out) / "scored" / f"part-{key}.parquet")
     kept = write_curated(scored, Path(out) / "curated" / f"part-{key}.parquet")
@@ -223,9 +277,11 @@ def run_filter(
     address: str | None = None,
     progress: bool = True,
     workers: int | None = None,
+    batch_rows: int = BATCH_ROWS,
 ) -> FilterSummary:
-    """Score every shard group. Locally, ``workers`` processes (default: one per core) share the
-    groups; with ``use_ray`` they are Ray tasks. Every way gives the same bytes."""
+    """Score every shard group, in batches of consecutive groups (``plan_batches``; at most
+    ``batch_rows`` rows unless one group has more). Locally, ``workers`` processes (default: one per
+    core) share the batches; with ``use_ray`` they are Ray tasks. Every way gives the same bytes."""
     from tqdm import tqdm
 
     started = time.time()
@@ -234,7 +290,8 @@ def run_filter(
     groups = shard_groups(samples_dir, check=False)
     local_pool = not use_ray and workers > 1 and len(groups) > 1
     context = _worker_context() if local_pool else None  # first: the server imports while the shards are checked
-    check_files([f for _, files in groups for f in files], "samples")
+    files = [f for _, group in groups for f in group]
+    batches = plan_batches(groups, dict(zip(files, check_files(files, "samples"))), batch_rows)
     for folder in ("scored", "curated"):  # a rerun replaces the previous output whole
         for old in (out / folder).glob("part-*.parquet"):
             old.unlink()
@@ -248,20 +305,20 @@ def run_filter(
             ray.init(address=address, include_dashboard=False, logging_level="WARNING") if address else ray.init(include_dashboard=False, logging_level="WARNING")
         try:
             task = ray.remote(score_group)
-            refs = [task.remote(key, [str(f) for f in files], pipeline, str(out)) for key, files in groups]
-            for ref in refs:  # in group order: the combined statistics do not depend on timing
+            refs = [task.remote(b.name, b.files, pipeline, str(out)) for b in batches]
+            for ref, batch in zip(refs, batches):  # in order: the combined statistics do not depend on timing
                 results.append(ray.get(ref))
-                bar.update()
+                bar.update(batch.groups)
         finally:
             if started_ray:
                 ray.shutdown()
     elif local_pool:
         try:
-            with _worker_pool(min(workers, len(groups)), context) as pool:
-                futures = [pool.submit(_score_group_in_worker, key, [str(f) for f in files], pipeline, str(out)) for key, files in groups]
-                for future in futures:  # in group order: combined statistics do not depend on timing
+            with _worker_pool(min(workers, len(batches)), context) as pool:
+                futures = [pool.submit(_score_group_in_worker, b.name, b.files, pipeline, str(out)) for b in batches]
+                for future, batch in zip(futures, batches):  # in order: combined statistics do not depend on timing
                     results.append(future.result())
-                    bar.update()
+                    bar.update(batch.groups)
         except BrokenProcessPool as exc:
             raise RuntimeError(
                 "a worker process ended abruptly (killed, e.g. out of memory, or it could not start). A script that "
@@ -269,9 +326,9 @@ def run_filter(
                 "workers=1 (--workers 1) scores in this process"
             ) from exc
     else:
-        for key, files in groups:
-            results.append(score_group(key, [str(f) for f in files], pipeline, str(out)))
-            bar.update()
+        for batch in batches:
+            results.append(score_group(batch.name, batch.files, pipeline, str(out)))
+            bar.update(batch.groups)
     bar.close()
 
     dropped = pl.concat([r["dropped"] for r in results]).sort("prompt_id")
@@ -283,6 +340,7 @@ def run_filter(
         "prompts": sum(r["prompts"] for r in results),
         "dropped_prompts": dropped.height,
         "shard_groups": len(groups),
+        "batches": len(batches),
     }
     header = {
         "pipeline": pipeline_name,

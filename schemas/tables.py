@@ -290,17 +290,23 @@ def _statistics_columns(schema: pa.Schema) -> list[str]:
 
 
 def file_schema_version(path: str | os.PathLike) -> tuple[str, int] | None:
-    meta = pq.read_schema(path).metadata or {}
-    if METADATA_KEY not in meta:
+    return _schema_version(pq.read_schema(path).metadata)
+
+
+def _schema_version(metadata: dict[bytes, bytes] | None) -> tuple[str, int] | None:
+    """The rmsd table and version a file's schema metadata names (None: no rmsd metadata)."""
+    if not metadata or METADATA_KEY not in metadata:
         return None
-    info = json.loads(meta[METADATA_KEY])
+    info = json.loads(metadata[METADATA_KEY])
     return info["table"], int(info["version"])
 
 
-def check_file(path: str | os.PathLike, table: str) -> None:
-    """Refuse a file that is not ``table`` or whose version this code does not know."""
+def check_file(path: str | os.PathLike, table: str) -> pq.FileMetaData:
+    """Refuse a file that is not ``table`` or whose version this code does not know; returns the
+    file's footer (its row count and sizes)."""
     try:
-        found = file_schema_version(path)
+        footer = pq.read_metadata(path)
+        found = _schema_version(footer.metadata)
     except (OSError, pa.ArrowInvalid) as exc:
         raise SchemaError(f"{path}: not a readable Parquet file ({exc})") from exc
     _, version = TABLES[table]
@@ -316,6 +322,7 @@ def check_file(path: str | os.PathLike, table: str) -> None:
         )
     if found_version < 1:
         raise SchemaError(f"{path}: unknown {table} schema version {found_version}")
+    return footer
 
 
 def read_table(path: str | os.PathLike, table: str) -> pa.Table:
@@ -333,7 +340,6 @@ def shard_paths(directory: str | os.PathLike, table: str, check: bool = True) ->
     return paths
 
 
-def check_files(paths: list[Path], table: str) -> None:
-    """``check_file`` on each of ``paths`` (each footer is read)."""
-    for p in paths:
-        check_file(p, table)
+def check_files(paths: list[Path], table: str) -> list[pq.FileMetaData]:
+    """``check_file`` on each of ``paths`` (each footer is read once); their footers."""
+    return [check_file(p, table) for p in paths]

@@ -19,7 +19,7 @@ gt          the ground truth, with the prompt's reasoning if it has one  a promp
 
 rmsd-filter's curated shards (v3) index the kept samples by their key with their weights; the
 examples' content (question, options, video, frames, response) is read from the samples shards the
-run scored (its manifest's ``samples_dir``), shard group by shard group (``curated_sources``).
+run scored (its manifest's ``samples_dir``), curated shard by curated shard (``curated_sources``).
 Curated v2 shards carry that content and are read as they are.
 """
 
@@ -61,7 +61,7 @@ def _filter_output(curated: Path) -> Path:
 
 def _indexed_samples(curated: Path) -> dict[str, list[Path]]:
     """The shards of the samples folder rmsd-filter scored to write ``curated``'s shards, by the
-    shard group they were scored in (curated ``part-<group>.parquet``). Refused if the samples are
+    shard group (``shard_groups``; curated ``part-<batch>.parquet`` covers a batch of them). Refused if the samples are
     gone or changed since (their manifest's hash is not the one rmsd-filter recorded)."""
     from ..filter.run import _input_manifest_hash, shard_groups
 
@@ -98,14 +98,16 @@ def curated_parts(data: Path) -> list[Path]:
 
 def curated_sources(parts: list[Path]) -> list[list[Path] | None]:
     """For each curated shard, the samples shards that hold its samples' content: those of its
-    shard group (``part-<group>``; all of them for a shard of another name), or None for a v2 shard,
-    which carries it. The samples folder is checked once, here."""
+    batch of shard groups (``part-<batch>``, ``filter.run.batch_files``; all of them for a shard of
+    another name), or None for a v2 shard, which carries it. The samples folder is checked once, here."""
+    from ..filter.run import batch_files
+
     v3 = [file_schema_version(p)[1] >= 3 for p in parts]
     if not any(v3):
         return [None] * len(parts)
     groups = _indexed_samples(parts[0].parent)
     every = [f for files in groups.values() for f in files]
-    return [(groups.get(p.stem.removeprefix("part-")) or every) if new else None for p, new in zip(parts, v3)]
+    return [(batch_files(groups, p.stem.removeprefix("part-")) or every) if new else None for p, new in zip(parts, v3)]
 
 
 def read_curated(path: Path, samples: list[Path] | None) -> pl.DataFrame:

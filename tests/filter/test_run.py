@@ -9,7 +9,8 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
-from rmsd.filter.run import run_filter
+from rmsd.filter import run as filter_run
+from rmsd.filter.run import batch_files, plan_batches, run_filter, shard_groups
 from rmsd.schemas.config import load_pipeline
 from rmsd.schemas.tables import SchemaError, read_table
 from rmsd.train.data import curated_frame
@@ -110,6 +111,41 @@ def test_same_input_gives_identical_bytes_and_ray_matches_local(pipeline, sample
     assert one == _bytes(tmp_path / "two")
     assert one == _bytes(tmp_path / "ray")
     assert one == _bytes(tmp_path / "inline")
+
+
+def test_consecutive_groups_are_scored_in_batches_with_the_same_scores(pipeline, samples_dir, tmp_path, monkeypatch):
+    _, cfg = pipeline
+    run_filter(cfg, "f", samples_dir, tmp_path / "one", progress=False)  # 96 rows: a batch per group (16 batches asked)
+    monkeypatch.setattr(filter_run, "MIN_BATCHES", 1)
+    summary = run_filter(cfg, "f", samples_dir, tmp_path / "both", progress=False, batch_rows=96)
+    assert sorted(p.name for p in (tmp_path / "one" / "scored").iterdir()) == ["part-000000.parquet", "part-000001.parquet"]
+    assert [p.name for p in (tmp_path / "both" / "scored").iterdir()] == ["part-000000-000001.parquet"]
+    assert json.loads((tmp_path / "both" / "_manifest.json").read_text())["counts"]["batches"] == summary.groups // 2 == 1
+    for table in ("scored", "curated"):
+        one, both = (pl.read_parquet(tmp_path / run / table / "*.parquet") for run in ("one", "both"))
+        assert both.equals(one)
+    key = ["prompt_id", "teacher", "sample_index"]
+    assert curated_frame(tmp_path / "both").sort(key).equals(curated_frame(tmp_path / "one").sort(key))  # content found per batch
+    reports = [json.loads((tmp_path / run / "report" / "report.json").read_text()) for run in ("one", "both")]
+    assert reports[1]["stats"] == reports[0]["stats"]
+
+
+def test_batches_hold_whole_groups_up_to_the_row_target(tmp_path, monkeypatch):
+    rows = lambda n: sample_rows(f"p{n}", "numerical", "1", ["1"] * n)  # noqa: E731
+    shards = {"samples-a-000000.parquet": rows(3), "samples-b-000000.parquet": rows(2), "samples-a-000001.parquet": rows(4),
+              "samples-a-000002.parquet": rows(6), "samples-a-000003.parquet": rows(1), "extra.parquet": rows(1)}
+    folder = write_shards(tmp_path / "samples", shards)
+    groups = shard_groups(folder)
+    footers = {f: pq.read_metadata(f) for _, files in groups for f in files}
+    monkeypatch.setattr(filter_run, "MIN_BATCHES", 1)
+    batches = plan_batches(groups, footers, batch_rows=9)
+    assert [(b.name, b.groups, len(b.files)) for b in batches] == [("000000-000001", 2, 3), ("000002-000003", 2, 2), ("other", 1, 1)]
+    assert [b.name for b in plan_batches(groups, footers, batch_rows=1)] == ["000000", "000001", "000002", "000003", "other"]
+    monkeypatch.setattr(filter_run, "MIN_BATCHES", 3)  # 17 rows in 3 batches at least: 6 rows each at most
+    assert [b.name for b in plan_batches(groups, footers, batch_rows=9)] == ["000000", "000001", "000002", "000003", "other"]
+    by_key = dict(groups)
+    assert batch_files(by_key, "000000-000001") == [*by_key["000000"], *by_key["000001"]]
+    assert batch_files(by_key, "000002") == by_key["000002"] and batch_files(by_key, "000009") is None
 
 
 @pytest.mark.slow
