@@ -68,7 +68,7 @@ def _parse(samples: pl.DataFrame) -> pl.DataFrame:
         frame.select(pl.col("answer_text").alias("_text"), "task_type", "options").hstack([runs["_option_run"]]),
         runs.filter("_start").select(pl.col("answer").alias("_text"), "task_type", "options", "_option_run"),
     ])
-    parsed = parse_answers(texts, "_text", option_runs="_option_run", only=(*_PARSED, ANSWER_CODE)).select(*_PARSED, ANSWER_CODE)
+    parsed = parse_answers(texts, "_text", option_runs="_option_run", only=(*_PARSED, ANSWER_CODE), categorical=True).select(*_PARSED, ANSWER_CODE)
     run = runs.select(_RUN)["_run"]
     labels = parsed.slice(frame.height).select(_LABELS.gather(run).name.prefix("gt_"))
     return frame.hstack(parsed.slice(0, frame.height)).hstack(labels)
@@ -143,19 +143,22 @@ _LABEL_SOURCE = pl.when(CLOSED & pl.col("gt_normalised").is_not_null()).then(pl.
 _VALID = (pl.col("outer_ok") & pl.col("task_ok")).fill_null(False).alias("valid")
 
 
-def _scores(label_source: pl.Expr) -> tuple[pl.Expr, ...]:
+def _scores(public: bool) -> tuple[pl.Expr, ...]:
+    """The scores, from the answers and the labels' sources as scoring made them (categoricals, an
+    enumeration) or, ``public``, as strings."""
+    form = (lambda e: e.cast(pl.String)) if public else (lambda e: e)  # noqa: E731
     return (
-        pl.col("normalised").alias("extracted"),
+        form(pl.col("normalised")).alias("extracted"),
         pl.col("outer_ok").alias("format_outer_ok"),
         pl.col("task_ok").alias("format_task_ok"),
         pl.col("truncated"),
-        label_source,
+        form(pl.col("label_source")),
         *(pl.col(c) for c in ("correct", "quality", "agreement", "agreement_pool", "kept", "weight")),
         pl.col("is_best").fill_null(False),
     )
 
 
-_SCORES = {True: _scores(pl.col("label_source")), False: _scores(pl.col("label_source").cast(pl.String))}
+_SCORES = {True: _scores(public=False), False: _scores(public=True)}
 _KEYS = tuple(pl.col(c) for c in ("_prompt", "_prompt_teacher", "_prompt_kept"))
 
 

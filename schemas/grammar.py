@@ -408,11 +408,15 @@ def parse_answers(
     prefix: str = "",
     option_runs: str | None = None,
     only: tuple[str, ...] = PARSED_COLUMNS,
+    categorical: bool = False,
 ) -> pl.DataFrame:
     """Add the parsed columns (``PARSED_COLUMNS``, or those of them in ``only``, which may also ask
     for ``ANSWER_CODE``; named with ``prefix``) of the texts in column ``answer``. ``option_runs``:
     a column numbering the runs of equal options (rows with the same number have the same
-    options), where the caller has one; compared row by row here otherwise."""
+    options), where the caller has one; compared row by row here otherwise. ``categorical``:
+    ``normalised`` as a categorical of its own, made once per distinct answer (its codes are
+    ``ANSWER_CODE`` - 1): copied to every row and compared as integers, and written as a
+    dictionary without hashing a string again."""
     narrow = frame.select(
         pl.col(answer).alias("_answer"),
         pl.col(task_type).alias("_task"),
@@ -435,9 +439,11 @@ def parse_answers(
         parsed = parsed.sort("_row") if len(parts) > 1 else parsed
     else:
         parsed = narrow.select("_row", *(pl.lit(None, t).alias(c) for c, t in schema.items()))
+    if categorical:
+        parsed = parsed.with_columns(as_categories("normalised"))
     keep = [pl.col(c).fill_null(False) if c == "task_ok" else pl.col(c) for c in PARSED_COLUMNS if c in only]
     if ANSWER_CODE in only:  # coded once per distinct answer, not once per row
-        keep.append((integer_codes("normalised") + 1).fill_null(0).alias(ANSWER_CODE))
+        keep.append((integer_codes("normalised", parsed.schema["normalised"]) + 1).fill_null(0).alias(ANSWER_CODE))
     parsed = parsed.select(keep)
     if index is not None:  # back to every row: only the columns asked for
         parsed = parsed[index]

@@ -172,3 +172,13 @@ def test_report_sums_are_the_same_bits_on_every_call():
     first = partial_stats(scored).sort("task_type", "teacher")
     for _ in range(5):
         assert partial_stats(scored).sort("task_type", "teacher").equals(first)
+
+
+def test_the_public_form_has_strings_and_the_jobs_form_the_same_values_as_categoricals():
+    rows = sample_rows("p", "multiple_choice", "B", ["B", "C"], options=COLOURS) + sample_rows("o", "open_ended", None, ["a cat"], teacher="b")
+    public, own = (score_samples(frame(rows), FilterConfig(), keys=keys) for keys in (False, True))
+    for column in ("task_type", "teacher", "extracted", "label_source"):
+        assert public.schema[column] == pl.String
+        assert isinstance(own.schema[column], (pl.Categorical, pl.Enum))
+        assert own[column].cast(pl.String).equals(public[column])
+    assert public.columns == own.columns[: len(public.columns)]

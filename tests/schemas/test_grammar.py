@@ -152,6 +152,11 @@ def test_repeated_answers_parse_as_each_alone(rows):
     assert pairs.height == pairs["normalised"].n_unique() == pairs[ANSWER_CODE].n_unique()
     assert coded.filter(pl.col(ANSWER_CODE) == 0)["normalised"].null_count() == (coded[ANSWER_CODE] == 0).sum()
     assert coded["normalised"].is_null().sum() == (coded[ANSWER_CODE] == 0).sum()
+    # normalised as a categorical: the same answers, its codes the answer code's
+    categorical = parse_answers(frame, "answer", only=("normalised", ANSWER_CODE), categorical=True)
+    assert isinstance(categorical.schema["normalised"], pl.Categorical)
+    assert categorical["normalised"].cast(pl.String).equals(coded["normalised"]) and categorical[ANSWER_CODE].equals(coded[ANSWER_CODE])
+    assert (categorical["normalised"].to_physical().cast(pl.UInt64) + 1).fill_null(0).equals(categorical[ANSWER_CODE], check_names=False)
 
 
 def test_vectorised_parse_equals_one_at_a_time():
