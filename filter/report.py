@@ -81,10 +81,9 @@ def _question_sums(scored: pl.DataFrame) -> pl.DataFrame:
     # eager: Polars' lazy engine takes half as long again for this aggregation
     answered = scored.with_row_index("_row").filter(pl.col("error").is_null())
     questions = answered.group_by("_prompt_teacher", maintain_order=True).agg(*_QUESTION_SUMS)
-    # the strings of each question's first row, gathered once per question: taking them in the
-    # aggregation (first()) costs as much as all the sums together
-    # (as strings: partial sums of groups with categories of their own are combined)
-    return questions.hstack(scored.select(pl.col("task_type", "teacher").gather(questions["_row"]).cast(pl.String)))
+    # the task type and teacher of each question's first row, gathered once per question: taking
+    # them in the aggregation (first()) costs as much as all the sums together
+    return questions.hstack(scored.select(pl.col("task_type", "teacher").gather(questions["_row"])))
 
 
 def _per_task(questions: pl.DataFrame) -> pl.DataFrame:
@@ -103,8 +102,10 @@ def partial_stats(scored: pl.DataFrame) -> pl.DataFrame:
     questions = _question_sums(scored)
     # pooling teachers re-aggregates each question's sums over its teachers
     pooled = questions.group_by("_prompt", maintain_order=True).agg(*_POOLED)
+    # grouped on the task type and teacher as the scoring's categoricals (integers) where it gives
+    # them; the sums as strings (partial sums of groups with categories of their own are combined)
     columns = ["task_type", "teacher", "unanimous", *_ADDITIVE]
-    per_task = _per_task(pl.concat([questions.select(columns), pooled.select(columns)]))
+    per_task = pl.concat([_per_task(q.select(columns)).with_columns(pl.col("task_type", "teacher").cast(pl.String)) for q in (questions, pooled)])
     all_tasks = per_task.group_by("teacher", maintain_order=True).agg(*_ALL_TASKS)
     return pl.concat([per_task, all_tasks.select(per_task.columns)])
 
