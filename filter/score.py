@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 
+import numpy as np
 import polars as pl
 
 from ..schemas.config import FilterConfig
@@ -75,23 +76,40 @@ def _parse(samples: pl.DataFrame) -> pl.DataFrame:
 
 
 def _group_keys(frame: pl.DataFrame) -> pl.DataFrame:
-    """``_prompt``, ``_prompt_teacher``, ``_prompt_answer`` and ``_prompt_teacher_answer``: one
-    integer per group of the prompt-level windows (answer: the normalised one, by its code from
-    parsing; no answer has a code of its own)."""
+    """``_prompt`` and ``_prompt_teacher``, one integer per group of the prompt-level windows, and
+    for agreement, the number of rows with the row's normalised answer (by its code from parsing; no
+    answer has a code of its own) in its prompt (``_same_answer``) and in its prompt and teacher
+    (``_same_teacher_answer``)."""
     keys = frame.select(_prompt=codes("prompt_id"), _teacher=codes("teacher", frame.schema["teacher"]), _answer=pl.col(ANSWER_CODE))
-    teachers, answers = (keys[c].max() + 1 if keys.height else 1 for c in ("_teacher", "_answer"))
-    keys = keys.with_columns(
-        _prompt_teacher=pl.col("_prompt") * teachers + pl.col("_teacher"),
-        _prompt_answer=pl.col("_prompt") * answers + pl.col("_answer"),
+    prompts, teachers, answers = (keys[c].max() + 1 if keys.height else 1 for c in ("_prompt", "_teacher", "_answer"))
+    keys = keys.with_columns(_prompt_teacher=pl.col("_prompt") * teachers + pl.col("_teacher"))
+    pairs = keys.select(_prompt_answer=pl.col("_prompt") * answers + pl.col("_answer"), _prompt_teacher_answer=pl.col("_prompt_teacher") * answers + pl.col("_answer"))
+    return keys.select("_prompt", "_prompt_teacher").with_columns(
+        _same_answer=_counts(pairs["_prompt_answer"], prompts * answers),
+        _same_teacher_answer=_counts(pairs["_prompt_teacher_answer"], prompts * teachers * answers),
     )
-    return keys.select("_prompt", "_prompt_teacher", "_prompt_answer", _prompt_teacher_answer=pl.col("_prompt_teacher") * answers + pl.col("_answer"))
 
 
-def _agreement(over: str) -> pl.Expr:
-    """The share of the group's answered samples with this sample's normalised answer."""
+_COUNTS_PER_ROW = 16  # _counts' table of keys: at most this many entries per row
+
+
+def _counts(key: pl.Series, size: int) -> pl.Series:
+    """How many rows have each row's key (integers below ``size``): counted in a table of the keys
+    where it has at most _COUNTS_PER_ROW entries a row (a quarter of the time of Polars' grouping,
+    which hashes every key into a group of its own: 1.6 against 6.3 ms for 200,000 rows in 25,000
+    prompts), else by that grouping (many distinct answers: open-ended ones)."""
+    if size <= _COUNTS_PER_ROW * key.len():
+        rows = key.cast(pl.Int64).to_numpy()
+        return pl.Series(key.name, np.bincount(rows, minlength=size)[rows].astype(np.uint32))
+    return key.to_frame().select(pl.len().over(key.name)).to_series()
+
+
+def _agreement(over: str, same: str) -> pl.Expr:
+    """The share of the group's answered samples with this sample's normalised answer (``same``:
+    the group's rows with it)."""
     answered, has_answer = pl.col("error").is_null(), pl.col("normalised").is_not_null()
     total = answered.cast(pl.UInt32).sum().over(over)
-    return pl.when(answered & has_answer).then(pl.len().over(f"{over}_answer") / total).when(answered).then(0.0)
+    return pl.when(answered & has_answer).then(pl.col(same) / total).when(answered).then(0.0)
 
 
 def _taus(tau: float, tau_by_task: tuple[tuple[str, float], ...]) -> pl.Expr:
@@ -115,7 +133,7 @@ def _scoring(tau: float, tau_by_task: tuple[tuple[str, float], ...], seed: int) 
     tie = pl.when("_top").then((pl.col("seed").cast(pl.UInt64) * 2654435761 + seed) % 4294967296)
     return {
         "kept": {
-            "agreement": _agreement("_prompt_teacher"),
+            "agreement": _agreement("_prompt_teacher", "_same_teacher_answer"),
             "kept": pl.col("error").is_null() & (pl.col("quality") >= _taus(tau, tau_by_task)),
         },
         "raw": {"_raw": pl.when(~pl.col("kept")).then(0.0).when(ranked).then(pl.col("quality")).otherwise(1.0)},
@@ -123,7 +141,7 @@ def _scoring(tau: float, tau_by_task: tuple[tuple[str, float], ...], seed: int) 
         # one grouping by prompt for the pool's agreement, the weights' total, the count of kept
         # samples and T_best's top quality (a window per context groups the rows again)
         "pool": {
-            "agreement_pool": _agreement("_prompt"),
+            "agreement_pool": _agreement("_prompt", "_same_answer"),
             "_total": pl.col("_raw").sum().over("_prompt"),
             "_prompt_kept": pl.col("kept").sum().over("_prompt"),
             "_top_quality": pl.when("kept").then(pl.col("quality")).max().over("_prompt"),
