@@ -76,16 +76,22 @@ def _parse(samples: pl.DataFrame) -> pl.DataFrame:
 
 
 def _group_keys(frame: pl.DataFrame) -> pl.DataFrame:
-    """``_prompt`` and ``_prompt_teacher``, one integer per group of the prompt-level windows, and
-    for agreement, the number of rows with the row's normalised answer (by its code from parsing; no
-    answer has a code of its own) in its prompt (``_same_answer``) and in its prompt and teacher
-    (``_same_teacher_answer``)."""
-    keys = frame.select(_prompt=codes("prompt_id"), _teacher=codes("teacher", frame.schema["teacher"]), _answer=pl.col(ANSWER_CODE))
+    """``_prompt`` and ``_prompt_teacher``, one integer per group of the prompt-level steps (dense:
+    0..n-1 for the prompts), and for agreement, the prompt's answered samples (``_answered_pool``)
+    and those with the row's normalised answer (``_same_answer``; by its code from parsing, no
+    answer has a code of its own), and the same within the row's teacher (``_answered_teacher``,
+    ``_same_teacher_answer``)."""
+    keys = frame.select(
+        _prompt=codes("prompt_id"), _teacher=codes("teacher", frame.schema["teacher"]), _answer=pl.col(ANSWER_CODE), _answered=pl.col("error").is_null()
+    )
     prompts, teachers, answers = (keys[c].max() + 1 if keys.height else 1 for c in ("_prompt", "_teacher", "_answer"))
     keys = keys.with_columns(_prompt_teacher=pl.col("_prompt") * teachers + pl.col("_teacher"))
     pairs = keys.select(_prompt_answer=pl.col("_prompt") * answers + pl.col("_answer"), _prompt_teacher_answer=pl.col("_prompt_teacher") * answers + pl.col("_answer"))
+    answered = keys["_answered"]
     return keys.select("_prompt", "_prompt_teacher").with_columns(
+        _answered_pool=_counts(keys["_prompt"], prompts, answered),
         _same_answer=_counts(pairs["_prompt_answer"], prompts * answers),
+        _answered_teacher=_counts(keys["_prompt_teacher"], prompts * teachers, answered),
         _same_teacher_answer=_counts(pairs["_prompt_teacher_answer"], prompts * teachers * answers),
     )
 
@@ -93,23 +99,53 @@ def _group_keys(frame: pl.DataFrame) -> pl.DataFrame:
 _COUNTS_PER_ROW = 16  # _counts' table of keys: at most this many entries per row
 
 
-def _counts(key: pl.Series, size: int) -> pl.Series:
-    """How many rows have each row's key (integers below ``size``): counted in a table of the keys
-    where it has at most _COUNTS_PER_ROW entries a row (a quarter of the time of Polars' grouping,
-    which hashes every key into a group of its own: 1.6 against 6.3 ms for 200,000 rows in 25,000
-    prompts), else by that grouping (many distinct answers: open-ended ones)."""
+def _counts(key: pl.Series, size: int, where: pl.Series | None = None) -> pl.Series:
+    """How many rows (of those ``where`` holds) have each row's key (integers below ``size``):
+    counted in a table of the keys where it has at most _COUNTS_PER_ROW entries a row (a quarter of
+    the time of Polars' grouping, which hashes every key into a group of its own: 1.6 against 6.3 ms
+    for 200,000 rows in 25,000 prompts), else by that grouping (many distinct answers: open-ended ones)."""
     if size <= _COUNTS_PER_ROW * key.len():
         rows = key.cast(pl.Int64).to_numpy()
-        return pl.Series(key.name, np.bincount(rows, minlength=size)[rows].astype(np.uint32))
-    return key.to_frame().select(pl.len().over(key.name)).to_series()
+        table = np.bincount(rows if where is None else rows[where.to_numpy()], minlength=size)
+        return pl.Series(key.name, table[rows].astype(np.uint32))
+    counted = pl.len() if where is None else pl.col(where.name).cast(pl.UInt32).sum()
+    return pl.DataFrame([key, *([where] if where is not None else [])]).select(counted.over(key.name).cast(pl.UInt32)).to_series()
 
 
-def _agreement(over: str, same: str) -> pl.Expr:
+def _per_prompt(frame: pl.DataFrame) -> pl.DataFrame:
+    """For the matching weights and T_best, each row's prompt's sum of the raw weights
+    (``_total``), number of kept samples (``_prompt_kept``) and highest kept quality
+    (``_top_quality``; null without a kept sample): from tables indexed by the dense prompt code
+    (numpy's bincount and maximum.at), which cost a third of a Polars window that hashes the code
+    again. The raw weights are summed in the rows' order."""
+    prompt = frame["_prompt"].cast(pl.Int64).to_numpy()
+    size = int(prompt.max()) + 1 if len(prompt) else 0
+    kept, quality = frame["kept"].to_numpy(), frame["quality"].to_numpy()
+    top = np.full(size, -np.inf)
+    np.maximum.at(top, prompt[kept], quality[kept])
+    return pl.DataFrame({
+        "_total": np.bincount(prompt, frame["_raw"].fill_null(0.0).to_numpy(), size)[prompt],
+        "_prompt_kept": np.bincount(prompt[kept], minlength=size)[prompt].astype(np.uint32),
+        "_top_quality": top[prompt],
+    }).with_columns(pl.col("_top_quality").replace(-np.inf, None))
+
+
+def _best(frame: pl.DataFrame, tie: pl.Expr) -> pl.Series:
+    """T_best: of each prompt's top-quality kept samples (``_top``), the one with the smallest
+    ``tie`` (a table indexed by the prompt code, as in ``_per_prompt``)."""
+    prompt = frame["_prompt"].cast(pl.Int64).to_numpy()
+    columns = frame.select(pl.col("_top").fill_null(False), tie.alias("_tie"))
+    top, ties = columns["_top"].to_numpy(), columns["_tie"].to_numpy()
+    smallest = np.full(int(prompt.max()) + 1 if len(prompt) else 0, np.iinfo(np.uint64).max, dtype=np.uint64)
+    np.minimum.at(smallest, prompt[top], ties[top])
+    return pl.Series("is_best", top & (smallest[prompt] == ties))
+
+
+def _agreement(answered_in_group: str, same: str) -> pl.Expr:
     """The share of the group's answered samples with this sample's normalised answer (``same``:
     the group's rows with it)."""
     answered, has_answer = pl.col("error").is_null(), pl.col("normalised").is_not_null()
-    total = answered.cast(pl.UInt32).sum().over(over)
-    return pl.when(answered & has_answer).then(pl.col(same) / total).when(answered).then(0.0)
+    return pl.when(answered & has_answer).then(pl.col(same) / pl.col(answered_in_group)).when(answered).then(0.0)
 
 
 def _taus(tau: float, tau_by_task: tuple[tuple[str, float], ...]) -> pl.Expr:
@@ -129,23 +165,14 @@ def _scoring(tau: float, tau_by_task: tuple[tuple[str, float], ...], seed: int) 
     """score_samples' steps after the metric, as the columns each adds: built once per setting."""
     # matching distribution: proportional to q where a metric exists, uniform (or opt-in) otherwise
     ranked = pl.col("correct").is_not_null()
-    # T_best: the highest-quality kept sample; ties broken by a hash of the sample's seed
-    tie = pl.when("_top").then((pl.col("seed").cast(pl.UInt64) * 2654435761 + seed) % 4294967296)
     return {
         "kept": {
-            "agreement": _agreement("_prompt_teacher", "_same_teacher_answer"),
+            "agreement": _agreement("_answered_teacher", "_same_teacher_answer"),
+            "agreement_pool": _agreement("_answered_pool", "_same_answer"),
             "kept": pl.col("error").is_null() & (pl.col("quality") >= _taus(tau, tau_by_task)),
         },
         "raw": {"_raw": pl.when(~pl.col("kept")).then(0.0).when(ranked).then(pl.col("quality")).otherwise(1.0)},
         "open_kept": pl.col("kept") & ~ranked & (pl.col("task_type") == "open_ended"),
-        # one grouping by prompt for the pool's agreement, the weights' total, the count of kept
-        # samples and T_best's top quality (a window per context groups the rows again)
-        "pool": {
-            "agreement_pool": _agreement("_prompt", "_same_answer"),
-            "_total": pl.col("_raw").sum().over("_prompt"),
-            "_prompt_kept": pl.col("kept").sum().over("_prompt"),
-            "_top_quality": pl.when("kept").then(pl.col("quality")).max().over("_prompt"),
-        },
         "weight": {
             # a prompt whose kept samples all have q = 0 (only possible with tau = 0) weighs them uniformly
             "weight": pl.when(pl.col("_total") > 0).then(pl.col("_raw") / pl.col("_total"))
@@ -153,7 +180,8 @@ def _scoring(tau: float, tau_by_task: tuple[tuple[str, float], ...], seed: int) 
             .otherwise(0.0),
             "_top": pl.col("kept") & (pl.col("quality") == pl.col("_top_quality")),
         },
-        "best": {"is_best": pl.col("_top") & (tie == tie.min().over("_prompt"))},
+        # T_best: the highest-quality kept sample; ties broken by a hash of the sample's seed
+        "tie": (pl.col("seed").cast(pl.UInt64) * 2654435761 + seed) % 4294967296,
     }
 
 
@@ -200,7 +228,8 @@ def score_samples(samples: pl.DataFrame, cfg: FilterConfig, keys: bool = False) 
         from .embeddings import agreement_weights
 
         frame = frame.with_columns(_raw=pl.when(steps["open_kept"]).then(agreement_weights(frame)).otherwise(pl.col("_raw")))
-    frame = frame.with_columns(**steps["pool"]).with_columns(**steps["weight"]).with_columns(**steps["best"])
+    frame = frame.hstack(_per_prompt(frame)).with_columns(**steps["weight"])
+    frame = frame.with_columns(_best(frame, steps["tie"]))
     restore = () if keys else tuple(c for c in ("task_type", "teacher") if samples.schema[c] != frame.schema[c])
     return frame.select(
         *(pl.col(f.name).cast(pl.String) if f.name in restore else f.name for f in SAMPLES_SCHEMA if f.name in samples.columns),

@@ -203,3 +203,23 @@ def test_agreement_counts_the_same_answers_by_table_and_by_grouping(monkeypatch)
         own = [o for o in pool if o["teacher"] == r["teacher"]]
         share = lambda group: sum(o["extracted"] == r["extracted"] for o in group) / len(group) if r["extracted"] is not None else 0.0  # noqa: E731
         assert (r["agreement"], r["agreement_pool"]) == ((None, None) if r["error"] else (share(own), share(pool)))
+
+
+def test_t_best_is_the_top_kept_sample_with_the_smallest_seed_hash():
+    rows = []
+    for p in range(20):
+        for teacher in "ab":
+            answers = [["1", "1", "2", "x"], ["2", "2", "2", "2"], ["1", "9", "1", "1"]][(p + (teacher == "b")) % 3]
+            rows += sample_rows(f"q{p}", "numerical", "1" if p % 5 else "7", answers, teacher=teacher)
+    cfg = FilterConfig(seed=11)
+    df = score_samples(frame(rows), cfg)
+    for prompt in df.partition_by("prompt_id"):
+        kept = [r for r in prompt.iter_rows(named=True) if r["kept"]]
+        best = [r for r in prompt.iter_rows(named=True) if r["is_best"]]
+        if not kept:
+            assert not best
+            continue
+        top = max(r["quality"] for r in kept)
+        expected = min((r for r in kept if r["quality"] == top), key=lambda r: (r["seed"] * 2654435761 + cfg.seed) % 2**32)
+        assert [(r["teacher"], r["sample_index"]) for r in best] == [(expected["teacher"], expected["sample_index"])]
+        assert sum(r["weight"] for r in kept) == pytest.approx(1.0)
