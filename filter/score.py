@@ -105,11 +105,19 @@ def _counts(key: pl.Series, size: int, where: pl.Series | None = None) -> pl.Ser
     the time of Polars' grouping, which hashes every key into a group of its own: 1.6 against 6.3 ms
     for 200,000 rows in 25,000 prompts), else by that grouping (many distinct answers: open-ended ones)."""
     if size <= _COUNTS_PER_ROW * key.len():
-        rows = key.cast(pl.Int64).to_numpy()
+        rows = _indices(key)
         table = np.bincount(rows if where is None else rows[where.to_numpy()], minlength=size)
         return pl.Series(key.name, table[rows].astype(np.uint32))
     counted = pl.len() if where is None else pl.col(where.name).cast(pl.UInt32).sum()
     return pl.DataFrame([key, *([where] if where is not None else [])]).select(counted.over(key.name).cast(pl.UInt32)).to_series()
+
+
+def _indices(key: pl.Series) -> np.ndarray:
+    """An integer key (UInt64, below 2**63, no nulls: ``_group_keys``') as numpy's index type: its
+    memory as it is, no copy."""
+    if key.dtype != pl.UInt64 or key.has_nulls():
+        raise TypeError(f"{key.name}: a group key is UInt64 without nulls, not {key.dtype} with {key.null_count()} nulls")
+    return key.to_numpy().view(np.intp)
 
 
 def _per_prompt(frame: pl.DataFrame) -> pl.DataFrame:
@@ -118,7 +126,7 @@ def _per_prompt(frame: pl.DataFrame) -> pl.DataFrame:
     (``_top_quality``; null without a kept sample): from tables indexed by the dense prompt code
     (numpy's bincount and maximum.at), which cost a third of a Polars window that hashes the code
     again. The raw weights are summed in the rows' order."""
-    prompt = frame["_prompt"].cast(pl.Int64).to_numpy()
+    prompt = _indices(frame["_prompt"])
     size = int(prompt.max()) + 1 if len(prompt) else 0
     kept, quality = frame["kept"].to_numpy(), frame["quality"].to_numpy()
     top = np.full(size, -np.inf)
@@ -133,7 +141,7 @@ def _per_prompt(frame: pl.DataFrame) -> pl.DataFrame:
 def _best(frame: pl.DataFrame, tie: pl.Expr) -> pl.Series:
     """T_best: of each prompt's top-quality kept samples (``_top``), the one with the smallest
     ``tie`` (a table indexed by the prompt code, as in ``_per_prompt``)."""
-    prompt = frame["_prompt"].cast(pl.Int64).to_numpy()
+    prompt = _indices(frame["_prompt"])
     columns = frame.select(pl.col("_top").fill_null(False), tie.alias("_tie"))
     top, ties = columns["_top"].to_numpy(), columns["_tie"].to_numpy()
     smallest = np.full(int(prompt.max()) + 1 if len(prompt) else 0, np.iinfo(np.uint64).max, dtype=np.uint64)
