@@ -171,11 +171,13 @@ def _wrapper_patterns(text: pl.Expr) -> pl.Expr:
 
 def _apply(frame: pl.DataFrame, stages: list[dict[str, pl.Expr]], select: list[pl.Expr] | None = None) -> pl.DataFrame:
     """The stages one after the other (then ``select``), as one lazy query: one plan and one
-    collect instead of an eager call (and its planning) per stage."""
+    collect instead of an eager call (and its planning) per stage. Without the optimiser's passes:
+    every stage's columns are used and no expression repeats, so they find nothing and cost about
+    a millisecond a query (one worker: 1.014x and 1.008x)."""
     query = frame.lazy()
     for stage in stages:
         query = query.with_columns(**stage)
-    return (query.select(select) if select is not None else query).collect()
+    return (query.select(select) if select is not None else query).collect(optimizations=pl.QueryOptFlags.none())
 
 
 # Stages are built once per process and column name (expressions are immutable): building them is
