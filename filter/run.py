@@ -66,9 +66,9 @@ def shard_groups(samples_dir: Path, check: bool = True) -> list[tuple[str, list[
 # A batch: consecutive shard groups scored together, up to BATCH_ROWS rows and BATCH_BYTES of
 # uncompressed shards (a group larger than that alone). Each Polars query costs the same whatever
 # its rows: a group pays some 24 ms of it (docs/benchmarks.md), the whole time of a small one
-# (rmsd-gen writes 64 prompts a shard by default: 512 rows for two teachers at K = 4). Batches of
-# 200,000 rows score the bench's 100,000-row groups 1.06-1.09x as fast as one group at a time, and
-# four groups were slower again (a batch's columns leave the caches). A corpus gives at least
+# (rmsd-gen writes 64 prompts a shard by default: 512 rows for two teachers at K = 4; batches
+# score such a corpus 5.5x as fast). On the bench's 100,000-row groups they gave 1.03-1.06x, and
+# 300,000 rows were slower (a batch's columns leave the caches). A corpus gives at least
 # MIN_BATCHES batches where its groups allow, so that the workers share it evenly. Batching depends
 # on the input alone: every way of running (local, Ray, any number of workers) writes the same files.
 BATCH_ROWS, BATCH_BYTES, MIN_BATCHES = 200_000, 256 * 2**20, 16
@@ -85,7 +85,10 @@ def plan_batches(groups: list[tuple[str, list[Path]]], footers: dict[Path, pq.Fi
     """Consecutive groups merged into batches (``groups`` in ``shard_groups``' order; ``footers``:
     each file's, for its rows and uncompressed bytes). Files of another naming than rmsd-gen's form
     a batch of their own."""
-    size = lambda files: (sum(footers[f].num_rows for f in files), sum(footers[f].row_group(i).total_byte_size for f in files for i in range(footers[f].num_row_groups)))  # noqa: E731
+    def size(files: list[Path]) -> tuple[int, int]:
+        meta = [footers[f] for f in files]
+        return sum(m.num_rows for m in meta), sum(m.row_group(i).total_byte_size for m in meta for i in range(m.num_row_groups))
+
     sizes = {key: size(files) for key, files in groups}
     rows_cap = max(1, min(batch_rows, -(-sum(r for r, _ in sizes.values()) // MIN_BATCHES)))
     batches: list[list[tuple[str, list[Path]]]] = []
