@@ -124,8 +124,8 @@ def _per_prompt(frame: pl.DataFrame) -> pl.DataFrame:
     """For the matching weights and T_best, each row's prompt's sum of the raw weights
     (``_total``), number of kept samples (``_prompt_kept``) and highest kept quality
     (``_top_quality``; null without a kept sample): from tables indexed by the dense prompt code
-    (numpy's bincount and maximum.at), which cost a third of a Polars window that hashes the code
-    again. The raw weights are summed in the rows' order."""
+    (numpy's bincount and maximum.at) instead of Polars windows, which hash the code again (this and
+    ``_best``: one worker 1.012-1.037x as fast). The raw weights are summed in the rows' order."""
     prompt = _indices(frame["_prompt"])
     size = int(prompt.max()) + 1 if len(prompt) else 0
     kept, quality = frame["kept"].to_numpy(), frame["quality"].to_numpy()
