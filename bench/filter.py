@@ -1,6 +1,7 @@
 """rmsd-filter throughput and memory: read, score and write N synthetic sample rows of mixed task types.
 
-Writes N rows as rmsd-gen would (two teachers, K=4, slices of 12,500 prompts), then times, in a
+Writes N rows as rmsd-gen would (two teachers, K=4, slices of 12,500 prompts; `--slice-prompts 64`
+for rmsd-gen's default shard size), then times, in a
 child process, the whole `run_filter` job (read, parse, metrics, agreement, weights, write scored
 and curated shards, report), its CPU time and its peak memory, both over all the job's processes
 (sampled every 50 ms with psutil). The baseline, timed in the same run on a subset,
@@ -8,7 +9,8 @@ is a straightforward row-by-row Python implementation of the same scoring (the `
 response at a time, dictionaries for the per-prompt steps). Goals (issue 4): >= 1 M rows/s,
 peak < 3 GB, >= 5x the row-by-row baseline.
 
-    .venv/bin/python bench/filter.py [--rows 10000000] [--baseline-rows 300000] [--repeat N] [--steps GROUPS] [--against DIR]
+    .venv/bin/python bench/filter.py [--rows 10000000] [--baseline-rows 300000] [--repeat N] [--workdir DIR]
+        [--slice-prompts N] [--steps GROUPS] [--against DIR]
 """
 
 from __future__ import annotations
@@ -70,15 +72,15 @@ def _answers(task: np.ndarray, truth: np.ndarray, rng: np.random.Generator) -> t
     return gt, said
 
 
-def write_corpus(folder: Path, rows: int, seed: int = 0) -> int:
+def write_corpus(folder: Path, rows: int, seed: int = 0, prompts_per_slice: int = PROMPTS_PER_SLICE) -> int:
     rng = np.random.default_rng(seed)
-    slices = math.ceil(rows / (PROMPTS_PER_SLICE * K * len(TEACHERS)))
+    slices = math.ceil(rows / (prompts_per_slice * K * len(TEACHERS)))
     written = 0
     for s in range(slices):
-        prompts = pl.DataFrame({"p": np.arange(PROMPTS_PER_SLICE)}).with_columns(
+        prompts = pl.DataFrame({"p": np.arange(prompts_per_slice)}).with_columns(
             prompt_id=pl.format("v{}-{}", pl.lit(s), pl.col("p")),
-            task_type=pl.Series(np.array(TASKS)[rng.integers(0, len(TASKS), PROMPTS_PER_SLICE)]),
-            truth=pl.Series(rng.integers(0, 8, PROMPTS_PER_SLICE)),
+            task_type=pl.Series(np.array(TASKS)[rng.integers(0, len(TASKS), prompts_per_slice)]),
+            truth=pl.Series(rng.integers(0, 8, prompts_per_slice)),
         )
         for t, teacher in enumerate(TEACHERS):
             frame = prompts.join(pl.DataFrame({"sample_index": np.arange(K, dtype=np.int32)}), how="cross")
@@ -428,7 +430,9 @@ def main() -> None:
     parser.add_argument("--baseline-rows", type=int, default=300_000)
     parser.add_argument("--repeat", type=int, default=1, metavar="N",
                         help="time the job N times, each followed by the baseline, and summarise (the median and the range)")
-    parser.add_argument("--workdir", type=Path, default=None, help="keep the corpus here (default: a temp folder)")
+    parser.add_argument("--workdir", type=Path, default=None, help="keep the corpus here (default: a temp folder); a corpus found there is reused")
+    parser.add_argument("--slice-prompts", type=int, default=PROMPTS_PER_SLICE, metavar="N",
+                        help=f"prompts per rmsd-gen slice in the written corpus (default {PROMPTS_PER_SLICE:,}; rmsd-gen's own default is 64)")
     parser.add_argument("--steps", type=int, default=0, metavar="GROUPS",
                         help="also time the job's steps one by one on this many shard groups (one worker), and their fixed cost per group")
     parser.add_argument("--against", type=Path, default=None, metavar="DIR",
@@ -443,7 +447,7 @@ def main() -> None:
         samples = work / "samples"
         t = time.perf_counter()
         if not list(samples.glob("samples-*.parquet")):
-            write_corpus(samples, args.rows)
+            write_corpus(samples, args.rows, prompts_per_slice=args.slice_prompts)
         total = pl.scan_parquet(samples / "*.parquet").select(pl.len()).collect().item()
         size = sum(p.stat().st_size for p in samples.glob("*.parquet")) / 1e9
         print(f"corpus: {total:,} rows in {len(list(samples.glob('*.parquet')))} shards, {size:.2f} GB on disk ({time.perf_counter() - t:.0f} s to write)")
