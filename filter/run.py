@@ -33,6 +33,7 @@ from .report import finish_stats, load_plotting, partial_stats, write_report
 from .score import SCORING_COLUMNS, dropped_prompts, score_samples
 
 _SLICE = re.compile(r"^samples-.+-(\d+)\.parquet$")
+_OTHER = "other"  # the group of shards named otherwise than rmsd-gen's: a batch of its own
 # read by the workers' libraries when they are imported: Polars on one thread per worker, running
 # every query in memory (the streaming engine hands each query to threads of its own), and OpenBLAS
 # (loaded with numpy) without threads of its own
@@ -57,7 +58,7 @@ def shard_groups(samples_dir: Path, check: bool = True) -> list[tuple[str, list[
     groups: dict[str, list[Path]] = {}
     for path in shard_paths(samples_dir, "samples", check=check):
         match = _SLICE.match(path.name)
-        groups.setdefault(match.group(1) if match else "other", []).append(path)
+        groups.setdefault(match.group(1) if match else _OTHER, []).append(path)
     if not groups:
         raise SchemaError(f"{samples_dir}: no samples shards (*.parquet) found")
     return sorted(groups.items())
@@ -95,7 +96,7 @@ def plan_batches(groups: list[tuple[str, list[Path]]], footers: dict[Path, pq.Fi
     rows = size_bytes = 0
     for key, files in groups:
         group_rows, group_bytes = sizes[key]
-        fits = batches and key != "other" and batches[-1][-1][0] != "other" and rows + group_rows <= rows_cap and size_bytes + group_bytes <= BATCH_BYTES
+        fits = batches and _OTHER not in (key, batches[-1][-1][0]) and rows + group_rows <= rows_cap and size_bytes + group_bytes <= BATCH_BYTES
         if not fits:
             batches.append([])
             rows = size_bytes = 0

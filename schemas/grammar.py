@@ -357,9 +357,8 @@ def integer_codes(column: str, dtype: pl.DataType | None = None) -> pl.Expr:
     strings or on several columns. A categorical column (``dtype``) has its codes already: equal
     exactly where the strings are, and read, not hashed (dense as well where it was cast with
     ``as_categories``)."""
-    if isinstance(dtype, pl.Categorical):
-        return pl.col(column).to_physical().cast(pl.UInt64)
-    return pl.col(column).cast(pl.Categorical(pl.Categories.random())).to_physical().cast(pl.UInt64)
+    coded = pl.col(column) if isinstance(dtype, pl.Categorical) else as_categories(column)
+    return coded.to_physical().cast(pl.UInt64)
 
 
 def as_categories(column: str) -> pl.Expr:
