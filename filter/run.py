@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..schemas.config import PipelineConfig
+from ..schemas.manifests import record_path
 from ..schemas.tables import SchemaError, check_files, schema_for, shard_paths, with_string_views, write_table
 from .report import finish_stats, load_plotting, partial_stats, write_report
 from .score import SCORING_COLUMNS, dropped_prompts, score_samples
@@ -348,7 +349,7 @@ def run_filter(
     }
     header = {
         "pipeline": pipeline_name,
-        "samples_dir": str(samples_dir),
+        **record_path("samples_dir", samples_dir, out),  # relative first: moved together, they still find each other
         "tau": pipeline.filter.tau,
         "tau_by_task": pipeline.filter.tau_by_task,
         "counts": counts,

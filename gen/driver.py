@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from ..models import ensure_model
 from ..schemas.config import PipelineConfig
+from ..schemas.manifests import record_path
 from ..schemas.prompting import build_messages
 from ..schemas.tables import TASK_TYPES, to_table, write_table
 from .adapters import Refusal, load_prompts
@@ -335,7 +336,7 @@ def _write_manifest(pipeline, prompts_path, out, identity, summary, stats) -> No
     manifest = {
         **identity,
         "pipeline_config": pipeline.model_dump(mode="json"),
-        "prompts_path": str(prompts_path),
+        **record_path("prompts_path", prompts_path, out),  # relative first: moved together, they still find each other
         "models": {t.id: t.model.path if t.model else f"{t.api.base_url} {t.api.model}" for t in pipeline.teachers},
         "sampling": {task: {**pipeline.route(task).model_dump(), "teachers": pipeline.teachers_for(task)} for task in TASK_TYPES},
         "frames": pipeline.frames.model_dump(),

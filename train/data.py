@@ -19,8 +19,9 @@ gt          the ground truth, with the prompt's reasoning if it has one  a promp
 
 rmsd-filter's curated shards (v3) index the kept samples by their key with their weights; the
 examples' content (question, options, video, frames, response) is read from the samples shards the
-run scored (its manifest's ``samples_dir``), curated shard by curated shard (``curated_sources``).
-Curated v2 shards carry that content and are read as they are.
+run scored (its manifest's ``samples_dir``, relative to the output first: a filter output moved
+together with its samples still finds them; or ``samples``, given explicitly), curated shard by
+curated shard (``curated_sources``). Curated v2 shards carry that content and are read as they are.
 """
 
 from __future__ import annotations
@@ -34,11 +35,17 @@ import datasets
 import polars as pl
 import pyarrow as pa
 
+from ..schemas.manifests import recorded_paths
 from ..schemas.tables import CURATED_CONTENT, SAMPLE_KEY, SAMPLES_SCHEMA, SchemaError, check_file, file_schema_version
 
 Mode = Literal["best", "weighted", "filtered", "unfiltered", "single", "gt"]
 MODES: tuple[str, ...] = ("best", "weighted", "filtered", "unfiltered", "single", "gt")
 EXAMPLE_COLUMNS = ["prompt_id", "task_type", "question", "options", "video", "frame_timestamps", "response", "weight"]
+# what to do when an rmsd-filter output's samples are not where its manifest says
+MOVED_SAMPLES_HINT = (
+    "; move the samples folder and the filter output together (their places relative to each other are recorded), "
+    "or pass the samples folder explicitly (--samples)"
+)
 
 
 def _tables(folder: Path, table: str) -> list[Path]:
@@ -59,17 +66,18 @@ def _filter_output(curated: Path) -> Path:
     return curated.parent if curated.name == "curated" and not (curated / "_manifest.json").exists() else curated
 
 
-def _indexed_samples(curated: Path) -> dict[str, list[Path]]:
-    """The shards of the samples folder rmsd-filter scored to write ``curated``'s shards, by the
-    shard group (``shard_groups``; curated ``part-<batch>.parquet`` covers a batch of them). Refused if the samples are
-    gone or changed since (their manifest's hash is not the one rmsd-filter recorded)."""
+def _indexed_samples(curated: Path, samples: Path | None = None) -> dict[str, list[Path]]:
+    """The shards of the samples folder rmsd-filter scored to write ``curated``'s shards (or of
+    ``samples``, that folder given explicitly), by the shard group (``shard_groups``; curated
+    ``part-<batch>.parquet`` covers a batch of them). Refused if the samples are gone or changed
+    since (their manifest's hash is not the one rmsd-filter recorded)."""
     from ..filter.run import _input_manifest_hash, shard_groups
 
     manifest = _filter_output(curated) / "_manifest.json"
     if not manifest.exists():
         raise SchemaError(f"{curated}: curated shards index the samples rmsd-filter scored, and there is no rmsd-filter manifest ({manifest}) to find them")
     info = json.loads(manifest.read_text())
-    samples = _recorded_samples(curated, info, "; curated shards read their samples' content from them")
+    samples = _recorded_samples(_filter_output(curated), info, MOVED_SAMPLES_HINT, samples)
     recorded = info.get("input_manifest_sha256")
     if recorded and _input_manifest_hash(samples) != recorded:  # the hash rmsd-filter recorded, computed the same way
         raise SchemaError(f"{samples}: the samples changed since rmsd-filter scored them (their manifest's hash differs); run rmsd-filter again")
@@ -96,16 +104,17 @@ def curated_parts(data: Path) -> list[Path]:
     return _tables(_curated_folder(Path(data)), "curated")
 
 
-def curated_sources(parts: list[Path]) -> list[list[Path] | None]:
+def curated_sources(parts: list[Path], samples: Path | None = None) -> list[list[Path] | None]:
     """For each curated shard, the samples shards that hold its samples' content: those of its
     batch of shard groups (``part-<batch>``, ``filter.run.batch_files``; all of them for a shard of
-    another name), or None for a v2 shard, which carries it. The samples folder is checked once, here."""
+    another name), or None for a v2 shard, which carries it. The samples folder (``samples``, else
+    the one the filter output records) is checked once, here."""
     from ..filter.run import batch_files
 
     v3 = [file_schema_version(p)[1] >= 3 for p in parts]
     if not any(v3):
         return [None] * len(parts)
-    groups = _indexed_samples(parts[0].parent)
+    groups = _indexed_samples(parts[0].parent, samples)
     every = [f for files in groups.values() for f in files]
     return [(batch_files(groups, p.stem.removeprefix("part-")) or every) if new else None for p, new in zip(parts, v3)]
 
@@ -117,33 +126,39 @@ def read_curated(path: Path, samples: list[Path] | None) -> pl.DataFrame:
     return frame if samples is None else _with_content(frame, samples, path)
 
 
-def curated_frame(data: Path) -> pl.DataFrame:
-    """Every kept sample of an rmsd-filter output with its content and weights."""
+def curated_frame(data: Path, samples: Path | None = None) -> pl.DataFrame:
+    """Every kept sample of an rmsd-filter output with its content and weights (the content read
+    from ``samples``, else from the samples folder the output records)."""
     parts = curated_parts(data)
-    return pl.concat([read_curated(p, s) for p, s in zip(parts, curated_sources(parts))], how="diagonal_relaxed")
+    return pl.concat([read_curated(p, s) for p, s in zip(parts, curated_sources(parts, samples))], how="diagonal_relaxed")
 
 
-def _samples_folder(data: Path) -> Path:
+def _samples_folder(data: Path, samples: Path | None = None) -> Path:
     """The rmsd-gen samples of ``data``: the folder itself, or the one an rmsd-filter output was
-    scored from (its manifest's ``samples_dir``; scored shards hold scores, not the samples)."""
+    scored from (``samples``, else its manifest's ``samples_dir``; scored shards hold scores, not
+    the samples)."""
     manifest = data / "_manifest.json"
     if (data / "scored").is_dir() and manifest.exists():
-        return _recorded_samples(data, json.loads(manifest.read_text()), "; pass that samples folder as --data")
+        return _recorded_samples(data, json.loads(manifest.read_text()), "; pass that samples folder as --data, or move it and the filter output together", samples)
     return data
 
 
-def _recorded_samples(out: Path, info: dict, hint: str) -> Path:
-    """The samples folder an rmsd-filter output (``out``, its manifest ``info``) scored; refused,
-    with ``hint``, if it is not there."""
-    samples = info.get("samples_dir")
-    if not samples or not Path(samples).is_dir():
-        raise SchemaError(f"{out}: the samples it was scored from ({samples}) are not there{hint}")
-    return Path(samples)
+def _recorded_samples(out: Path, info: dict, hint: str, samples: Path | None = None) -> Path:
+    """The samples folder an rmsd-filter output (``out``, its manifest ``info``) scored: ``samples``
+    if given, else where the manifest says, relative to ``out`` first, then absolute. Refused, with
+    ``hint`` and every folder tried, if it is not there."""
+    tried = [Path(samples)] if samples is not None else recorded_paths("samples_dir", info, out)
+    for folder in tried:
+        if folder.is_dir():
+            return folder
+    where = " nor ".join(str(folder) for folder in tried) or "none recorded in its manifest"
+    raise SchemaError(f"{out}: the samples it was scored from ({where}) are not there{hint}")
 
 
-def video_base(mode: str, data: Path) -> Path:
+def video_base(mode: str, data: Path, samples: Path | None = None) -> Path:
     """The folder the examples' relative video paths start from, found through the manifests
-    (filter output -> its samples folder -> the prompts file rmsd-gen read)."""
+    (filter output -> its samples folder, or ``samples`` -> the prompts file rmsd-gen read); each
+    recorded path is tried relative to its manifest's folder first, then absolute."""
     data = Path(data).resolve()
     if mode == "gt":
         return data.parent
@@ -157,9 +172,16 @@ def video_base(mode: str, data: Path) -> Path:
             break
         info = json.loads(manifest.read_text())
         if "prompts_path" in info:
-            return Path(info["prompts_path"]).parent
+            tried = [path.parent for path in recorded_paths("prompts_path", info, folder)]
+            found = next((base for base in tried if base.is_dir()), None)
+            if found is None:
+                raise FileNotFoundError(
+                    f"{folder}: the folder of the prompts file its samples were generated from ({' nor '.join(map(str, tried))}), "
+                    "where the videos' paths start, is not there; move it together with the samples, or pass --video-base"
+                )
+            return found
         if "samples_dir" in info:
-            folder = Path(info["samples_dir"])
+            folder = _recorded_samples(folder, info, MOVED_SAMPLES_HINT, samples)
             continue
         break
     raise FileNotFoundError(f"cannot tell where the videos of {data} are (no manifest chain to the prompts file); pass --video-base")
@@ -170,22 +192,23 @@ def _pick_seed(seed: int) -> pl.Expr:
     return key.map_elements(lambda k: int.from_bytes(hashlib.sha256(k.encode()).digest()[:8], "little") >> 1, return_dtype=pl.Int64)
 
 
-def example_frame(mode: str, data: Path, seed: int = 0, split: str | None = "train") -> pl.DataFrame:
-    """The examples of ``mode`` as a Polars frame (columns EXAMPLE_COLUMNS)."""
+def example_frame(mode: str, data: Path, seed: int = 0, split: str | None = "train", samples: Path | None = None) -> pl.DataFrame:
+    """The examples of ``mode`` as a Polars frame (columns EXAMPLE_COLUMNS); ``samples``: the
+    samples folder an rmsd-filter output ``data`` scored, where it is not where the output records."""
     data = Path(data)
     if mode in ("best", "weighted"):
-        frame = curated_frame(data)
+        frame = curated_frame(data, samples)
         if mode == "best":
             frame = frame.filter(pl.col("is_best")).with_columns(weight=pl.lit(1.0))
         frame = frame.rename({"text": "response"})
     elif mode == "filtered":
-        frame = curated_frame(data).rename({"text": "response"})
+        frame = curated_frame(data, samples).rename({"text": "response"})
         frame = frame.with_columns(weight=1.0 / pl.len().over("prompt_id"))
     elif mode == "unfiltered":
-        frame = pl.read_parquet(_tables(_samples_folder(data), "samples")).filter(pl.col("error").is_null() & pl.col("text").is_not_null())
+        frame = pl.read_parquet(_tables(_samples_folder(data, samples), "samples")).filter(pl.col("error").is_null() & pl.col("text").is_not_null())
         frame = frame.rename({"text": "response"}).with_columns(weight=1.0 / pl.len().over("prompt_id"))
     elif mode == "single":
-        frame = pl.read_parquet(_tables(_samples_folder(data), "samples")).filter(pl.col("error").is_null() & pl.col("text").is_not_null())
+        frame = pl.read_parquet(_tables(_samples_folder(data, samples), "samples")).filter(pl.col("error").is_null() & pl.col("text").is_not_null())
         frame = frame.with_columns(_pick=_pick_seed(seed)).sort("_pick").unique("prompt_id", keep="first", maintain_order=True)
         frame = frame.rename({"text": "response"}).with_columns(weight=pl.lit(1.0))
     elif mode == "gt":
@@ -210,15 +233,15 @@ def example_frame(mode: str, data: Path, seed: int = 0, split: str | None = "tra
     return frame.select(EXAMPLE_COLUMNS + extra).sort("prompt_id", maintain_order=True)
 
 
-def sft_dataset(mode: str, data: Path, seed: int = 0, split: str | None = "train", streaming: bool = False):
-    """A Hugging Face dataset of the examples; ``streaming`` reads curated shards lazily (best,
-    weighted), one at a time with its samples, for corpora larger than memory."""
+def sft_dataset(mode: str, data: Path, seed: int = 0, split: str | None = "train", streaming: bool = False, samples: Path | None = None):
+    """A Hugging Face dataset of the examples (``example_frame``); ``streaming`` reads curated
+    shards lazily (best, weighted), one at a time with its samples, for corpora larger than memory."""
     if streaming and mode in ("best", "weighted"):
         parts = curated_parts(Path(data))
-        sources = [None if s is None else [str(f) for f in s] for s in curated_sources(parts)]
+        sources = [None if s is None else [str(f) for f in s] for s in curated_sources(parts, samples)]
         kwargs = {"parts": [str(p) for p in parts], "sources": sources, "best": mode == "best"}
         return datasets.IterableDataset.from_generator(_stream_examples, features=_example_features(), gen_kwargs=kwargs)
-    return datasets.Dataset.from_polars(example_frame(mode, data, seed, split))
+    return datasets.Dataset.from_polars(example_frame(mode, data, seed, split, samples))
 
 
 def _example_features() -> datasets.Features:

@@ -74,7 +74,10 @@ def openai_messages(messages: list[dict], frames: np.ndarray, fps: float | None 
 class OpenAIBackend:
     def __init__(self, base_url: str, model: str, api_key_env: str | None = None, max_concurrency: int = 8,
                  max_retries: int = 5, timeout_s: float = 120.0, backoff_s: float = 1.0, seed: int = 0, media: str = "images"):
-        from openai import OpenAI
+        try:
+            from openai import OpenAI
+        except ImportError as exc:
+            raise ImportError("backend: openai needs the OpenAI client: pip install 'rmsd[openai]'") from exc
 
         key = "EMPTY"
         if api_key_env:

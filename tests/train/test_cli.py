@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import time
+from importlib.util import find_spec
 
 import pytest
 
@@ -55,6 +56,8 @@ def test_sft_resumes_after_a_kill_and_eval_scores_the_result(bench_dir, tmp_path
     assert "| multiple_choice |" in (tmp_path / "eval" / "eval.md").read_text()
 
     # the same checkpoint in a vLLM engine (CPU build): loadable by vLLM, every question answered
+    if find_spec("vllm") is None:
+        pytest.skip("vLLM is not installed (make setup installs its CPU build on x86-64 only): all but the vLLM evaluation passed")
     done = subprocess.run(
         train("eval", "--model", out / "final", "--prompts", bench_dir / "prompts.parquet", "--out", tmp_path / "eval-vllm", "--split", "",
               "--limit", 12, "--no-progress", "--backend", "vllm"),

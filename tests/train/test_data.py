@@ -103,7 +103,7 @@ def test_curated_shards_refuse_samples_gone_changed_or_missing_a_key(filtered, t
     shutil.copytree(filtered / "filtered", out)
     samples = shutil.copytree(filtered / "samples", tmp_path / "samples")
     manifest = json.loads((out / "_manifest.json").read_text())
-    (out / "_manifest.json").write_text(json.dumps({**manifest, "samples_dir": str(tmp_path / "gone")}))
+    (out / "_manifest.json").write_text(json.dumps({**manifest, "samples_dir": str(tmp_path / "gone"), "samples_dir_relative": "../gone"}))
     with pytest.raises(SchemaError, match="are not there"):
         example_frame("weighted", out)
     (out / "_manifest.json").write_text(json.dumps({**manifest, "samples_dir": str(samples)}))
