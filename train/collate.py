@@ -67,9 +67,8 @@ class VideoSFTCollator:
         prompts = [self.processor.apply_chat_template(prompt_messages(e, self.templates), add_generation_prompt=True, tokenize=False) for e in examples]
         targets = [e["response"] + self.end for e in examples]
         videos = [self.frames.get(e["video"], e.get("frame_timestamps")) for e in examples]
-        self.tokenizer.padding_side = "right"
-        batch = self.processor(
-            text=[p + t for p, t in zip(prompts, targets)], videos=[v.array for v in videos], padding=True, return_tensors="pt",
+        batch = self.processor(  # right padding per call: the processor may be shared with a left-padding generator
+            text=[p + t for p, t in zip(prompts, targets)], videos=[v.array for v in videos], padding=True, padding_side="right", return_tensors="pt",
             do_sample_frames=False, **processor_video_kwargs(self.model_type, [v.timestamps for v in videos], [v.fps for v in videos]),
         )
         labels = batch["input_ids"].clone()

@@ -69,9 +69,10 @@ class Discriminator(nn.Module):
         return out
 
 
-def bradley_terry_loss(teacher: torch.Tensor, student: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
-    """Quality-weighted Bradley-Terry loss: E[q * -log sigmoid(D(T) - D(S))]."""
-    return (quality * -F.logsigmoid(teacher - student)).mean()
+def bradley_terry_loss(teacher: torch.Tensor, student: torch.Tensor, quality: torch.Tensor, total: int | None = None) -> torch.Tensor:
+    """Quality-weighted Bradley-Terry loss: E[q * -log sigmoid(D(T) - D(S))], the mean over ``total``
+    pairs (default: these; under DDP, every rank's, of which these are one rank's share)."""
+    return (quality * -F.logsigmoid(teacher - student)).sum() / (len(quality) if total is None else total)
 
 
 @dataclass
@@ -121,22 +122,45 @@ class DiscriminatorTrainer:
         self.disc.train()
         return scores
 
-    def step(self, teacher_examples: list[dict], student_examples: list[dict], quality: list[float]) -> dict[str, float]:
-        """One update on pairs (teacher_examples[i], student_examples[i])."""
-        scores = self.disc(**self._batch(teacher_examples + student_examples))
-        teacher, student = scores[: len(teacher_examples)], scores[len(teacher_examples) :]
-        q = torch.tensor(quality, dtype=torch.float32, device=scores.device)
-        loss = bradley_terry_loss(teacher, student, q)
-        self.optimizer.zero_grad()
-        loss.backward()
+    def _all_sum(self, t: torch.Tensor) -> torch.Tensor:
         if self.world > 1:
-            for p in self.disc.parameters():
-                if p.grad is not None:
-                    torch.distributed.all_reduce(p.grad)
-                    p.grad /= self.world
+            torch.distributed.all_reduce(t)
+        return t
+
+    def step(self, teacher_examples: list[dict], student_examples: list[dict], quality: list[float]) -> dict[str, float] | None:
+        """One update on the pairs (teacher_examples[i], student_examples[i]) of every rank: the mean
+        loss over all of them, whatever each rank holds. Under DDP every rank calls it at every step
+        (its collectives wait for all ranks), with pairs or without (a rank whose prompts have no kept
+        teacher sample): then it contributes no gradient and takes the others' update. Returns the
+        statistics over all ranks' pairs, or None (and D is unchanged) when no rank has any."""
+        n = len(quality)
+        total = int(self._all_sum(torch.tensor([n], device=self.device)).item())
+        if total == 0:
+            return None
+        self.optimizer.zero_grad()
+        sums = torch.zeros(3, device=self.device)  # loss, teacher-ahead count, margin: summed over this rank's pairs
+        if n:
+            scores = self.disc(**self._batch(teacher_examples + student_examples))
+            teacher, student = scores[:n], scores[n:]
+            loss = bradley_terry_loss(teacher, student, torch.tensor(quality, dtype=torch.float32, device=scores.device), total)
+            loss.backward()
+            sums = torch.stack([loss.detach() * total, (teacher > student).float().sum(), (teacher - student).detach().sum()])
+        if self.world > 1:
+            # which parameters got a gradient is known only to ranks with pairs; every rank learns it,
+            # then all-reduces the same parameters' gradients (zeros where it had none)
+            params = [p for p in self.disc.parameters() if p.requires_grad]
+            has_grad = torch.tensor([p.grad is not None for p in params], dtype=torch.float32, device=self.device)
+            reduced = self._all_sum(torch.cat([sums, has_grad]))
+            sums = reduced[:3]
+            for p, used in zip(params, reduced[3:].tolist()):
+                if used:
+                    if p.grad is None:
+                        p.grad = torch.zeros_like(p)
+                    torch.distributed.all_reduce(p.grad)  # each rank's share of the mean: their sum is its gradient
         torch.nn.utils.clip_grad_norm_(self.disc.parameters(), self.max_grad_norm)
         self.optimizer.step()
-        return {"loss": loss.item(), "accuracy": (teacher > student).float().mean().item(), "margin": (teacher - student).mean().item()}
+        loss, ahead, margin = (sums / total).tolist()
+        return {"loss": loss, "accuracy": ahead, "margin": margin, "pairs": total}
 
 
 class DiscriminatorReward:
@@ -159,9 +183,10 @@ class DiscriminatorReward:
         rewards = self.trainer.score(students).tolist()
         pairs = [(i, self.pool.draw(prompt_id[i], self.rng)) for i in range(n)]
         pairs = [(i, drawn) for i, drawn in pairs if drawn is not None]
-        if pairs:
-            teachers = [dict(base[i], response=text) for i, (text, _) in pairs]
-            stats = self.trainer.step(teachers, [students[i] for i, _ in pairs], [q for _, (_, q) in pairs])
+        teachers = [dict(base[i], response=text) for i, (text, _) in pairs]
+        # on every rank, pairs or none: the update's collectives wait for all ranks
+        stats = self.trainer.step(teachers, [students[i] for i, _ in pairs], [q for _, (_, q) in pairs])
+        if stats is not None:
             self.history.append(stats)
             if log_metric is not None:  # TRL's GRPOTrainer: averaged per logging step, sent to TensorBoard
                 for name, value in stats.items():

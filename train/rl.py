@@ -210,14 +210,17 @@ def grpo_config(out: Path, s: RLSettings, processor) -> GRPOConfig:
 def warm_up_discriminator(disc: DiscriminatorTrainer, policy, processor, frame: pl.DataFrame, pool: TeacherPool,
                           frame_cache: FrameCache, templates: dict | None, s: RLSettings) -> list[dict]:
     """GAD's warm-up: D learns teacher-vs-student on the SFT student's own rollouts (sampled as in
-    RL) before the policy moves. Returns the per-step statistics."""
+    RL) before the policy moves. Returns the per-step statistics.
+
+    Under DDP each rank rolls out its own share of the questions with a kept teacher sample, and
+    every rank takes all ``s.warmup_steps`` steps (D's update is collective), a rank whose share is
+    empty with no pairs."""
     backend = HFBackend.from_model(policy, processor)
     policy.eval()
-    rows = [r for r in frame.to_dicts() if pool.responses.get(r["prompt_id"])]
-    if not rows:
-        return []
+    rank = torch.distributed.get_rank() if disc.world > 1 else 0
+    rows = [r for r in frame.to_dicts() if pool.responses.get(r["prompt_id"])][rank :: disc.world]
     rng = random.Random(s.seed)
-    per_step = max(1, s.batch_size // s.num_generations)
+    per_step = max(1, s.batch_size // s.num_generations) if rows else 0
     history = []
     for step in range(s.warmup_steps):
         batch = [rows[(step * per_step + i) % len(rows)] for i in range(per_step)]
@@ -227,7 +230,7 @@ def warm_up_discriminator(disc: DiscriminatorTrainer, policy, processor, frame: 
                               temperature=s.temperature, max_tokens=s.max_completion_length)
             for r in batch
         ]
-        completions = backend.generate(requests)
+        completions = backend.generate(requests) if requests else []
         students, teachers, quality = [], [], []
         for r, outs in zip(batch, completions):
             for c in outs:
@@ -236,7 +239,8 @@ def warm_up_discriminator(disc: DiscriminatorTrainer, policy, processor, frame: 
                 teachers.append(dict(r, response=text))
                 quality.append(q)
         stats = disc.step(teachers, students, quality)
-        history.append(stats)
+        if stats is not None:
+            history.append(stats)
     policy.train()
     return history
 

@@ -73,8 +73,7 @@ class HFBackend:
     def _attach(self, model, processor) -> None:
         self.model, self.processor = model, processor
         self.device = next(model.parameters()).device
-        self.tokenizer = self.processor.tokenizer
-        self.tokenizer.padding_side = "left"
+        self.tokenizer = self.processor.tokenizer  # shared with rmsd-train's collator: padding is chosen per call
         self.eos_ids = self._eos_ids()
         self.model_type = self.model.config.model_type
 
@@ -100,7 +99,7 @@ class HFBackend:
     def _inputs(self, requests: list[GenerationRequest]):
         texts = [self.processor.apply_chat_template(r.messages, add_generation_prompt=True, tokenize=False) for r in requests]
         return self.processor(
-            text=texts, videos=[np.asarray(r.frames) for r in requests], padding=True, return_tensors="pt", do_sample_frames=False,
+            text=texts, videos=[np.asarray(r.frames) for r in requests], padding=True, padding_side="left", return_tensors="pt", do_sample_frames=False,
             **processor_video_kwargs(self.model_type, [r.timestamps for r in requests], [r.fps for r in requests]),
         ).to(self.device)
 

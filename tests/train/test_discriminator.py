@@ -101,16 +101,81 @@ def test_verifiable_reward_components():
     assert content_reward(None, completions, **columns) == pytest.approx([1.0, 0.0, 0.5, None])
 
 
-def test_one_discriminator_across_two_processes(tiny_model, bench_dir):
-    """Under DDP every rank updates D from all ranks' pairs, from rank 0's initial head."""
+@pytest.fixture(scope="module")
+def two_ranks(tiny_model, bench_dir, tmp_path_factory):
+    """ddp_discriminator.py on two ranks: its output, and why it stopped if it failed. A rank left
+    waiting in a collective fails at the process group's timeout (set there); if torchrun still
+    runs past ours, it is stopped with its ranks."""
+    import os
     import subprocess
 
     from tests.conftest import BIN
 
     script = Path(__file__).with_name("ddp_discriminator.py")
-    done = subprocess.run(
-        [str(BIN / "torchrun"), "--nproc-per-node", "2", "--master-port", "29537", str(script), str(tiny_model), str(bench_dir / "prompts.parquet")],
-        capture_output=True, text=True, timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "discriminators identical across ranks" in done.stdout
+    logs = tmp_path_factory.mktemp("ddp")
+    with open(logs / "stdout", "w") as stdout, open(logs / "stderr", "w") as stderr:
+        run = subprocess.Popen(
+            [str(BIN / "torchrun"), "--nproc-per-node", "2", "--master-port", "29537", str(script), str(tiny_model),
+             str(bench_dir / "prompts.parquet")],
+            stdout=stdout, stderr=stderr, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
+        try:
+            run.wait(timeout=300)
+        except subprocess.TimeoutExpired:
+            run.terminate()  # torchrun stops its ranks (each in a session of its own) before it exits
+            run.wait(timeout=60)
+    stderr = (logs / "stderr").read_text()
+    return (logs / "stdout").read_text(), f"exit status {run.returncode}: {stderr[-3000:]}"
+
+
+def test_one_discriminator_across_two_processes(two_ranks):
+    """Under DDP every rank updates D from all ranks' pairs, from rank 0's initial head."""
+    stdout, failure = two_ranks
+    assert "each rank its own pairs: discriminators identical across ranks" in stdout, failure
+
+
+def test_a_rank_without_pairs_takes_part_in_every_update(two_ranks):
+    """A rank whose prompts have no kept teacher sample (rl_frame keeps them) still joins every
+    update of D, in the online reward and in the warm-up: no rank waits forever for it, and every
+    rank holds the same D, learnt from the other ranks' pairs."""
+    stdout, failure = two_ranks
+    assert "rank 1 without pairs: discriminators identical across ranks" in stdout, failure
+
+
+def test_warm_up_rollouts_are_left_padded_at_every_step(tiny_model, bench_dir, monkeypatch):
+    """The warm-up alternates the policy's rollouts (left padding) with D's updates (the collator,
+    right padding) over one processor: at every step, prompts of different lengths in a batch, its
+    rollouts (texts and log-probabilities) are those of a fresh backend for the same requests and seeds."""
+    from rmsd.gen.backends.hf import HFBackend
+    from rmsd.train.rl import RLSettings, warm_up_discriminator
+
+    prompts = bench_dir / "prompts.parquet"
+    # two steps of two questions, each pair of unequal prompt lengths (task types' prompts differ)
+    tasks = ["multiple_choice", "numerical", "spatial_grounding", "temporal_grounding"]
+    frame = example_frame("gt", prompts, split=None).filter(pl.col("task_type").is_in(tasks)).unique("task_type", keep="first").sort("prompt_id")
+    pool = TeacherPool({p: [("<think>x</think><answer>A</answer>", 1.0, 1.0)] for p in frame["prompt_id"]})
+    policy, processor = load_model(tiny_model)
+    cache = FrameCache(FramesConfig(num_frames=4), video_base("gt", prompts))
+    disc = DiscriminatorTrainer(Discriminator.from_student(tiny_model), VideoSFTCollator(processor, cache), lr=1e-3)
+    rollouts = []  # (requests, completions) of each generate call of the warm-up
+    generate = HFBackend.generate
+
+    def recorded(backend, requests):
+        completions = generate(backend, requests)
+        rollouts.append((requests, completions))
+        return completions
+
+    monkeypatch.setattr(HFBackend, "generate", recorded)
+    settings = RLSettings(num_generations=2, batch_size=4, max_completion_length=8, warmup_steps=2)
+    assert len(warm_up_discriminator(disc, policy, processor, frame, pool, cache, None, settings)) == 2
+    monkeypatch.undo()
+
+    fresh = HFBackend.from_model(policy.eval(), load_model(tiny_model)[1])
+    assert len(rollouts) == 2
+    for requests, completions in rollouts:
+        assert fresh._inputs(requests)["attention_mask"].sum(dim=1).unique().numel() > 1  # padding there is
+        again = fresh.generate(requests)
+        # the tiny model's texts barely depend on the prompt; the log-probabilities do
+        assert [[c.text for c in outs] for outs in completions] == [[c.text for c in outs] for outs in again]
+        assert [c.cumulative_logprob for outs in completions for c in outs] == pytest.approx(
+            [c.cumulative_logprob for outs in again for c in outs], abs=1e-3)
