@@ -183,9 +183,14 @@ def ensure_model(path: str | os.PathLike, init: str | None) -> Path:
 
 
 def load_model(path: str | os.PathLike, dtype: str = "float32", device: str = "cpu"):
-    """Load any Hugging Face image-text-to-text checkpoint folder and its processor (local files only)."""
+    """Load any Hugging Face image-text-to-text checkpoint folder and its processor (local files only);
+    a checkpoint that misses weights of the model, or holds others, is refused."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    model = AutoModelForImageTextToText.from_pretrained(str(path), dtype=getattr(torch, dtype), local_files_only=True)
+    model, info = AutoModelForImageTextToText.from_pretrained(str(path), dtype=getattr(torch, dtype), local_files_only=True, output_loading_info=True)
+    partial = {name: keys for name in ("missing_keys", "unexpected_keys", "mismatched_keys") if (keys := info.get(name))}
+    if partial:  # transformers logs these and goes on with random weights where keys were missed: refused here
+        details = "; ".join(f"{len(keys)} {name.replace('_', ' ')} (e.g. {sorted(map(str, keys))[0]})" for name, keys in partial.items())
+        raise ValueError(f"{path}: the checkpoint's weights do not match its model class: {details}")
     processor = AutoProcessor.from_pretrained(str(path), local_files_only=True)
     return model.to(device).eval(), processor

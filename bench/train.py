@@ -29,7 +29,8 @@ from rmsd.models import build_model
 from rmsd.schemas.config import FramesConfig
 from rmsd.train.collate import FrameCache, VideoSFTCollator
 from rmsd.train.data import sft_dataset, video_base
-from rmsd.train.sft import SFTSettings, WeightedSFTTrainer, sft_config
+from rmsd.train.config import AdversarialConfig, DistillSFTConfig
+from rmsd.train.sft import WeightedSFTTrainer
 
 
 def main() -> None:
@@ -51,9 +52,11 @@ def main() -> None:
         examples = [dict(dataset[i], weight=0.5 + (i % 3) * 0.25) for i in range(args.batch)]
         batch = collator(examples)
         plain_batch = {k: v for k, v in batch.items() if k != "weights"}
-        settings = SFTSettings(batch_size=args.batch, learning_rate=1e-4)
-        weighted = WeightedSFTTrainer(model=copy.deepcopy(model), args=sft_config(tmp / "w", settings), train_dataset=dataset, data_collator=collator, processing_class=processor)
-        plain = SFTTrainer(model=copy.deepcopy(model), args=sft_config(tmp / "p", settings), train_dataset=dataset, data_collator=collator, processing_class=processor)
+        def config(out):
+            return DistillSFTConfig(output_dir=str(out), mode="weighted", per_device_train_batch_size=args.batch, learning_rate=1e-4)
+
+        weighted = WeightedSFTTrainer(model=copy.deepcopy(model), args=config(tmp / "w"), train_dataset=dataset, data_collator=collator, processing_class=processor)
+        plain = SFTTrainer(model=copy.deepcopy(model), args=config(tmp / "p"), train_dataset=dataset, data_collator=collator, processing_class=processor)
         for trainer in (weighted, plain):
             trainer.create_optimizer_and_scheduler(num_training_steps=args.steps)
             trainer.model.train()
@@ -97,7 +100,7 @@ def rl_step_split(args, model, processor, prompts: Path, tmp: Path) -> None:
 
     from rmsd.models import init_model, load_model
     from rmsd.train.discriminator import Discriminator, DiscriminatorReward, DiscriminatorTrainer, TeacherPool
-    from rmsd.train.rl import RL_COLUMNS, RLSettings, VideoGRPOTrainer, grpo_config, reward_functions
+    from rmsd.train.rl import RL_COLUMNS, VideoGRPOTrainer, reward_functions, rollout_config
 
     questions = pl.read_parquet(prompts).filter(pl.col("answer").is_not_null())
     questions = questions.with_columns(frame_timestamps=pl.lit(None, pl.List(pl.Float64))).select(RL_COLUMNS)
@@ -108,10 +111,9 @@ def rl_step_split(args, model, processor, prompts: Path, tmp: Path) -> None:
     policy, processor = load_model(path)
     cache = FrameCache(FramesConfig(num_frames=8), video_base("gt", prompts))
     disc = DiscriminatorTrainer(Discriminator.from_student(path), VideoSFTCollator(processor, cache))
-    s = RLSettings(num_generations=args.rl_generations, batch_size=args.batch, max_steps=args.rl_steps, max_completion_length=args.rl_tokens, learning_rate=1e-5)
-    config = grpo_config(tmp / "rl", s, processor)
-    reward_funcs, config.reward_weights = reward_functions(DiscriminatorReward(disc, pool), s.weights)
-    config.report_to = []
+    config = rollout_config(AdversarialConfig(output_dir=str(tmp / "rl"), num_generations=args.rl_generations, per_device_train_batch_size=args.batch,
+                                              max_steps=args.rl_steps, max_completion_length=args.rl_tokens, learning_rate=1e-5, report_to=[]), processor)
+    reward_funcs = reward_functions(DiscriminatorReward(disc, pool))
     times: dict[str, float] = {}
     steps: list[dict] = []
 
@@ -145,8 +147,9 @@ def rl_step_split(args, model, processor, prompts: Path, tmp: Path) -> None:
         "old/reference log-probs": mean["generate+score"] - mean["generation"] - mean["rewards"],
         "policy update (forward, backward, optimizer)": mean["total"] - mean["generate+score"],
     }
-    print(f"RL step: {s.batch_size} rollouts ({s.batch_size // s.num_generations} questions x N={s.num_generations}), "
-          f"up to {s.max_completion_length} tokens, KL beta {s.beta}; mean of steps 2..{len(steps)}:")
+    n = config.per_device_train_batch_size
+    print(f"RL step: {n} rollouts ({n // config.num_generations} questions x N={config.num_generations}), "
+          f"up to {config.max_completion_length} tokens, KL beta {config.beta}; mean of steps 2..{len(steps)}:")
     for name, value in parts.items():
         print(f"  {name:46s} {value:7.2f} s  {100 * value / mean['total']:5.1f}%")
     print(f"  {'total':46s} {mean['total']:7.2f} s")

@@ -14,7 +14,7 @@ import polars as pl
 
 from ..schemas.config import FilterConfig
 from ..schemas.grammar import ANSWER_CODE, PARSED_COLUMNS, add_response_parts, as_categories, integer_codes as codes, parse_answers
-from ..schemas.metrics import score_parsed
+from ..schemas.metrics import score_parsed, taus
 from ..schemas.tables import SAMPLES_SCHEMA
 
 CLOSED = pl.col("task_type") != "open_ended"
@@ -162,18 +162,6 @@ def _agreement(answered_in_group: str, same: str) -> pl.Expr:
     return pl.when(answered & has_answer).then(pl.col(same) / pl.col(answered_in_group)).when(answered).then(0.0)
 
 
-def _taus(tau: float, tau_by_task: tuple[tuple[str, float], ...]) -> pl.Expr:
-    """Each row's tau: the default, where no task type has its own (a literal: mapping every row's
-    task type, even to one value, costs 0.03 us per row), else a choice among the task types that do."""
-    overrides = {task: value for task, value in tau_by_task if value != tau}
-    if not overrides:
-        return pl.lit(tau, pl.Float64)
-    chain = pl
-    for task, value in overrides.items():
-        chain = chain.when(pl.col("task_type") == task).then(pl.lit(value, pl.Float64))
-    return chain.otherwise(pl.lit(tau, pl.Float64))
-
-
 @functools.cache
 def _scoring(tau: float, tau_by_task: tuple[tuple[str, float], ...], seed: int) -> dict:
     """score_samples' steps after the metric, as the columns each adds: built once per setting."""
@@ -183,7 +171,7 @@ def _scoring(tau: float, tau_by_task: tuple[tuple[str, float], ...], seed: int) 
         "kept": {
             "agreement": _agreement("_answered_teacher", "_same_teacher_answer"),
             "agreement_pool": _agreement("_answered_pool", "_same_answer"),
-            "kept": pl.col("error").is_null() & (pl.col("quality") >= _taus(tau, tau_by_task)),
+            "kept": pl.col("error").is_null() & (pl.col("quality") >= taus(tau, tau_by_task)),
         },
         "raw": {"_raw": pl.when(~pl.col("kept")).then(0.0).when(ranked).then(pl.col("quality")).otherwise(1.0)},
         "open_kept": pl.col("kept") & ~ranked & (pl.col("task_type") == "open_ended"),

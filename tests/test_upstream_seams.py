@@ -24,6 +24,9 @@ TESTED = {"trl": "1.16.0", "transformers": "5.19.0"}
 SEAMS = {
     "WeightedSFTTrainer._save_checkpoint": "(self, model, trial)",
     "WeightedSFTTrainer._get_num_items_in_batch": "(self, batch_samples: list, device: torch.device) -> torch.Tensor | int | None",
+    "StrictResume._load_from_checkpoint": "(self, resume_from_checkpoint: str, model: torch.nn.modules.module.Module | None = None) -> None",
+    "StrictResume._issue_warnings_after_load": "(self, load_result: Any) -> None",
+    "VideoGRPOTrainer._save_checkpoint": "(self, model, trial)",
     "VideoGRPOTrainer._generate_and_score_completions":
         "(self, inputs: list[dict[str, torch.Tensor | typing.Any]]) -> dict[str, torch.Tensor | typing.Any]",
     "VideoGRPOTrainer._tokenize_prompts": "(self, prompts: list)",
@@ -82,13 +85,15 @@ def _private_overrides() -> dict[str, tuple[str, str]]:
     found = {}
     for cls in _rmsd_classes():
         bases = [b for b in cls.__mro__[1:] if _is_upstream(b)]
-        for name, member in vars(cls).items():
-            if not name.startswith("_") or (name.startswith("__") and name.endswith("__")) or _callable(member) is None:
-                continue
-            owner = next((b for b in bases if name in vars(b)), None)
-            if owner is not None:
-                upstream = _callable(vars(owner)[name])
-                found[f"{cls.__name__}.{name}"] = (f"{owner.__module__}.{owner.__qualname__}.{name}", str(inspect.signature(upstream)))
+        # the class and the rmsd mixins ahead of upstream in its bases (a mixin overrides through the class it is mixed into)
+        for own in [c for c in cls.__mro__ if c.__module__.startswith("rmsd.")]:
+            for name, member in vars(own).items():
+                if not name.startswith("_") or (name.startswith("__") and name.endswith("__")) or _callable(member) is None:
+                    continue
+                owner = next((b for b in bases if name in vars(b)), None)
+                if owner is not None:
+                    upstream = _callable(vars(owner)[name])
+                    found[f"{own.__name__}.{name}"] = (f"{owner.__module__}.{owner.__qualname__}.{name}", str(inspect.signature(upstream)))
     return found
 
 

@@ -46,138 +46,108 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
-def _pipeline(name: str, config: Optional[Path]):
+def _pipeline(inputs):
     from ..schemas.config import load_pipeline
 
-    return load_pipeline(name, config, check_models=False)
+    return load_pipeline(inputs.pipeline, _path(inputs.pipelines_file), check_models=False)
 
 
-def _student(cfg, pipeline: str, model: Optional[Path], init: Optional[str]) -> tuple[Path, Optional[str]]:
+def _student(cfg, inputs) -> tuple[Path, Optional[str]]:
     """--model, or else the pipeline's train.student (with its init preset)."""
-    if model is not None:
-        return model, init
+    if inputs.model is not None:
+        return Path(inputs.model), inputs.init
     if cfg.train.student is None:
-        raise ValueError(f"give --model, or set train.student in pipeline {pipeline!r}")
-    return Path(cfg.train.student.path), init or cfg.train.student.init
+        raise ValueError(f"give --model, or set train.student in pipeline {inputs.pipeline!r}")
+    return Path(cfg.train.student.path), inputs.init or cfg.train.student.init
 
 
-@app.command()
-def sft(
-    mode: str = typer.Option(..., "--mode", help="best (T_best, the paper's warm-up) | weighted (kept samples, loss weighted by p_k) | filtered (kept samples, uniform) | unfiltered (every answered sample, uniform) | single (one random teacher sample, no filtering) | gt (ground truth)"),
-    data: Path = typer.Option(..., "--data", help="best/weighted/filtered/unfiltered: rmsd-filter output; single: rmsd-gen samples folder; gt: a prompts file"),
-    out: Path = typer.Option(..., "--out", help="output folder: checkpoints, tensorboard logs, final/"),
-    model: Optional[Path] = typer.Option(None, "--model", help="student checkpoint folder (Hugging Face format); default: the pipeline's train.student"),
-    init: Optional[str] = typer.Option(None, "--init", help="build the student from this preset (tiny|demo) if --model does not exist"),
-    pipeline: str = typer.Option("demo", "--pipeline", help="pipeline whose frames and prompt templates the student sees"),
-    config: Optional[Path] = typer.Option(None, "--config", help="pipelines file (default: ./pipelines.yaml, else the packaged one)"),
-    epochs: float = typer.Option(1.0, "--epochs", help="passes over the examples (paper: 1)"),
-    lr: float = typer.Option(2e-6, "--lr", help="AdamW learning rate (paper: 2e-6)"),
-    batch_size: int = typer.Option(8, "--batch-size", min=1, help="examples per device per micro-batch"),
-    grad_accum: int = typer.Option(1, "--grad-accum", min=1, help="micro-batches per optimizer step"),
-    max_steps: int = typer.Option(-1, "--max-steps", help="stop after this many optimizer steps (-1: by epochs)"),
-    save_steps: int = typer.Option(200, "--save-steps", min=1, help="checkpoint every N steps (a killed run resumes from the last)"),
-    seed: int = typer.Option(0, "--seed", help="data order, initialisation and the single-sample draw"),
-    video_base: Optional[Path] = typer.Option(None, "--video-base", help="folder relative video paths start from (default: found through the manifests)"),
-    streaming: bool = typer.Option(False, "--streaming/--in-memory", help="stream curated shards (best, weighted) instead of loading them"),
-    resume: bool = typer.Option(True, "--resume/--no-resume", help="continue from the newest checkpoint in --out"),
-    visual_aux: float = typer.Option(0.0, "--visual-aux", min=0.0, help="gt mode on the synthetic benchmark: weight of the auxiliary visual loss (probes on the vision tower predict the scene; the demo teacher's bootstrap uses 1.0)"),
-) -> None:
-    """Supervised fine-tuning of the student (weighted SFT on TRL's SFTTrainer)."""
+# sft and rl take every option of their TRL config (train/config.py): the command line is parsed by
+# TRL's parser, not by typer, so typer passes it through untouched (--help included).
+_TRL_COMMAND = dict(context_settings={"allow_extra_args": True, "ignore_unknown_options": True}, add_help_option=False)
+
+
+@app.command(**_TRL_COMMAND)
+def sft(ctx: typer.Context) -> None:
+    """Supervised fine-tuning of the student (weighted SFT on TRL's SFTTrainer); --help lists every option."""
     from ..models import ensure_model, load_model
     from ..schemas.config import ConfigError
     from ..schemas.tables import SchemaError
     from .collate import FrameCache, VideoSFTCollator, templates_by_task
-    from .data import MODES, sft_dataset
+    from .config import DistillSFTConfig, main_parse
+    from .data import sft_dataset
     from .data import video_base as find_video_base
-    from .sft import SFTSettings, run_sft
+    from .sft import run_sft
 
-    if mode not in MODES:
-        _fail(f"unknown --mode {mode!r}; choose one of {', '.join(MODES)}")
-    if visual_aux > 0 and mode != "gt":
-        _fail("--visual-aux needs --mode gt (the scene facts come with the synthetic benchmark's prompts)")
+    inputs, args = main_parse(DistillSFTConfig, ctx.args, "rmsd-train sft")
+    _stop_if_finished(inputs, args)
     try:
-        cfg = _pipeline(pipeline, config)
-        model, init = _student(cfg, pipeline, model, init)
-        base = video_base or find_video_base(mode, data)
-        dataset = sft_dataset(mode, data, seed=seed, streaming=streaming)
-        if streaming and max_steps < 0:
-            _fail("--streaming needs --max-steps (a stream has no length)")
+        cfg = _pipeline(inputs)
+        model, init = _student(cfg, inputs)
+        data = _required_data(inputs)
+        base = Path(inputs.video_base) if inputs.video_base else find_video_base(args.mode, data, samples=_path(inputs.samples))
+        dataset = sft_dataset(args.mode, data, seed=args.seed, streaming=args.streaming, samples=_path(inputs.samples))
         student, processor = load_model(ensure_model(model, init))
     except (ConfigError, SchemaError, FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
-    if visual_aux > 0:  # checked before training starts, with the check the batches use
+    if args.visual_aux > 0:  # checked before training starts, with the check the batches use
         from .visual_aux import scene_facts
 
         try:
             for meta in dataset["meta"] if "meta" in dataset.column_names else [None]:
                 scene_facts(meta)
         except ValueError as exc:
-            _fail(f"--visual-aux: {data}: {exc}")
-    collator = VideoSFTCollator(processor, FrameCache(cfg.frames, base), templates_by_task(cfg), student.config.model_type, visual_targets=visual_aux > 0)
-    settings = SFTSettings(epochs=epochs, learning_rate=lr, batch_size=batch_size, gradient_accumulation=grad_accum, max_steps=max_steps, save_steps=save_steps, seed=seed)
-    final = run_sft(student, processor, dataset, collator, out, settings, resume=resume, visual_aux=visual_aux)
-    typer.echo(f"rmsd-train: {mode} SFT done: {final}")
+            _fail(f"--visual_aux: {data}: {exc}")
+    collator = VideoSFTCollator(processor, FrameCache(cfg.frames, base), templates_by_task(cfg), student.config.model_type,
+                                visual_targets=args.visual_aux > 0)
+    final = run_sft(student, processor, dataset, collator, args, resume=inputs.resume)
+    typer.echo(f"rmsd-train: {args.mode} SFT done: {final}")
 
 
-@app.command()
-def rl(
-    data: Path = typer.Option(..., "--data", help="rmsd-filter output: questions (from the samples it scored) and teacher responses with p_k (curated)"),
-    out: Path = typer.Option(..., "--out", help="output folder: checkpoints, tensorboard logs, final/ (policy) and final/discriminator/"),
-    model: Optional[Path] = typer.Option(None, "--model", help="the SFT-warmed student checkpoint; default: the pipeline's train.student"),
-    pipeline: str = typer.Option("demo", "--pipeline", help="pipeline whose frames and prompt templates the student sees"),
-    config: Optional[Path] = typer.Option(None, "--config", help="pipelines file (default: ./pipelines.yaml, else the packaged one)"),
-    discriminator: bool = typer.Option(True, "--discriminator/--no-discriminator", help="the adversarial reward D (off: the SFT+RL baseline, verifiable rewards only)"),
-    num_generations: int = typer.Option(8, "--num-generations", min=2, help="N rollouts per question (paper: 8)"),
-    temperature: float = typer.Option(0.8, "--temperature", help="rollout sampling temperature"),
-    lr: float = typer.Option(1e-6, "--lr", help="policy learning rate (paper: 1e-6)"),
-    disc_lr: float = typer.Option(1e-6, "--disc-lr", help="discriminator learning rate"),
-    beta: float = typer.Option(0.001, "--beta", help="KL coefficient to the reference policy"),
-    weights: str = typer.Option("0.4,0.1,0.1,0.4", "--weights", help="alpha,beta,eta,delta: discriminator, outer format, task format, content"),
-    batch_size: int = typer.Option(8, "--batch-size", min=1, help="rollouts per device per micro-batch"),
-    grad_accum: int = typer.Option(1, "--grad-accum", min=1, help="micro-batches per optimizer step"),
-    epochs: float = typer.Option(1.0, "--epochs", help="passes over the questions (paper: 1)"),
-    max_steps: int = typer.Option(-1, "--max-steps", help="stop after this many optimizer steps (-1: by epochs)"),
-    max_tokens: int = typer.Option(96, "--max-tokens", min=1, help="rollout length cap"),
-    warmup_steps: int = typer.Option(8, "--disc-warmup-steps", min=0, help="discriminator-only steps on the SFT student's rollouts before RL (GAD)"),
-    save_steps: int = typer.Option(200, "--save-steps", min=1, help="checkpoint every N steps (a killed run resumes from the last)"),
-    seed: int = typer.Option(0, "--seed", help="data order, rollouts and teacher draws"),
-    video_base: Optional[Path] = typer.Option(None, "--video-base", help="folder relative video paths start from (default: found through the manifests)"),
-    resume: bool = typer.Option(True, "--resume/--no-resume", help="continue from the newest checkpoint in --out"),
-) -> None:
-    """Adversarial distillation: GRPO on video with the online discriminator as a reward."""
+@app.command(**_TRL_COMMAND)
+def rl(ctx: typer.Context) -> None:
+    """Adversarial distillation: GRPO on video with the online discriminator as a reward; --help lists every option."""
     from ..models import ensure_model, load_model
     from ..schemas.config import ConfigError
     from ..schemas.tables import SchemaError
     from .collate import FrameCache, templates_by_task
+    from .config import AdversarialConfig, main_parse
     from .data import video_base as find_video_base
-    from .rl import RLSettings, run_rl
+    from .rl import run_rl
 
+    inputs, args = main_parse(AdversarialConfig, ctx.args, "rmsd-train rl")
+    _stop_if_finished(inputs, args)
     try:
-        alpha, beta_w, eta, delta = (float(w) for w in weights.split(","))
-    except ValueError:
-        _fail(f"--weights takes four numbers alpha,beta,eta,delta; got {weights!r}")
-    if (batch_size * grad_accum) % num_generations:
-        _fail(f"--batch-size x --grad-accum ({batch_size * grad_accum}) must be a multiple of --num-generations ({num_generations})")
-    try:
-        cfg = _pipeline(pipeline, config)
-        model, _ = _student(cfg, pipeline, model, None)
+        cfg = _pipeline(inputs)
+        model, _ = _student(cfg, inputs)
+        data = _required_data(inputs)
         if not Path(model).is_dir():
             raise FileNotFoundError(f"model folder not found: {model} (rl starts from an SFT-warmed student)")
-        base = video_base or find_video_base("weighted", data)
+        base = Path(inputs.video_base) if inputs.video_base else find_video_base("weighted", data, samples=_path(inputs.samples))
         policy, processor = load_model(ensure_model(model, None))
+        final = run_rl(Path(model), processor, policy, data, FrameCache(cfg.frames, base), templates_by_task(cfg), args,
+                       resume=inputs.resume, scoring=cfg.filter, samples=_path(inputs.samples))
     except (ConfigError, SchemaError, FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
-    settings = RLSettings(
-        num_generations=num_generations, temperature=temperature, learning_rate=lr, disc_learning_rate=disc_lr, beta=beta,
-        batch_size=batch_size, gradient_accumulation=grad_accum, epochs=epochs, max_steps=max_steps, max_completion_length=max_tokens,
-        warmup_steps=warmup_steps, discriminator=discriminator, save_steps=save_steps, seed=seed,
-        weights={"discriminator": alpha, "outer": beta_w, "task": eta, "content": delta},
-    )
-    try:
-        final = run_rl(Path(model), processor, policy, data, FrameCache(cfg.frames, base), templates_by_task(cfg), out, settings, resume=resume)
-    except SchemaError as exc:
-        _fail(str(exc))
     typer.echo(f"rmsd-train: RL done: {final}")
+
+
+def _stop_if_finished(inputs, args) -> None:
+    """A rerun of a finished run leaves it as it is."""
+    from .checkpoints import finished
+
+    if inputs.resume and (final := finished(Path(args.output_dir))):
+        typer.echo(f"rmsd-train: {final} exists: this run has finished (--no-resume trains it again from the start)")
+        raise typer.Exit(0)
+
+
+def _path(value: str | None) -> Path | None:
+    return Path(value) if value else None
+
+
+def _required_data(inputs) -> Path:
+    if not inputs.data:
+        raise ValueError("--data is required")
+    return Path(inputs.data)
 
 
 @app.command("eval")
@@ -188,23 +158,23 @@ def evaluate_command(
     split: Optional[str] = typer.Option("test", "--split", help="only prompts of this split ('' = all)"),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="only the first N prompts of the split"),
     max_tokens: int = typer.Option(96, "--max-tokens", min=1, help="generated tokens cap"),
-    pipeline: str = typer.Option("demo", "--pipeline", help="pipeline whose frames and prompt templates are used"),
+    pipeline: str = typer.Option("demo", "--pipeline", help="pipeline whose frames, prompt templates and scoring settings (filter: tolerance, ANLS threshold, tau) are used"),
     config: Optional[Path] = typer.Option(None, "--config", help="pipelines file"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar"),
     backend: str = typer.Option("hf", "--backend", help="hf (transformers generate) or vllm (a vLLM engine: faster on large splits)"),
 ) -> None:
     """Per-task accuracy with the filter's metrics, greedy decoding; JSON and Markdown outputs."""
-    from ..schemas.config import ConfigError
+    from ..schemas.config import ConfigError, load_pipeline
     from .collate import templates_by_task
     from .evaluate import evaluate
 
     try:
-        cfg = _pipeline(pipeline, config)
+        cfg = load_pipeline(pipeline, config, check_models=False)
         if not model.is_dir():
             raise FileNotFoundError(f"model folder not found: {model}")
         if backend not in ("hf", "vllm"):
             raise ValueError(f"unknown --backend {backend!r}; choose hf or vllm")
-        result = evaluate(model, prompts, out, split or None, cfg.frames, templates_by_task(cfg), limit, max_tokens, progress, backend)
+        result = evaluate(model, prompts, out, split or None, cfg.frames, templates_by_task(cfg), limit, max_tokens, progress, backend, scoring=cfg.filter)
     except (ConfigError, FileNotFoundError, ValueError, ImportError) as exc:
         _fail(str(exc))
     closed = next(r for r in result["by_task"] if r["task_type"] == "(closed-ended)")

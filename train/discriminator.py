@@ -173,6 +173,27 @@ class DiscriminatorReward:
         self.trainer, self.pool, self.rng = trainer, pool, random.Random(seed)
         self.history: list[dict[str, float]] = []
 
+    def _state_file(self, folder: Path) -> Path:
+        rank = torch.distributed.get_rank() if self.trainer.world > 1 else 0
+        return Path(folder) / f"trainer_state-{rank}.pt"
+
+    def save_state(self, folder: str | Path, processor=None, weights: bool = True) -> None:
+        """What a resumed run needs to continue exactly: D's weights (``weights``: one process writes
+        them, they are the same on every rank), its optimizer and this rank's teacher draws."""
+        if weights:
+            self.trainer.disc.save(folder, processor)
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        torch.save({"optimizer": self.trainer.optimizer.state_dict(), "draws": self.rng.getstate()}, self._state_file(folder))
+
+    def load_state(self, folder: str | Path) -> None:
+        """The optimizer and teacher draws ``save_state`` wrote (D's weights load with ``Discriminator.from_student``)."""
+        path = self._state_file(folder)
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: the discriminator's optimizer state is not there (a checkpoint of another number of processes?)")
+        state = torch.load(path, map_location=self.trainer.device, weights_only=True)
+        self.trainer.optimizer.load_state_dict(state["optimizer"])
+        self.rng.setstate(state["draws"])
+
     def __call__(self, prompts, completions, completion_ids=None, prompt_id=None, question=None, task_type=None,
                  options=None, video=None, frame_timestamps=None, log_metric=None, **_) -> list[float]:
         n = len(completions)

@@ -16,8 +16,8 @@ from ..gen.adapters import load_prompts
 from ..gen.backends import GenerationRequest
 from ..gen.backends.hf import HFBackend
 from ..gen.frames import decode_prompts
-from ..schemas.config import FramesConfig, TemplateConfig
-from ..schemas.metrics import score_responses
+from ..schemas.config import FilterConfig, FramesConfig, TemplateConfig
+from ..schemas.metrics import score_as_filter
 from .collate import prompt_messages
 
 
@@ -71,11 +71,13 @@ def _backend(name: str, model_path: str | Path):
 
 
 def accuracy_table(scored: pl.DataFrame) -> pl.DataFrame:
-    """Per task type (and overall): questions, accuracy (mean metric; open-ended: none) and format validity."""
+    """Per task type (and overall): questions, accuracy (mean metric; open-ended: none), format
+    validity, and the share of answers rmsd-filter would keep (q >= tau) as a teacher sample."""
     per_task = scored.group_by("task_type").agg(
         pl.len().alias("questions"),
         pl.col("correct").mean().alias("accuracy"),
         pl.col("valid").mean().alias("format_valid"),
+        pl.col("kept").mean().alias("kept"),
     )
     closed = scored.filter(pl.col("correct").is_not_null())
     overall = pl.DataFrame(
@@ -84,6 +86,7 @@ def accuracy_table(scored: pl.DataFrame) -> pl.DataFrame:
             "questions": [closed.height],
             "accuracy": [closed["correct"].mean() if closed.height else None],
             "format_valid": [scored["valid"].mean()],
+            "kept": [closed["kept"].mean() if closed.height else None],
         },
         schema=per_task.schema,
     )
@@ -101,8 +104,10 @@ def evaluate(
     max_tokens: int = 96,
     progress: bool = True,
     backend: str = "hf",
+    scoring: FilterConfig | None = None,
 ) -> dict:
-    """Evaluate and write ``eval.json``, ``eval.md`` and ``responses.parquet`` to ``out``."""
+    """Evaluate and write ``eval.json``, ``eval.md`` and ``responses.parquet`` to ``out``, scoring as the
+    pipeline's filter does (``scoring``: its tolerance, ANLS threshold and tau per task type)."""
     started = time.time()
     prompts_path, out = Path(prompts_path), Path(out)
     rows, _ = load_prompts(prompts_path)
@@ -113,24 +118,26 @@ def evaluate(
         raise ValueError(f"{prompts_path}: no prompts in split {split!r}")
     answered = answer_prompts(model_path, rows, prompts_path.parent, frames or FramesConfig(), templates, max_tokens=max_tokens,
                              progress=progress, batch_size=64 if backend == "vllm" else 16, backend=backend)
-    scored = score_responses(answered)
+    scoring = scoring or FilterConfig()
+    scored = score_as_filter(answered, scoring)
     table = accuracy_table(scored)
     out.mkdir(parents=True, exist_ok=True)
-    scored.select("prompt_id", "task_type", "answer", "text", "error", "normalised", "valid", "correct").write_parquet(out / "responses.parquet")
+    scored.select("prompt_id", "task_type", "answer", "text", "error", "normalised", "valid", "correct", "kept").write_parquet(out / "responses.parquet")
     result = {
         "model": str(model_path),
         "prompts": str(prompts_path),
         "split": split,
         "backend": backend,
+        "scoring": scoring.model_dump(include={"tolerance", "anls_threshold", "tau", "tau_by_task"}),
         "questions": len(rows),
         "seconds": round(time.time() - started, 2),
         "by_task": table.to_dicts(),
     }
     (out / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
     lines = [f"# Evaluation of `{model_path}`", "", f"{len(rows)} questions of split `{split}` in `{prompts_path}`, greedy decoding.", "",
-             "| task type | questions | accuracy | format valid |", "| --- | ---: | ---: | ---: |"]
+             "| task type | questions | accuracy | format valid | kept by the filter (q >= tau) |", "| --- | ---: | ---: | ---: | ---: |"]
     for r in table.iter_rows(named=True):
         acc = "-" if r["accuracy"] is None else f"{100 * r['accuracy']:.1f}%"
-        lines.append(f"| {r['task_type']} | {r['questions']} | {acc} | {100 * (r['format_valid'] or 0):.1f}% |")
+        lines.append(f"| {r['task_type']} | {r['questions']} | {acc} | {100 * (r['format_valid'] or 0):.1f}% | {100 * (r['kept'] or 0):.1f}% |")
     (out / "eval.md").write_text("\n".join(lines) + "\n")
     return result

@@ -11,13 +11,12 @@ abstains (R_content for open-ended questions or questions without ground truth).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import polars as pl
 
-from ..schemas.metrics import DEFAULT_TOLERANCE, score_responses
-
-PAPER_WEIGHTS = {"discriminator": 0.4, "outer": 0.1, "task": 0.1, "content": 0.4}
+from ..schemas.config import FilterConfig
+from ..schemas.metrics import score_as_filter
 
 
 def completion_text(completion) -> str:
@@ -32,7 +31,8 @@ def completion_text(completion) -> str:
     return ""
 
 
-def score_completions(completions, task_type, options=None, answer=None, tolerance: float = DEFAULT_TOLERANCE) -> pl.DataFrame:
+def score_completions(completions, task_type, options=None, answer=None, settings: FilterConfig | None = None) -> pl.DataFrame:
+    """Rollouts scored as rmsd-filter scores teacher samples (``settings``: the pipeline's filter settings)."""
     n = len(completions)
     frame = pl.DataFrame(
         {
@@ -43,7 +43,7 @@ def score_completions(completions, task_type, options=None, answer=None, toleran
         },
         schema={"text": pl.String, "task_type": pl.String, "options": pl.List(pl.String), "answer": pl.String},
     )
-    return score_responses(frame, tolerance=tolerance)
+    return score_as_filter(frame, settings or FilterConfig())
 
 
 def outer_format_reward(prompts, completions, completion_ids=None, task_type=None, options=None, answer=None, **_) -> list[float]:
@@ -58,13 +58,14 @@ def task_format_reward(prompts, completions, completion_ids=None, task_type=None
 
 @dataclass
 class ContentReward:
-    """The task metric against the ground truth; abstains (None) where there is none."""
+    """The task metric against the ground truth, with the pipeline's filter settings (numerical
+    tolerance, ANLS threshold); abstains (None) where there is none."""
 
-    tolerance: float = DEFAULT_TOLERANCE
+    settings: FilterConfig = field(default_factory=FilterConfig)
     __name__: str = "content_reward"
 
     def __call__(self, prompts, completions, completion_ids=None, task_type=None, options=None, answer=None, **_) -> list[float | None]:
-        return score_completions(completions, task_type, options, answer, self.tolerance)["correct"].to_list()
+        return score_completions(completions, task_type, options, answer, self.settings)["correct"].to_list()
 
 
 content_reward = ContentReward()

@@ -28,53 +28,64 @@ import json
 import os
 import random
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
 import polars as pl
 import torch
-from transformers import TrainerCallback
-from trl import GRPOConfig, GRPOTrainer
+from transformers import set_seed
+from trl import GRPOTrainer
 
 from ..gen.backends import GenerationRequest
 from ..gen.backends.hf import HFBackend
 from ..gen.frames import processor_video_kwargs
+from ..schemas.config import FilterConfig
 from ..schemas.tables import SchemaError
 from .collate import FrameCache, VideoSFTCollator, prompt_messages
 from .data import _samples_folder, _tables, curated_frame
 from .discriminator import Discriminator, DiscriminatorReward, DiscriminatorTrainer, TeacherPool
-from .rewards import PAPER_WEIGHTS, ContentReward, outer_format_reward, task_format_reward
-from .sft import last_checkpoint, trainer_arguments
+from .rewards import ContentReward, outer_format_reward, task_format_reward
+from .checkpoints import StrictResume, finished, last_checkpoint, save_final
+from .config import AdversarialConfig
 
 RL_COLUMNS = ["prompt_id", "task_type", "question", "options", "answer", "video", "frame_timestamps"]
 DISCRIMINATOR_DIR = "discriminator"
 
 
-def rl_frame(data: Path, split: str | None = "train") -> pl.DataFrame:
+def rl_frame(data: Path, split: str | None = "train", samples: Path | None = None) -> pl.DataFrame:
     """One row per question of rmsd-filter's output (its samples: every question, kept or not),
     with its ground truth and the frame timestamps the teachers saw."""
-    frame = pl.read_parquet(_tables(_samples_folder(Path(data)), "samples"), columns=[*RL_COLUMNS, "error"])
+    frame = pl.read_parquet(_tables(_samples_folder(Path(data), samples), "samples"), columns=[*RL_COLUMNS, "error"])
     frame = frame.sort("prompt_id", "error", nulls_last=False).unique("prompt_id", keep="first", maintain_order=True)
     if frame.is_empty():
         raise SchemaError(f"{data}: no questions")
     return frame.select(RL_COLUMNS).sort("prompt_id")
 
 
-def teacher_pool(data: Path) -> TeacherPool:
+def teacher_pool(data: Path, samples: Path | None = None) -> TeacherPool:
     """The curated teacher responses and their p_k: what the discriminator learns to prefer."""
-    return TeacherPool.from_curated(curated_frame(Path(data)).select("prompt_id", "text", "weight", "quality"))
+    return TeacherPool.from_curated(curated_frame(Path(data), samples).select("prompt_id", "text", "weight", "quality"))
 
 
-class VideoGRPOTrainer(GRPOTrainer):
-    """GRPOTrainer whose rows are (video, question): see the module docstring for the seams."""
+class VideoGRPOTrainer(StrictResume, GRPOTrainer):
+    """GRPOTrainer whose rows are (video, question): see the module docstring for the seams. With a
+    ``discriminator`` reward, each checkpoint holds it (weights, optimizer, teacher draws)."""
 
-    def __init__(self, *args, frame_cache: FrameCache, templates: dict | None = None, **kwargs):
+    def __init__(self, *args, frame_cache: FrameCache, templates: dict | None = None, discriminator: DiscriminatorReward | None = None, **kwargs):
         super().__init__(*args, **kwargs)
+        self.discriminator = discriminator
         self.frame_cache, self.templates = frame_cache, templates
         self._video_token_id = getattr(self.processing_class, "video_token_id", None)
         self._batch_frames: list | None = None
         self._video_rows: tuple[list[torch.Tensor], torch.Tensor] | None = None  # per-row pixels, (rows, 3) grid
+
+    def _save_checkpoint(self, model, trial):
+        if self.discriminator is not None:  # before the Trainer's trainer_state.json, which marks a checkpoint whole
+            from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+            folder = Path(self.args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}" / DISCRIMINATOR_DIR
+            self.discriminator.save_state(folder, self.processing_class, weights=self.is_world_process_zero())
+        super()._save_checkpoint(model, trial)
 
     def _generate_and_score_completions(self, inputs):
         inputs = [dict(x, prompt=prompt_messages(x, self.templates)) for x in inputs]
@@ -146,83 +157,38 @@ class VideoGRPOTrainer(GRPOTrainer):
         )
 
 
-class SaveDiscriminator(TrainerCallback):
-    """The discriminator is saved beside each policy checkpoint and at the end, so a resumed run
-    continues with the discriminator it had."""
-
-    def __init__(self, disc: DiscriminatorTrainer, processor):
-        self.disc, self.processor = disc, processor
-
-    def on_save(self, args, state, control, **kwargs):
-        if state.is_world_process_zero:
-            self.disc.disc.save(Path(args.output_dir) / f"checkpoint-{state.global_step}" / DISCRIMINATOR_DIR, self.processor)
+def reward_functions(discriminator: DiscriminatorReward | None, scoring: FilterConfig | None = None) -> list:
+    """TRL's reward_funcs, in the order of ``AdversarialConfig.weights``: R = alpha*D + beta*R_outer +
+    eta*R_task + delta*R_content, D left out when there is no discriminator (the SFT+RL baseline).
+    The content reward scores with the pipeline's filter settings (``scoring``)."""
+    funcs = [outer_format_reward, task_format_reward, ContentReward(scoring or FilterConfig())]
+    return funcs if discriminator is None else [discriminator, *funcs]
 
 
-@dataclass
-class RLSettings:
-    """Defaults from the paper and GAD's public script where the paper is silent."""
-
-    num_generations: int = 8  # N rollouts per question
-    temperature: float = 0.8
-    learning_rate: float = 1e-6
-    disc_learning_rate: float = 1e-6
-    beta: float = 0.001  # KL coefficient
-    max_grad_norm: float = 0.2
-    batch_size: int = 8  # rollouts per device per micro-batch (a multiple of num_generations' divisor)
-    gradient_accumulation: int = 1
-    epochs: float = 1.0
-    max_steps: int = -1
-    max_completion_length: int = 96
-    warmup_steps: int = 8  # discriminator warm-up steps before RL
-    discriminator: bool = True
-    weights: dict = field(default_factory=lambda: dict(PAPER_WEIGHTS))
-    save_steps: int = 200
-    logging_steps: int = 1
-    seed: int = 0
-
-
-def reward_functions(discriminator: DiscriminatorReward | None, weights: dict) -> tuple[list, list[float]]:
-    """TRL's reward_funcs and reward_weights: R = alpha*D + beta*R_outer + eta*R_task + delta*R_content,
-    D left out when there is no discriminator (the SFT+RL baseline)."""
-    funcs = [outer_format_reward, task_format_reward, ContentReward()]
-    scale = [weights["outer"], weights["task"], weights["content"]]
-    if discriminator is None:
-        return funcs, scale
-    return [discriminator, *funcs], [weights["discriminator"], *scale]
-
-
-def grpo_config(out: Path, s: RLSettings, processor) -> GRPOConfig:
-    # a sampled vision token would not match the vision features
+def rollout_config(args: AdversarialConfig, processor) -> AdversarialConfig:
+    """``args`` with the processor's vision tokens suppressed in rollouts (a sampled vision token would
+    not match the vision features)."""
     suppress = [t for t in (getattr(processor, "video_token_id", None), getattr(processor, "image_token_id", None)) if t is not None]
-    return GRPOConfig(
-        **trainer_arguments(out, s.epochs, s.max_steps, s.learning_rate, s.batch_size, s.gradient_accumulation, s.logging_steps, s.save_steps, s.seed),
-        num_generations=s.num_generations,
-        temperature=s.temperature,
-        top_p=1.0,
-        max_completion_length=s.max_completion_length,
-        beta=s.beta,
-        max_grad_norm=s.max_grad_norm,
-        generation_kwargs={"suppress_tokens": suppress},
-        log_completions=False,
-    )
+    args.generation_kwargs = {"suppress_tokens": suppress, **(args.generation_kwargs or {})}
+    return args
 
 
 def warm_up_discriminator(disc: DiscriminatorTrainer, policy, processor, frame: pl.DataFrame, pool: TeacherPool,
-                          frame_cache: FrameCache, templates: dict | None, s: RLSettings) -> list[dict]:
+                          frame_cache: FrameCache, templates: dict | None, s: AdversarialConfig) -> list[dict]:
     """GAD's warm-up: D learns teacher-vs-student on the SFT student's own rollouts (sampled as in
     RL) before the policy moves. Returns the per-step statistics.
 
     Under DDP each rank rolls out its own share of the questions with a kept teacher sample, and
-    every rank takes all ``s.warmup_steps`` steps (D's update is collective), a rank whose share is
+    every rank takes all ``s.disc_warmup_steps`` steps (D's update is collective), a rank whose share is
     empty with no pairs."""
     backend = HFBackend.from_model(policy, processor)
     policy.eval()
     rank = torch.distributed.get_rank() if disc.world > 1 else 0
     rows = [r for r in frame.to_dicts() if pool.responses.get(r["prompt_id"])][rank :: disc.world]
     rng = random.Random(s.seed)
-    per_step = max(1, s.batch_size // s.num_generations) if rows else 0
+    per_step = max(1, s.per_device_train_batch_size // s.num_generations) if rows else 0
     history = []
-    for step in range(s.warmup_steps):
+    for step in range(s.disc_warmup_steps):
         batch = [rows[(step * per_step + i) % len(rows)] for i in range(per_step)]
         requests = [
             GenerationRequest(r["prompt_id"], prompt_messages(r, templates), (f := frame_cache.get(r["video"], r["frame_timestamps"])).array,
@@ -245,47 +211,46 @@ def warm_up_discriminator(disc: DiscriminatorTrainer, policy, processor, frame: 
     return history
 
 
-def run_rl(model_path: Path, processor, policy, data: Path, frame_cache: FrameCache, templates: dict | None, out: Path,
-           settings: RLSettings, resume: bool = True, split: str | None = "train") -> Path:
-    """Warm up the discriminator, then GRPO with the adversarial reward; save to ``out/final``
-    (policy) and ``out/final/discriminator``."""
-    out = Path(out)
+def run_rl(model_path: Path, processor, policy, data: Path, frame_cache: FrameCache, templates: dict | None, args: AdversarialConfig,
+           resume: bool = True, split: str | None = "train", scoring: FilterConfig | None = None, samples: Path | None = None) -> Path:
+    """Warm up the discriminator, then GRPO with the adversarial reward; save to ``final/`` (policy)
+    and ``final/discriminator``. A killed run resumes from its newest checkpoint: the policy, the
+    discriminator, both optimizers and the teacher draws continue where they were. A run that already
+    finished is left as it is."""
+    out = Path(args.output_dir)
+    if resume and (done := finished(out)):
+        return done
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from accelerate import PartialState
 
     PartialState()  # under torchrun / accelerate: the process group, before the discriminator syncs over it
-    frame = rl_frame(data, split)
+    set_seed(args.seed)  # the discriminator's head is drawn before the Trainer seeds: the same run draws the same head
+    frame = rl_frame(data, split, samples=samples)
     dataset = datasets.Dataset.from_polars(frame)
-    s = settings
-    disc, disc_reward = None, None
+    disc_reward = None
     checkpoint = last_checkpoint(out) if resume else None
-    if s.discriminator:
-        pool = teacher_pool(data)
+    if args.discriminator:
+        pool = teacher_pool(data, samples=samples)
         saved = Path(checkpoint) / DISCRIMINATOR_DIR if checkpoint else None
-        disc_model = Discriminator.from_student(saved if saved and saved.is_dir() else model_path)
+        if saved is not None and not saved.is_dir():
+            raise FileNotFoundError(f"{checkpoint}: no {DISCRIMINATOR_DIR}/; a run with the discriminator cannot resume from it (was it trained without?)")
         collator = VideoSFTCollator(processor, frame_cache, templates, policy.config.model_type)
-        disc = DiscriminatorTrainer(disc_model, collator, lr=s.disc_learning_rate,
-                                    max_grad_norm=s.max_grad_norm)
-        if checkpoint is None and s.warmup_steps > 0:
+        disc = DiscriminatorTrainer(Discriminator.from_student(saved or model_path), collator, lr=args.disc_learning_rate, max_grad_norm=args.max_grad_norm)
+        disc_reward = DiscriminatorReward(disc, pool, seed=args.seed)
+        if saved is not None:
+            disc_reward.load_state(saved)
+        elif args.disc_warmup_steps > 0:
             started = time.perf_counter()
-            history = warm_up_discriminator(disc, policy, processor, frame, pool, frame_cache, templates, s)
+            history = warm_up_discriminator(disc, policy, processor, frame, pool, frame_cache, templates, args)
             out.mkdir(parents=True, exist_ok=True)
             (out / "discriminator_warmup.json").write_text(json.dumps({"seconds": time.perf_counter() - started, "steps": history}, indent=1))
-        disc_reward = DiscriminatorReward(disc, pool, seed=s.seed)
-    args = grpo_config(out, s, processor)
-    reward_funcs, args.reward_weights = reward_functions(disc_reward, s.weights)
     trainer = VideoGRPOTrainer(
-        model=policy, args=args, reward_funcs=reward_funcs, train_dataset=dataset, processing_class=processor,
-        frame_cache=frame_cache, templates=templates, callbacks=[SaveDiscriminator(disc, processor)] if disc else None,
+        model=policy, args=rollout_config(args, processor), reward_funcs=reward_functions(disc_reward, scoring), train_dataset=dataset,
+        processing_class=processor, frame_cache=frame_cache, templates=templates, discriminator=disc_reward,
     )
     trainer.train(resume_from_checkpoint=checkpoint)
-    final = out / "final"
-    trainer.save_model(str(final))
-    if trainer.is_world_process_zero():
-        processor.save_pretrained(str(final))
-        if disc is not None:
-            disc.disc.save(final / DISCRIMINATOR_DIR, processor)
-    return final
+    save_disc = None if disc_reward is None else (lambda folder: disc_reward.trainer.disc.save(folder / DISCRIMINATOR_DIR, processor))
+    return save_final(trainer, processor, out, extra=save_disc)
 
 
-__all__ = ["RLSettings", "VideoGRPOTrainer", "reward_functions", "rl_frame", "run_rl", "teacher_pool", "warm_up_discriminator"]
+__all__ = ["VideoGRPOTrainer", "reward_functions", "rl_frame", "rollout_config", "run_rl", "teacher_pool", "warm_up_discriminator"]

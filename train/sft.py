@@ -13,18 +13,18 @@ token-mean loss.
 
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from trl import SFTConfig, SFTTrainer
+from trl import SFTTrainer
 
+from .checkpoints import StrictResume, finished, last_checkpoint, save_final
 from .collate import IGNORE
+from .config import DistillSFTConfig
 
 
-class WeightedSFTTrainer(SFTTrainer):
+class WeightedSFTTrainer(StrictResume, SFTTrainer):
     """SFTTrainer whose batches carry ``weights`` (one per example).
 
     With ``visual_aux > 0`` (the demo teacher's bootstrap) batches also carry scene targets and the
@@ -48,23 +48,30 @@ class WeightedSFTTrainer(SFTTrainer):
         optimizer = super().create_optimizer(*args, **kwargs)
         if self.probe is not None and not any(p is next(self.probe.parameters()) for g in optimizer.param_groups for p in g["params"]):
             optimizer.add_param_group({"params": list(self.probe.parameters()), "weight_decay": 0.0})
+            # the Trainer zeroes the model's gradients after each step, not the optimizer's: the probes' would add up over steps
+            optimizer.register_step_post_hook(lambda *_: self.probe.zero_grad(set_to_none=True))
         return optimizer
 
     def _save_checkpoint(self, model, trial):
-        super()._save_checkpoint(model, trial)
-        if self.probe is not None and self.is_world_process_zero():
+        if self.probe is not None and self.is_world_process_zero():  # before the Trainer's trainer_state.json, which marks a checkpoint whole
             from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
             from .visual_aux import PROBE_FILE
 
             folder = Path(self.args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            folder.mkdir(parents=True, exist_ok=True)
             torch.save(self.probe.state_dict(), folder / PROBE_FILE)
+        super()._save_checkpoint(model, trial)
 
     def load_probe(self, checkpoint: str | None) -> None:
+        """The probes of the checkpoint a run resumes from (their optimizer state comes with the model's)."""
         from .visual_aux import PROBE_FILE
 
-        if self.probe is not None and checkpoint and (Path(checkpoint) / PROBE_FILE).exists():
-            self.probe.load_state_dict(torch.load(Path(checkpoint) / PROBE_FILE, map_location=self.model.device))
+        if self.probe is None or not checkpoint:
+            return
+        if not (Path(checkpoint) / PROBE_FILE).exists():
+            raise RuntimeError(f"{checkpoint}: no {PROBE_FILE}; a run with --visual_aux cannot resume from it (was it trained without?)")
+        self.probe.load_state_dict(torch.load(Path(checkpoint) / PROBE_FILE, map_location=self.model.device))
 
     def _get_num_items_in_batch(self, batch_samples: list, device: torch.device):
         total = sum(_weighted_tokens(batch["labels"], batch["weights"]) for batch in batch_samples)
@@ -103,85 +110,20 @@ def _weighted_tokens(labels: torch.Tensor, weights: torch.Tensor) -> torch.Tenso
     return (tokens * weights.float().to(tokens.device)).sum()
 
 
-@dataclass
-class SFTSettings:
-    """Defaults follow the paper where it speaks (1 epoch, AdamW); the demo raises the lr for tiny models."""
-
-    epochs: float = 1.0
-    learning_rate: float = 2e-6
-    batch_size: int = 8
-    gradient_accumulation: int = 1
-    warmup_ratio: float = 0.05
-    weight_decay: float = 0.0
-    max_steps: int = -1
-    save_steps: int = 200
-    logging_steps: int = 10
-    seed: int = 0
-
-
-def trainer_arguments(out: Path, epochs: float, max_steps: int, learning_rate: float, batch_size: int, gradient_accumulation: int,
-                      logging_steps: int, save_steps: int, seed: int) -> dict:
-    """The TrainingArguments every rmsd trainer shares (SFT and RL): the GPU in bf16 where there is
-    one, TensorBoard, two checkpoints kept with their optimizer state, the dataset's columns kept."""
-    use_gpu = torch.cuda.is_available()
-    return dict(
-        output_dir=str(out), num_train_epochs=epochs, max_steps=max_steps, learning_rate=learning_rate,
-        per_device_train_batch_size=batch_size, gradient_accumulation_steps=gradient_accumulation,
-        logging_steps=logging_steps, save_steps=save_steps, save_total_limit=2, seed=seed, report_to=["tensorboard"],
-        use_cpu=not use_gpu, bf16=use_gpu and torch.cuda.is_bf16_supported(), remove_unused_columns=False,
-        dataloader_num_workers=0, save_only_model=False,
-    )
-
-
-def sft_config(out: Path, s: SFTSettings, **overrides) -> SFTConfig:
-    return SFTConfig(
-        **trainer_arguments(out, s.epochs, s.max_steps, s.learning_rate, s.batch_size, s.gradient_accumulation, s.logging_steps, s.save_steps, s.seed),
-        lr_scheduler_type="cosine",
-        warmup_steps=s.warmup_ratio,  # a float in [0, 1) is a ratio of the total steps
-        weight_decay=s.weight_decay,
-        dataset_kwargs={"skip_prepare_dataset": True},
-        max_length=None,
-        **overrides,
-    )
-
-
-def _complete(checkpoint: Path) -> bool:
-    """The Trainer writes trainer_state.json last: a checkpoint without a readable one was cut
-    short (a kill while saving) and cannot be resumed from."""
-    try:
-        json.loads((checkpoint / "trainer_state.json").read_text())
-        return True
-    except (OSError, ValueError):
-        return False
-
-
-def last_checkpoint(out: Path) -> str | None:
-    """The newest complete checkpoint in ``out``."""
-    checkpoints = sorted(Path(out).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
-    complete = [c for c in checkpoints if _complete(c)]
-    return str(complete[-1]) if complete else None
-
-
-def run_sft(model, processor, dataset, collator, out: Path, settings: SFTSettings, resume: bool = True, visual_aux: float = 0.0) -> Path:
-    """Train, resuming from the newest checkpoint in ``out`` if there is one; save to ``out/final``
-    (the model and processor only: auxiliary probes stay in the checkpoints)."""
-    out = Path(out)
+def run_sft(model, processor, dataset, collator, args: DistillSFTConfig, resume: bool = True) -> Path:
+    """Train, resuming from the newest checkpoint in ``args.output_dir`` if there is one; save to
+    ``final/`` (the model and processor only: auxiliary probes stay in the checkpoints). A run that
+    already finished is left as it is."""
+    out = Path(args.output_dir)
+    if resume and (done := finished(out)):
+        return done
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     trainer = WeightedSFTTrainer(
-        model=model,
-        args=sft_config(out, settings),
-        train_dataset=dataset,
-        data_collator=collator,
-        processing_class=processor,
-        visual_aux=visual_aux,
+        model=model, args=args, train_dataset=dataset, data_collator=collator, processing_class=processor, visual_aux=args.visual_aux,
     )
     checkpoint = last_checkpoint(out) if resume else None
     trainer.load_probe(checkpoint)
     trainer.train(resume_from_checkpoint=checkpoint)
     if trainer._capture is not None:
         trainer._capture.handle.remove()  # the model leaves without the hook that fed the probes
-    final = out / "final"
-    trainer.save_model(str(final))  # the main process writes; every process waits for it
-    if trainer.is_world_process_zero():
-        processor.save_pretrained(str(final))
-    return final
+    return save_final(trainer, processor, out)

@@ -14,7 +14,8 @@ from rmsd.schemas.config import FramesConfig
 from rmsd.train.collate import FrameCache, VideoSFTCollator
 from rmsd.train.data import example_frame, video_base
 from rmsd.train.discriminator import Discriminator, DiscriminatorReward, DiscriminatorTrainer, TeacherPool
-from rmsd.train.rl import RLSettings, warm_up_discriminator
+from rmsd.train.config import AdversarialConfig
+from rmsd.train.rl import warm_up_discriminator
 
 
 def assert_same_across_ranks(trainer: DiscriminatorTrainer, when: str) -> None:
@@ -44,7 +45,7 @@ def rank_1_without_pairs(trainer: DiscriminatorTrainer, examples: list[dict], fr
     # the warm-up: one question with a kept sample, so rank 1's share of the questions is empty
     policy, _ = load_model(model)
     one = TeacherPool({frame["prompt_id"][0]: [("<answer>A</answer>", 1.0, 1.0)]})
-    settings = RLSettings(num_generations=2, batch_size=2, max_completion_length=4, warmup_steps=2)
+    settings = AdversarialConfig(output_dir="unused", num_generations=2, per_device_train_batch_size=2, max_completion_length=4, disc_warmup_steps=2)
     history = warm_up_discriminator(trainer, policy, processor, frame, one, cache, None, settings)
     assert [h["pairs"] for h in history] == [2, 2], history
     assert_same_across_ranks(trainer, "after the warm-up")

@@ -73,7 +73,7 @@ def test_sft_resumes_after_a_kill_and_eval_scores_the_result(bench_dir, tmp_path
 
 def test_bad_mode_and_missing_data_fail_clearly(tmp_path):
     done = subprocess.run(train("sft", "--mode", "best-of", "--data", tmp_path, "--model", tmp_path, "--out", tmp_path / "o"), capture_output=True, text=True)
-    assert done.returncode == 2 and "unknown --mode" in done.stderr
+    assert done.returncode == 2 and "--mode: invalid choice: 'best-of'" in done.stderr
     done = subprocess.run(train("sft", "--mode", "best", "--data", tmp_path, "--model", tmp_path, "--out", tmp_path / "o"), capture_output=True, text=True)
     assert done.returncode == 2 and "no curated shards" in done.stderr or "manifest" in done.stderr
 
@@ -96,3 +96,27 @@ def test_sft_runs_in_two_processes_over_gloo(bench_dir, tiny_model, tmp_path):
     examples = pl.read_parquet(bench_dir / "prompts.parquet").filter(pl.col("split") == "train").height
     assert state["epoch"] == pytest.approx(4 / math.ceil(examples / (2 * 2)), rel=1e-3)  # 2 ranks x 2 examples per step
     assert (out / "final" / "model.safetensors").exists() and (out / "final" / "processor_config.json").exists()
+
+
+def test_sft_and_rl_take_every_trl_option_from_the_command_line_and_a_recipe(tmp_path):
+    """--help documents TRL's options; a YAML recipe sets them, the command line overrides it."""
+    from rmsd.train.config import AdversarialConfig, DistillSFTConfig, parse
+
+    for command, own in (("sft", "--visual-aux"), ("rl", "--disc-warmup-steps")):
+        done = subprocess.run(train(command, "--help"), capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        for option in ("--gradient_checkpointing", "--bf16", "--deepspeed", "--report_to", "--config", own):
+            assert option in done.stdout, (command, option)
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("mode: weighted\ndata: curated\noutput_dir: out\nlearning_rate: 3.0e-4\ngradient_checkpointing: false\nweight_decay: 0.1\n")
+    inputs, args = parse(DistillSFTConfig, ["--config", str(recipe), "--lr", "1e-3"], "rmsd-train sft")
+    assert (inputs.data, args.mode, args.output_dir) == ("curated", "weighted", "out")
+    assert (args.learning_rate, args.gradient_checkpointing, args.weight_decay) == (1e-3, False, 0.1)
+    _, rl = parse(AdversarialConfig, ["--out", "o", "--no-discriminator", "--weights", "0.5", "0.2", "0.1", "0.3"], "rmsd-train rl")
+    assert rl.reward_weights == [0.2, 0.1, 0.3]  # outer, task, content: no discriminator reward
+
+    pipelines = tmp_path / "pipelines.yaml"
+    pipelines.write_text("version: 1\npipelines: {}\n")
+    done = subprocess.run(train("sft", "--config", pipelines, "--mode", "gt", "--data", tmp_path, "--out", tmp_path / "o"), capture_output=True, text=True)
+    assert done.returncode == 2 and "--pipelines-file" in done.stderr

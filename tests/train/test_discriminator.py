@@ -147,7 +147,8 @@ def test_warm_up_rollouts_are_left_padded_at_every_step(tiny_model, bench_dir, m
     right padding) over one processor: at every step, prompts of different lengths in a batch, its
     rollouts (texts and log-probabilities) are those of a fresh backend for the same requests and seeds."""
     from rmsd.gen.backends.hf import HFBackend
-    from rmsd.train.rl import RLSettings, warm_up_discriminator
+    from rmsd.train.config import AdversarialConfig
+    from rmsd.train.rl import warm_up_discriminator
 
     prompts = bench_dir / "prompts.parquet"
     # two steps of two questions, each pair of unequal prompt lengths (task types' prompts differ)
@@ -166,7 +167,7 @@ def test_warm_up_rollouts_are_left_padded_at_every_step(tiny_model, bench_dir, m
         return completions
 
     monkeypatch.setattr(HFBackend, "generate", recorded)
-    settings = RLSettings(num_generations=2, batch_size=4, max_completion_length=8, warmup_steps=2)
+    settings = AdversarialConfig(output_dir="unused", num_generations=2, per_device_train_batch_size=4, max_completion_length=8, disc_warmup_steps=2)
     assert len(warm_up_discriminator(disc, policy, processor, frame, pool, cache, None, settings)) == 2
     monkeypatch.undo()
 

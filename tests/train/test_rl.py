@@ -53,17 +53,17 @@ def _trainer(model_path, distilled, out, num_generations=2):
     from rmsd.schemas.config import FramesConfig
     from rmsd.train.collate import FrameCache
     from rmsd.train.data import video_base
-    from rmsd.train.rl import RLSettings, VideoGRPOTrainer, grpo_config, rl_frame
-    from rmsd.train.rewards import outer_format_reward
+    from rmsd.train.config import AdversarialConfig
+    from rmsd.train.rl import VideoGRPOTrainer, reward_functions, rl_frame, rollout_config
 
     import datasets
 
     policy, processor = load_model(model_path)
-    settings = RLSettings(num_generations=num_generations, batch_size=4, max_steps=1, max_completion_length=8, beta=0.0)
-    args = grpo_config(out, settings, processor)
+    args = rollout_config(AdversarialConfig(output_dir=str(out), num_generations=num_generations, per_device_train_batch_size=4, max_steps=1,
+                                            max_completion_length=8, beta=0.0, discriminator=False), processor)
     cache = FrameCache(FramesConfig(num_frames=4, max_pixels=12544), video_base("weighted", distilled))
     return VideoGRPOTrainer(
-        model=policy, args=args, reward_funcs=[outer_format_reward], train_dataset=datasets.Dataset.from_polars(rl_frame(distilled)),
+        model=policy, args=args, reward_funcs=reward_functions(None), train_dataset=datasets.Dataset.from_polars(rl_frame(distilled)),
         processing_class=processor, frame_cache=cache,
     )
 
@@ -118,7 +118,7 @@ def _scalars(out):
 
 
 @pytest.mark.slow
-def test_rl_with_the_discriminator_trains_saves_logs_and_resumes(tiny_model, distilled, tmp_path):
+def test_rl_with_the_discriminator_trains_saves_and_logs(tiny_model, distilled, tmp_path):
     out = tmp_path / "rl"
     common = ["--data", distilled, "--out", out, "--model", tiny_model, "--num-generations", 2, "--batch-size", 4,
               "--max-tokens", 12, "--disc-warmup-steps", 2, "--save-steps", 1]
@@ -142,13 +142,9 @@ def test_rl_with_the_discriminator_trains_saves_logs_and_resumes(tiny_model, dis
     saved = Discriminator.from_student(out / "final" / "discriminator")
     assert saved.head.weight.abs().sum() > 0
 
-    # a rerun with more steps continues from checkpoint-2 (policy and discriminator), without a new warm-up
-    (out / "discriminator_warmup.json").unlink()
-    done = _rl(*common, "--max-steps", 3)
-    assert done.returncode == 0, done.stderr[-3000:]
-    state = json.loads((out / "checkpoint-3" / "trainer_state.json").read_text())
-    assert state["global_step"] == 3 and min(e["step"] for e in state["log_history"] if "loss" in e) == 1
-    assert not (out / "discriminator_warmup.json").exists()
+    # a rerun of the finished run leaves it as it is (a killed run's resume: test_resume.py)
+    done = _rl(*common, "--max-steps", 2)
+    assert done.returncode == 0 and "has finished" in done.stdout
 
 
 @pytest.mark.slow
@@ -167,7 +163,7 @@ def test_rl_refuses_bad_arguments(tiny_model, distilled, tmp_path):
     assert done.returncode == 2 and "multiple of --num-generations" in done.stderr
     done = _rl("--data", distilled, "--out", tmp_path / "o", "--model", tmp_path / "nope")
     assert done.returncode == 2 and "model folder not found" in done.stderr
-    done = _rl("--data", distilled, "--out", tmp_path / "o", "--model", tiny_model, "--weights", "1,2")
+    done = _rl("--data", distilled, "--out", tmp_path / "o", "--model", tiny_model, "--weights", "1", "2")
     assert done.returncode == 2 and "--weights" in done.stderr
 
 
