@@ -61,18 +61,22 @@ demo: setup
 	@echo "== 4/6 students: one random teacher sample per question vs R-MSD weighted SFT"
 	$(BIN)/rmsd-train sft --mode single --data $(DEMO_DIR)/samples --model $(DEMO_DIR)/models/student-init --out $(DEMO_DIR)/student-single --epochs 6 $(DEMO_SFT)
 	$(BIN)/rmsd-train sft --mode weighted --data $(DEMO_DIR)/filtered --model $(DEMO_DIR)/models/student-init --out $(DEMO_DIR)/student-rmsd --epochs 6 $(DEMO_SFT)
+	@echo "   the ceiling: the same student, initialisation and steps, trained on the ground truth"
+	$(BIN)/rmsd-train sft --mode gt --data $(DEMO_DIR)/benchmark/prompts.parquet --model $(DEMO_DIR)/models/student-init --out $(DEMO_DIR)/student-gt --epochs 6 $(DEMO_SFT)
 	@echo "== 5/6 R-MSD adversarial stage: GRPO on video with the online discriminator, from the weighted-SFT student"
 	$(BIN)/rmsd-train rl --data $(DEMO_DIR)/filtered --model $(DEMO_DIR)/student-rmsd/final --out $(DEMO_DIR)/student-rmsd-rl $(DEMO_RL)
-	@echo "== 6/6 evaluation on the test split (greedy)"
+	@echo "== 6/6 evaluation on the test split (greedy), with the prior baseline (best constant answer per question template, no video)"
+	$(BIN)/rmsd-train prior --prompts $(DEMO_DIR)/benchmark/prompts.parquet --out $(DEMO_DIR)/eval/prior
 	$(BIN)/rmsd-train eval --model $(DEMO_HOME)/models/demo-teacher --prompts $(DEMO_DIR)/benchmark/prompts.parquet --out $(DEMO_DIR)/eval/teacher --no-progress
 	$(BIN)/rmsd-train eval --model $(DEMO_DIR)/models/student-init --prompts $(DEMO_DIR)/benchmark/prompts.parquet --out $(DEMO_DIR)/eval/student-before --no-progress
 	$(BIN)/rmsd-train eval --model $(DEMO_DIR)/student-single/final --prompts $(DEMO_DIR)/benchmark/prompts.parquet --out $(DEMO_DIR)/eval/single --no-progress
 	$(BIN)/rmsd-train eval --model $(DEMO_DIR)/student-rmsd/final --prompts $(DEMO_DIR)/benchmark/prompts.parquet --out $(DEMO_DIR)/eval/rmsd --no-progress
 	$(BIN)/rmsd-train eval --model $(DEMO_DIR)/student-rmsd-rl/final --prompts $(DEMO_DIR)/benchmark/prompts.parquet --out $(DEMO_DIR)/eval/rmsd-rl --no-progress
+	$(BIN)/rmsd-train eval --model $(DEMO_DIR)/student-gt/final --prompts $(DEMO_DIR)/benchmark/prompts.parquet --out $(DEMO_DIR)/eval/ceiling --no-progress
 	@echo "== accuracy on the test split"
-	@$(BIN)/rmsd-train compare teacher=$(DEMO_DIR)/eval/teacher "student before=$(DEMO_DIR)/eval/student-before" \
+	@$(BIN)/rmsd-train compare "prior (no video)=$(DEMO_DIR)/eval/prior" teacher=$(DEMO_DIR)/eval/teacher "student before=$(DEMO_DIR)/eval/student-before" \
 	  "single-sample=$(DEMO_DIR)/eval/single" "R-MSD SFT=$(DEMO_DIR)/eval/rmsd" "R-MSD (SFT + adversarial RL)=$(DEMO_DIR)/eval/rmsd-rl" \
-	  --out $(DEMO_DIR)/results.md
+	  "ceiling (ground truth)=$(DEMO_DIR)/eval/ceiling" --baseline single-sample --ceiling "ceiling (ground truth)" --out $(DEMO_DIR)/results.md
 	@echo "artefacts: benchmark $(DEMO_DIR)/benchmark | teacher $(DEMO_HOME)/models/demo-teacher (trained on $(DEMO_DIR)/teacher-data) |"
 	@echo "  samples $(DEMO_DIR)/samples | scored/curated $(DEMO_DIR)/filtered |"
 	@echo "  teacher report $(DEMO_DIR)/filtered/report/report.md (+ PNG plots) | checkpoints $(DEMO_DIR)/student-*/final |"

@@ -24,11 +24,12 @@ def synth(
     num: int = typer.Option(200, "--num", min=1, help="number of videos (each gets one question of every task type)"),
     seed: int = typer.Option(0, "--seed", help="same seed, same benchmark"),
     workers: int = typer.Option(2, "--workers", min=1, help="processes encoding videos"),
+    split: Optional[str] = typer.Option(None, "--split", help="put every video in this split (e.g. test: a test set on a seed of its own); default: train/validation/test 80/10/10 per video"),
 ) -> None:
     """Write the synthetic video-QA benchmark: real H.264 mp4 files and prompts.parquet."""
     from .synth import synthesise
 
-    path = synthesise(out, num, seed=seed, workers=workers)
+    path = synthesise(out, num, seed=seed, workers=workers, split=split)
     typer.echo(f"wrote {num} videos and {num * 6} prompts: {path}")
 
 

@@ -308,8 +308,9 @@ def _build_one(args: tuple[int, int, str]) -> list[dict]:
     return make_questions(scene, _rng(seed + 1, index))
 
 
-def synthesise(out: str | os.PathLike, num: int, seed: int = 0, workers: int = 1, progress: bool = True) -> Path:
-    """Write ``num`` videos and their questions to ``out``; return the prompts file."""
+def synthesise(out: str | os.PathLike, num: int, seed: int = 0, workers: int = 1, progress: bool = True, split: str | None = None) -> Path:
+    """Write ``num`` videos and their questions to ``out``; return the prompts file. Videos fall in the
+    train / validation / test splits 80/10/10, or all in ``split`` (a test set on a seed of its own)."""
     out = Path(out)
     (out / "videos").mkdir(parents=True, exist_ok=True)
     jobs = [(seed, i, str(out)) for i in range(num)]
@@ -328,4 +329,6 @@ def synthesise(out: str | os.PathLike, num: int, seed: int = 0, workers: int = 1
             rows.extend(_build_one(job))
             bar.update()
     bar.close()
+    if split:
+        rows = [dict(row, split=split) for row in rows]
     return write_table(to_table(rows, "prompts"), out / "prompts.parquet", "prompts")

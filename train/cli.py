@@ -183,11 +183,37 @@ def evaluate_command(
 
 
 @app.command()
-def compare(
-    runs: list[str] = typer.Argument(..., help="NAME=EVAL_DIR pairs (folders written by `rmsd-train eval`)"),
-    out: Optional[Path] = typer.Option(None, "--out", help="also write the table to this Markdown file"),
+def prior(
+    prompts: Path = typer.Option(..., "--prompts", help="prompts file with ground truth"),
+    out: Path = typer.Option(..., "--out", help="folder for eval.json, eval.md and responses.parquet (as rmsd-train eval writes)"),
+    split: Optional[str] = typer.Option("test", "--split", help="evaluate on the prompts of this split ('' = all)"),
+    fit_split: str = typer.Option("train", "--fit-split", help="fit the constants on the prompts of this split"),
+    pipeline: str = typer.Option("demo", "--pipeline", help="pipeline whose scoring settings (filter: tolerance, ANLS threshold, tau) are used"),
+    config: Optional[Path] = typer.Option(None, "--config", help="pipelines file"),
 ) -> None:
-    """One table of several evaluations: accuracy per task type, one column per model."""
+    """The prior baseline: one constant answer per question template, the best on the training split, no video."""
+    from ..schemas.config import ConfigError, load_pipeline
+    from .prior import evaluate_prior
+
+    try:
+        cfg = load_pipeline(pipeline, config, check_models=False)
+        result = evaluate_prior(prompts, out, split or None, fit_split, scoring=cfg.filter)
+    except (ConfigError, FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+    closed = next(r for r in result["by_task"] if r["task_type"] == "(closed-ended)")
+    accuracy = "-" if closed["accuracy"] is None else f"{100 * closed['accuracy']:.1f}%"
+    typer.echo(f"rmsd-train: prior baseline, {result['questions']} questions, closed-ended accuracy {accuracy}; {out / 'eval.md'}")
+
+
+@app.command()
+def compare(
+    runs: list[str] = typer.Argument(..., help="NAME=EVAL_DIR pairs (folders written by `rmsd-train eval` or `rmsd-train prior`)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="also write the table to this Markdown file"),
+    baseline: Optional[str] = typer.Option(None, "--baseline", help="with --ceiling: the run headroom is measured from (e.g. the single-sample student)"),
+    ceiling: Optional[str] = typer.Option(None, "--ceiling", help="with --baseline: the run headroom is measured to (the student trained on ground truth)"),
+) -> None:
+    """One table of several evaluations: accuracy per task type, one column per model; with
+    --baseline and --ceiling, the share of the headroom each recovers: (run - baseline) / (ceiling - baseline)."""
     import json
 
     results = {}
@@ -197,6 +223,8 @@ def compare(
         if not name or not path.is_file():
             _fail(f"expected NAME=EVAL_DIR with {path} present, got {pair!r}")
         results[name] = {r["task_type"]: r for r in json.loads(path.read_text())["by_task"]}
+    if (baseline is None) != (ceiling is None) or any(n is not None and n not in results for n in (baseline, ceiling)):
+        _fail(f"--baseline and --ceiling name two of the runs ({', '.join(results)}), or neither")
     tasks = list(next(iter(results.values())))
     lines = ["| task type | " + " | ".join(results) + " |", "| --- |" + " ---: |" * len(results)]
     for task in tasks:
@@ -205,6 +233,11 @@ def compare(
             acc = by_task.get(task, {}).get("accuracy")
             cells.append("-" if acc is None else f"{100 * acc:.1f}%")
         lines.append(f"| {task} | " + " | ".join(cells) + " |")
+    if baseline is not None:
+        closed = {name: by_task["(closed-ended)"]["accuracy"] for name, by_task in results.items()}
+        span = closed[ceiling] - closed[baseline]
+        cells = ["-" if span <= 0 else f"{(closed[name] - closed[baseline]) / span:+.2f}" for name in results]
+        lines.append(f"| headroom recovered: (run - {baseline}) / ({ceiling} - {baseline}) | " + " | ".join(cells) + " |")
     table = "\n".join(lines)
     typer.echo(table)
     if out:

@@ -93,6 +93,17 @@ def accuracy_table(scored: pl.DataFrame) -> pl.DataFrame:
     return pl.concat([per_task.sort("task_type"), overall])
 
 
+def split_prompts(prompts_path: Path, split: str | None, limit: int | None = None) -> list[dict]:
+    """The prompts of ``split`` (None: all), the first ``limit`` of them."""
+    rows, _ = load_prompts(prompts_path)
+    if split:
+        rows = [r for r in rows if r.get("split") == split]
+    rows = rows[:limit] if limit else rows
+    if not rows:
+        raise ValueError(f"{prompts_path}: no prompts in split {split!r}")
+    return rows
+
+
 def evaluate(
     model_path: str | Path,
     prompts_path: str | Path,
@@ -109,32 +120,32 @@ def evaluate(
     """Evaluate and write ``eval.json``, ``eval.md`` and ``responses.parquet`` to ``out``, scoring as the
     pipeline's filter does (``scoring``: its tolerance, ANLS threshold and tau per task type)."""
     started = time.time()
-    prompts_path, out = Path(prompts_path), Path(out)
-    rows, _ = load_prompts(prompts_path)
-    if split:
-        rows = [r for r in rows if r.get("split") == split]
-    rows = rows[:limit] if limit else rows
-    if not rows:
-        raise ValueError(f"{prompts_path}: no prompts in split {split!r}")
+    prompts_path = Path(prompts_path)
+    rows = split_prompts(prompts_path, split, limit)
     answered = answer_prompts(model_path, rows, prompts_path.parent, frames or FramesConfig(), templates, max_tokens=max_tokens,
                              progress=progress, batch_size=64 if backend == "vllm" else 16, backend=backend)
+    return write_evaluation(answered, out, scoring, {"model": str(model_path), "prompts": str(prompts_path), "split": split, "backend": backend},
+                            started, "greedy decoding")
+
+
+def write_evaluation(answered: pl.DataFrame, out: str | Path, scoring: FilterConfig | None, about: dict, started: float, how: str) -> dict:
+    """Score ``answered`` (prompts with ``text``) as the filter does and write ``eval.json``, ``eval.md``
+    and ``responses.parquet`` to ``out``; ``about`` (model, prompts, split, ...) heads eval.json."""
+    out = Path(out)
     scoring = scoring or FilterConfig()
     scored = score_as_filter(answered, scoring)
     table = accuracy_table(scored)
     out.mkdir(parents=True, exist_ok=True)
     scored.select("prompt_id", "task_type", "answer", "text", "error", "normalised", "valid", "correct", "kept").write_parquet(out / "responses.parquet")
     result = {
-        "model": str(model_path),
-        "prompts": str(prompts_path),
-        "split": split,
-        "backend": backend,
+        **about,
         "scoring": scoring.model_dump(include={"tolerance", "anls_threshold", "tau", "tau_by_task"}),
-        "questions": len(rows),
+        "questions": answered.height,
         "seconds": round(time.time() - started, 2),
         "by_task": table.to_dicts(),
     }
     (out / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
-    lines = [f"# Evaluation of `{model_path}`", "", f"{len(rows)} questions of split `{split}` in `{prompts_path}`, greedy decoding.", "",
+    lines = [f"# Evaluation of `{about['model']}`", "", f"{answered.height} questions of split `{about['split']}` in `{about['prompts']}`, {how}.", "",
              "| task type | questions | accuracy | format valid | kept by the filter (q >= tau) |", "| --- | ---: | ---: | ---: | ---: |"]
     for r in table.iter_rows(named=True):
         acc = "-" if r["accuracy"] is None else f"{100 * r['accuracy']:.1f}%"
