@@ -144,7 +144,8 @@ def init_model(out: str | os.PathLike, preset: str = "tiny", seed: int = 0, visi
     """Write a model folder (weights, config, tokenizer, processor); atomic: the folder appears whole.
     ``vision_from``: a checkpoint of the same preset whose vision tower the new model starts with."""
     import shutil
-    import tempfile
+
+    from .schemas.files import match_umask, temp_dir_beside
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -153,11 +154,12 @@ def init_model(out: str | os.PathLike, preset: str = "tiny", seed: int = 0, visi
         from .train.visual_aux import copy_vision_tower
 
         copy_vision_tower(load_model(vision_from)[0], model)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{out.name}-", dir=out.parent))
+    tmp = temp_dir_beside(out)  # mode 0777 less the umask, as the folder keeps it when renamed
     try:
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
         (tmp / "RMSD_PRESET").write_text(f"{preset} seed={seed}\n")
+        match_umask(tmp)  # safetensors writes the weights 0600
         if out.exists():
             raise FileExistsError(f"{out} already exists")
         os.replace(tmp, out)

@@ -10,12 +10,11 @@ does only the rest: after any interruption, SIGKILL included, no sample is lost 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from ..schemas.files import write_json
 from ..schemas.tables import check_file
 
 JOB_FILE = "_job.json"
@@ -28,14 +27,6 @@ class JobMismatchError(RuntimeError):
 
 def shard_name(teacher: str, index: int) -> str:
     return f"samples-{teacher}-{index:06d}.parquet"
-
-
-def write_json(path: Path, data: dict) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}-", dir=path.parent)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(data, handle, indent=2, sort_keys=True)
-        handle.write("\n")
-    os.replace(tmp, path)
 
 
 def prepare_output(out: Path, identity: dict) -> None:

@@ -10,16 +10,16 @@ may ignore is a minor change and keeps the version.
 from __future__ import annotations
 
 import base64
-import contextlib
 import functools
 import json
 import os
-import tempfile
 from enum import Enum
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from .files import atomic_file
 
 METADATA_KEY = b"rmsd.schema"
 
@@ -186,26 +186,6 @@ def _check_nulls(data: pa.Table, table: str) -> pa.Table:
     return data
 
 
-@contextlib.contextmanager
-def _atomic(path: Path):
-    """A temporary path beside ``path`` to write; on success it is synced to disk and renamed to
-    ``path``, on failure removed: a reader sees either no file or the whole file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}-", dir=path.parent)
-    os.close(fd)
-    try:
-        yield tmp
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _writable(given: pa.Schema, schema: pa.Schema) -> bool:
     """Whether a table of schema ``given`` is written as it is for the contract ``schema``: its
     fields in order, each of the contract's type or, for a string, a string view or a dictionary
@@ -242,7 +222,7 @@ def write_table(table: pa.Table, path: str | os.PathLike, name: str) -> Path:
     schema, options, metadata = _written_form(name)
     if not _writable(table.schema, schema):
         table = table.select([f.name for f in schema]).cast(schema)
-    with _atomic(path) as tmp, pq.ParquetWriter(tmp, table.schema.remove_metadata(), store_schema=False, **options) as writer:
+    with atomic_file(path) as tmp, pq.ParquetWriter(tmp, table.schema.remove_metadata(), store_schema=False, **options) as writer:
         writer.write_table(table.replace_schema_metadata(None))
         writer.add_key_value_metadata(metadata)
     return path

@@ -16,12 +16,19 @@ import os
 import shutil
 from pathlib import Path
 
+from ..schemas.files import match_umask
+
 FINAL = "final"
 
 
 class StrictResume:
     """Mixin for a transformers ``Trainer`` (ahead of it in the bases): a resume restores the
-    checkpoint's weights exactly, or fails naming the keys that did not load."""
+    checkpoint's weights exactly, or fails naming the keys that did not load; and every checkpoint
+    gets the umask's file modes (safetensors writes weights 0600, unreadable to the rest of a team)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.add_callback(_umask_modes())
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
         from transformers import PreTrainedModel
@@ -40,6 +47,20 @@ class StrictResume:
             self.model.tie_weights()
             return
         _refuse_partial_load("checkpoint", load_result.missing_keys, load_result.unexpected_keys)
+
+
+def _umask_modes():
+    """A Trainer callback giving each saved checkpoint folder the umask's modes (``match_umask``)."""
+    from transformers import TrainerCallback
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+    class UmaskModes(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+            if state.is_world_process_zero and folder.is_dir():
+                match_umask(folder)
+
+    return UmaskModes()
 
 
 def _refuse_partial_load(where, missing=None, unexpected=None, mismatched=None) -> None:
@@ -86,6 +107,7 @@ def save_final(trainer, processor, out: Path, extra=None) -> Path:
         processor.save_pretrained(str(partial))
         if extra is not None:
             extra(partial)
+        match_umask(partial)  # safetensors writes weights 0600
         if final.exists():  # --no-resume over a finished run: the new model replaces the old
             shutil.rmtree(final)
         os.replace(partial, final)
