@@ -1,7 +1,10 @@
 """Reading prompts: rmsd's own Parquet, Video-R1-style JSON/JSONL, and LLaVA-Video conversations.
 
 Every adapter returns rows of the prompts schema. Rows that cannot be mapped are refused with a
-reason (``Refusal``), never dropped silently.
+reason (``Refusal``), never dropped silently. ``load_prompts`` is the one way in for every command
+that reads prompts: a file that cannot be read, a row with a field missing or of the wrong type, or a
+selection (``split``, ``limit``) of no prompt raises ``SchemaError`` naming the file (row, field)
+before any work starts.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..schemas.grammar import split_response
@@ -35,11 +39,26 @@ _OPTION_PREFIX = re.compile(r"^\s*\(?([A-Za-z])[.):]\s*")
 _MEDIA_TAG = re.compile(r"<(?:image|video)>\s*")
 
 
+def _expected_type(field: pa.Field) -> tuple[str, object]:
+    """What a row's value of ``field`` must be: its description and a check."""
+    if pa.types.is_list(field.type):
+        return "a list of strings", lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v)
+    return "a string", lambda v: isinstance(v, str)
+
+
+_EXPECTED = {f.name: _expected_type(f) for f in PROMPTS_SCHEMA}
+
+
 def _check_rows(rows: list[dict], source: str) -> list[dict]:
     seen: set[str] = set()
     required = [f.name for f in PROMPTS_SCHEMA if not f.nullable]
     for i, row in enumerate(rows):
         where = f"{source}: row {i}"
+        for name, (expected, check) in _EXPECTED.items():
+            value = row.get(name)
+            if value is not None and not check(value):
+                shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+                raise SchemaError(f"{where}: field {name!r} must be {expected}, got {type(value).__name__} {shown}")
         for name in required:
             if row.get(name) in (None, ""):
                 raise SchemaError(f"{where}: field {name!r} is missing or empty")
@@ -190,15 +209,51 @@ def read_json_prompts(path: Path) -> tuple[list[dict], list[Refusal]]:
     return [_complete(r) for r in rows], refused
 
 
-def load_prompts(path: str | Path) -> tuple[list[dict], list[Refusal]]:
-    """Rows of the prompts schema from any supported file, and the rows refused with reasons."""
+def _read(path: Path) -> tuple[list[dict], list[Refusal]]:
+    if path.suffix not in (".parquet", ".json", ".jsonl"):
+        raise SchemaError(f"{path}: unsupported prompts format {path.suffix!r} (use .parquet, .json or .jsonl)")
+    if path.stat().st_size == 0:
+        raise SchemaError(f"{path}: the prompts file is empty (0 bytes)")
+    try:
+        if path.suffix == ".parquet":
+            return read_parquet_prompts(path), []
+        return read_json_prompts(path)
+    except UnicodeDecodeError:
+        raise SchemaError(f"{path}: not a text (UTF-8) file") from None
+    except pa.ArrowException as exc:
+        raise SchemaError(f"{path}: not a readable Parquet file ({' '.join(str(exc).split())})") from None
+    except OSError as exc:
+        raise SchemaError(f"{path}: cannot read the prompts file: {exc.strerror or exc}") from None
+
+
+def _select(rows: list[dict], refused: list[Refusal], path: Path, split: str | None, limit: int | None) -> list[dict]:
+    """The rows of ``split`` (None: all), the first ``limit``; an error naming the file if none is left."""
+    if not rows:
+        why = f": all {len(refused)} records were refused (first, {refused[0].source}: {refused[0].reason})" if refused else ""
+        raise SchemaError(f"{path}: no prompts in the file{why}")
+    if split is not None:
+        chosen = [r for r in rows if r.get("split") == split]
+        if not chosen:
+            splits = sorted({r["split"] for r in rows if r.get("split") is not None})
+            there = f"its splits are {', '.join(splits)}" if splits else "no row names a split"
+            raise SchemaError(f"{path}: no prompts of split {split!r} ({there})")
+        rows = chosen
+    if limit is not None:
+        if limit < 1:
+            raise SchemaError(f"{path}: a limit of {limit} selects no prompt")
+        rows = rows[:limit]
+    return rows
+
+
+def load_prompts(path: str | Path, split: str | None = None, limit: int | None = None) -> tuple[list[dict], list[Refusal]]:
+    """Rows of the prompts schema from any supported file (those of ``split``, the first ``limit``
+    of them), and the rows refused with reasons. Everything that makes the file unusable raises
+    ``SchemaError`` (``FileNotFoundError`` for a missing file) naming the file, and the row and field."""
     path = Path(path)
+    if path.is_dir():
+        raise SchemaError(f"{path}: is a folder; give a prompts file (.parquet, .json or .jsonl)")
     if not path.is_file():
         raise FileNotFoundError(f"prompts file not found: {path}")
-    if path.suffix == ".parquet":
-        rows, refused = read_parquet_prompts(path), []
-    elif path.suffix in (".json", ".jsonl"):
-        rows, refused = read_json_prompts(path)
-    else:
-        raise SchemaError(f"{path}: unsupported prompts format {path.suffix!r} (use .parquet, .json or .jsonl)")
-    return _check_rows(rows, str(path)), refused
+    rows, refused = _read(path)
+    rows = _check_rows(rows, str(path))
+    return _select(rows, refused, path, split, limit), refused

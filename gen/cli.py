@@ -61,6 +61,8 @@ def run(
         prompts_path = prompts or (Path(cfg.prompts) if cfg.prompts else None)
         if prompts_path is None:
             _fail(f"pipeline {pipeline!r} names no prompts file; pass --prompts")
+        if out is not None and out.exists() and not out.is_dir():
+            _fail(f"--out {out}: is a file; give the output folder")
         summary = run_job(
             cfg, pipeline, prompts_path, out or Path("runs") / pipeline / "samples", limit=limit, split=split, address=address,
             media_roots=[str(p.resolve()) for p in media_root], progress=progress,
@@ -90,7 +92,7 @@ def run(
 @app.command()
 def validate(
     config: Optional[Path] = typer.Option(None, "--config", help="pipelines file (default: ./pipelines.yaml, else the packaged one)"),
-    check_models: bool = typer.Option(False, "--check-models/--no-check-models", help="also require every model folder to exist"),
+    check_models: bool = typer.Option(False, "--check-models/--no-check-models", help="also require every model folder to exist and every API key variable to be set"),
 ) -> None:
     """Validate every pipeline of a pipelines file and list them."""
     from ..schemas.config import ConfigError, load_pipeline, pipeline_names

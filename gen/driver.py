@@ -246,11 +246,7 @@ def run_job(
     started = time.time()
     out = Path(out).resolve()
     prompts_path = Path(prompts_path).resolve()
-    rows, refused = load_prompts(prompts_path)
-    if split is not None:
-        rows = [r for r in rows if r.get("split") == split]
-    if limit is not None:
-        rows = rows[:limit]
+    rows, refused = load_prompts(prompts_path, split=split, limit=limit)  # no prompt selected: an error, before the folder is touched
     config_hash = pipeline.gen_hash()
     digest = prompts_digest(rows)
     run_id = hashlib.sha256(f"{config_hash}/{digest}".encode()).hexdigest()[:16]

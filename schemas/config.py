@@ -1,9 +1,12 @@
 """Typed configuration of ``pipelines.yaml``. Every knob is documented on its field.
 
-Loading validates the whole pipeline before any work starts: an unknown key, a wrong type or a
-missing model path raises ``ConfigError`` naming the file, the pipeline and the field.
+Loading validates the whole pipeline before any work starts: an unknown key, a wrong type (types
+are strict: ``k: 2.5`` or ``k: "4"`` is refused, not coerced), a missing model path or an unset API
+key variable raises ``ConfigError`` naming the file, the pipeline and the field.
 Strings may use ``${VAR}`` or ``${VAR:-default}``; ``RMSD_HOME`` defaults to ``~/.cache/rmsd``.
-Relative paths are taken from the folder holding the YAML file.
+``api.api_key_env`` is the one exception: it names the variable holding a key, which is read from
+the environment by the backend alone, so that the key never enters the config (nor the manifest,
+which records the config). Relative paths are taken from the folder holding the YAML file.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import hashlib
 import json
 import os
 import re
+import string
 from importlib import resources
 from pathlib import Path
 from typing import Literal
@@ -24,7 +28,8 @@ from .tables import TASK_TYPES
 DEFAULT_RMSD_HOME = "~/.cache/rmsd"
 
 
-LATER_STAGE_SECTIONS = ("filter", "train")  # sections rmsd-gen's job identity ignores
+LATER_STAGE_SECTIONS = ("filter", "train")
+TEMPLATE_FIELDS = ("question", "options", "format", "instruction", "task_type")  # what schemas.prompting fills in  # sections rmsd-gen's job identity ignores
 
 
 class ConfigError(ValueError):
@@ -39,7 +44,10 @@ def _check_task_types(by_task: dict) -> dict:
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: a YAML value of the wrong type is an error, never coerced (k: 2.5 or k: "4" would
+    # silently become another job); ints are accepted where floats are expected. Inputs stay out
+    # of the errors' text: a key written in the wrong place would be repeated there.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, hide_input_in_errors=True)
 
 
 class FramesConfig(_Strict):
@@ -70,12 +78,29 @@ class ModelConfig(_Strict):
     dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="weights dtype at inference")
 
 
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _looks_like_a_key(name: str) -> bool:
+    """A variable name is made of words (OPENAI_API_KEY, my_service_key_v2); a key is one long
+    random run of letters and digits (hf_AbC..., a hex token), lower case and digits among them."""
+    longest = max(len(part) for part in name.split("_"))
+    return longest >= 16 and any(c.isdigit() for c in name) and any(c.islower() for c in name)
+
+
 class ApiConfig(_Strict):
     """An OpenAI-compatible chat endpoint (backend: openai). The key comes from the environment only."""
 
     base_url: str = Field(description="e.g. https://api.example.com/v1, or http://host:8000/v1 for `vllm serve`")
     model: str = Field(description="the model name the endpoint expects")
-    api_key_env: str | None = Field(None, description="name of the environment variable holding the API key (null: no key)")
+    api_key_env: str | None = Field(
+        None,
+        description=(
+            "name of the environment variable holding the API key, e.g. OPENAI_API_KEY (null: no key). Not interpolated: "
+            "`${VAR}` or the key itself is refused, so that the key never enters the config or the manifest. "
+            "rmsd-gen run refuses to start while the variable is unset or empty"
+        ),
+    )
     max_concurrency: int = Field(8, ge=1, description="requests in flight per engine actor")
     max_retries: int = Field(5, ge=0, description="retries on 429, 5xx, timeouts and dropped connections; then an error row")
     timeout_s: float = Field(120.0, gt=0, description="seconds before a request counts as timed out")
@@ -88,6 +113,22 @@ class ApiConfig(_Strict):
             "video_url part (servers that accept video, e.g. vllm serve), so the teacher gets the frames rmsd records"
         ),
     )
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _a_variable_name(cls, name: str | None) -> str | None:
+        if name is None:
+            return None
+        if "$" in name:
+            inner = re.fullmatch(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)(?::-[^}]*)?\}?", name.strip())
+            write = f"`api_key_env: {inner.group(1)}`" if inner else "the variable's name"
+            raise ValueError(f"names the environment variable holding the key and is not interpolated: write {write}, without ${{...}}")
+        if not ENV_NAME.fullmatch(name) or _looks_like_a_key(name):
+            raise ValueError(
+                "must be the name of the environment variable holding the key (e.g. OPENAI_API_KEY); this value looks like "
+                "a key itself (not shown): put the key in an environment variable and name that variable here"
+            )
+        return name
 
 
 class TeacherConfig(_Strict):
@@ -147,6 +188,19 @@ class TemplateConfig(_Strict):
 
     system: str | None = "You are a careful video analyst."
     user: str = "{question}\n{options}{format}\n{instruction}"
+
+    @field_validator("user")
+    @classmethod
+    def _known_fields(cls, user: str) -> str:
+        """Checked here, not in an engine: a template that cannot be filled fails every shard."""
+        try:
+            fields = {name for _, name, _, _ in string.Formatter().parse(user) if name is not None}
+        except ValueError as exc:
+            raise ValueError(f"not a valid template ({exc}); write a literal brace as {{{{ or }}}}") from None
+        unknown = sorted(fields - set(TEMPLATE_FIELDS))
+        if unknown:
+            raise ValueError(f"unknown fields {unknown}; known: {list(TEMPLATE_FIELDS)}")
+        return user
 
 
 class GenConfig(_Strict):
@@ -253,6 +307,9 @@ def rmsd_home() -> Path:
     return Path(os.path.expanduser(os.environ.get("RMSD_HOME", DEFAULT_RMSD_HOME)))
 
 
+NOT_INTERPOLATED = ("api_key_env",)  # names of variables read at run time: validated as written
+
+
 def _expand(value: object) -> object:
     if isinstance(value, str):
         def sub(m: re.Match) -> str:
@@ -267,7 +324,7 @@ def _expand(value: object) -> object:
 
         return os.path.expanduser(_VAR_RE.sub(sub, value))
     if isinstance(value, dict):
-        return {k: _expand(v) for k, v in value.items()}
+        return {k: v if k in NOT_INTERPOLATED else _expand(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_expand(v) for v in value]
     return value
@@ -285,18 +342,46 @@ def _error_location(error: dict) -> str:
     return ".".join(str(part) for part in error["loc"]) or "(top level)"
 
 
+def _error_message(error: dict) -> str:
+    """``field: what is wrong``, with the type given (and the value, unless it is text: a string
+    may be a secret written in the wrong place)."""
+    message = f"{_error_location(error)}: {error['msg'].removeprefix('Value error, ')}"
+    if error["type"].endswith("_type") and "input" in error:
+        given = error["input"]
+        message += " (got a string)" if isinstance(given, str) else f" (got {type(given).__name__} {given!r})" if isinstance(given, (bool, int, float)) else f" (got {type(given).__name__})"
+    return message
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML reads YAML 1.1, where 1e-6 (no dot) is a string; with strict types it must be a float."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*\.[0-9_]*|\.[0-9_]+|[0-9][0-9_]*)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
 def _read_yaml(path: Path) -> dict:
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=_Loader)
     except FileNotFoundError:
         raise ConfigError(f"{path}: pipelines file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder; give the pipelines YAML file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the pipelines file: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text (UTF-8) file; give the pipelines YAML file") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping with `version: 1` and `pipelines:`, got {'an empty file' if data is None else type(data).__name__}")
     try:
         return PipelinesFile.model_validate(data).model_dump()
     except ValidationError as exc:
-        first = exc.errors()[0]
-        raise ConfigError(f"{path}: {_error_location(first)}: {first['msg']}") from None
+        raise ConfigError(f"{path}: {_error_message(exc.errors()[0])}") from None
 
 
 def _resolve_paths(pipeline: PipelineConfig, base: Path) -> PipelineConfig:
@@ -322,7 +407,8 @@ def pipeline_names(path: str | os.PathLike | None = None) -> list[str]:
 
 
 def load_pipeline(name: str, path: str | os.PathLike | None = None, check_models: bool = True) -> PipelineConfig:
-    """Load and validate one pipeline; with ``check_models``, every model folder must exist or be buildable."""
+    """Load and validate one pipeline; with ``check_models`` (what rmsd-gen needs), every model
+    folder must exist or be buildable and every API key variable must be set."""
     path = Path(path) if path else default_pipelines_path()
     raw = _read_yaml(path)["pipelines"]
     if name not in raw:
@@ -333,8 +419,7 @@ def load_pipeline(name: str, path: str | os.PathLike | None = None, check_models
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from None
     except ValidationError as exc:
-        first = exc.errors()[0]
-        raise ConfigError(f"{where}: {_error_location(first)}: {first['msg']}") from None
+        raise ConfigError(f"{where}: {_error_message(exc.errors()[0])}") from None
     pipeline = _resolve_paths(pipeline, path.parent)
     if check_models:
         for i, teacher in enumerate(pipeline.teachers):
@@ -342,5 +427,11 @@ def load_pipeline(name: str, path: str | os.PathLike | None = None, check_models
                 raise ConfigError(
                     f"{where}: teachers.{i}.model.path: {teacher.model.path} does not exist "
                     "(give a local checkpoint folder, or `init: tiny|demo` to build one)"
+                )
+            key_env = teacher.api.api_key_env if teacher.api is not None else None
+            if key_env and not os.environ.get(key_env):
+                raise ConfigError(
+                    f"{where}: teachers.{i}.api.api_key_env: the environment variable {key_env} is "
+                    f"{'empty' if key_env in os.environ else 'not set'}; export the API key in it before running"
                 )
     return pipeline

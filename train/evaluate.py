@@ -94,14 +94,9 @@ def accuracy_table(scored: pl.DataFrame) -> pl.DataFrame:
 
 
 def split_prompts(prompts_path: Path, split: str | None, limit: int | None = None) -> list[dict]:
-    """The prompts of ``split`` (None: all), the first ``limit`` of them."""
-    rows, _ = load_prompts(prompts_path)
-    if split:
-        rows = [r for r in rows if r.get("split") == split]
-    rows = rows[:limit] if limit else rows
-    if not rows:
-        raise ValueError(f"{prompts_path}: no prompts in split {split!r}")
-    return rows
+    """The prompts of ``split`` (None or '': all), the first ``limit`` of them; none is an error
+    naming the file (``load_prompts``, rmsd-gen's own selection)."""
+    return load_prompts(prompts_path, split=split or None, limit=limit)[0]
 
 
 def evaluate(

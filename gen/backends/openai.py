@@ -11,7 +11,8 @@ resample a video: ``vllm serve`` keeps at most 2 fps of a Qwen-VL video unless s
 timeouts and dropped connections are retried with exponential backoff and jitter; a sample still
 failing after ``max_retries`` becomes an error row (``error: "api: ..."``) and the job goes on. The
 API key is read from the environment variable the config names; it is never written to shards,
-manifests or logs.
+manifests or logs, and any text taken from the server (an error's body, a response) has it masked
+as ``***``: a server may echo the request's Authorization header, in a 401 body say.
 """
 
 from __future__ import annotations
@@ -84,10 +85,17 @@ class OpenAIBackend:
             key = os.environ.get(api_key_env, "")
             if not key:
                 raise RuntimeError(f"backend: openai: the environment variable {api_key_env} (api.api_key_env) is not set")
+        self.secret = key if api_key_env else None
         self.client = OpenAI(base_url=base_url, api_key=key, max_retries=0, timeout=timeout_s)
         self.model, self.max_concurrency, self.max_retries, self.backoff_s = model, max_concurrency, max_retries, backoff_s
         self.media = media
         self.jitter = random.Random(seed)
+
+    def _masked(self, text: str | None) -> str | None:
+        """Text from the server with the API key masked, before rmsd stores or prints it."""
+        if text is None or not self.secret:
+            return text
+        return text.replace(self.secret, "***")
 
     def _retriable(self, exc: Exception) -> bool:
         import openai
@@ -114,14 +122,14 @@ class OpenAIBackend:
                         for t in logprobs
                     ]
                 return Completion(
-                    choice.message.content or "", "length" if choice.finish_reason == "length" else "stop", int(tokens),
+                    self._masked(choice.message.content or ""), "length" if choice.finish_reason == "length" else "stop", int(tokens),
                     sum(t.logprob for t in logprobs) if logprobs else None, logprobs=per_token,
                 )
             except Exception as exc:  # noqa: BLE001 - classified below; anything else is not retried
                 if not self._retriable(exc):
-                    return Completion(None, None, None, None, error=f"api: {type(exc).__name__}: {exc}")
+                    return Completion(None, None, None, None, error=self._masked(f"api: {type(exc).__name__}: {exc}"))
                 if attempt == self.max_retries:
-                    return Completion(None, None, None, None, error=f"api: gave up after {attempt + 1} attempts: {type(exc).__name__}: {exc}")
+                    return Completion(None, None, None, None, error=self._masked(f"api: gave up after {attempt + 1} attempts: {type(exc).__name__}: {exc}"))
                 time.sleep(self.backoff_s * 2**attempt * self.jitter.uniform(0.5, 1.5))
         raise AssertionError("unreachable")
 

@@ -143,7 +143,8 @@ def test_config_hash_changes_with_any_knob(tmp_path, tiny_model):
     assert p.config_hash() == _p_and_q(tmp_path, tiny_model, "")[0].config_hash()
 
 
-def test_each_backend_needs_its_source(tmp_path):
+def test_each_backend_needs_its_source(tmp_path, monkeypatch):
+    monkeypatch.setenv("MY_KEY", "k")
     path = _config(tmp_path, """
         a:
           teachers:
@@ -176,3 +177,95 @@ def test_pipelines_name_their_student_and_gen_ignores_later_stages(tmp_path, tin
     """)
     assert q.train.student.path == str(tmp_path / "student")
     assert p.gen_hash() == q.gen_hash() and p.config_hash() != q.config_hash()  # tau or the student do not redo rmsd-gen
+
+
+def _one_teacher(tmp_path, model, extra: str):
+    extra = textwrap.indent(textwrap.dedent(extra), " " * 10)
+    return _config(tmp_path, f"""
+        p:
+          teachers:
+            - id: a
+              model: {{path: {model}}}
+{extra}
+    """)
+
+
+@pytest.mark.parametrize("value, given", [("2.5", "float 2.5"), ('"4"', "a string"), ("4.0", "float 4.0"), ("true", "bool True")])
+def test_types_are_strict_a_non_integer_k_is_refused_not_coerced(tmp_path, tiny_model, value, given):
+    path = _one_teacher(tmp_path, tiny_model, f"tasks: {{ocr: {{k: {value}}}}}")
+    with pytest.raises(ConfigError) as err:
+        load_pipeline("p", path)
+    assert f"pipeline 'p': tasks.ocr.k: Input should be a valid integer (got {given})" in str(err.value)
+
+
+def test_numbers_are_still_read_as_written(tmp_path, tiny_model):
+    cfg = load_pipeline("p", _one_teacher(tmp_path, tiny_model, "sampling: {k: 2, temperature: 1, top_p: 5e-1}\nfilter: {tolerance: 1e-3}"))
+    assert (cfg.sampling.k, cfg.sampling.temperature, cfg.sampling.top_p, cfg.filter.tolerance) == (2, 1.0, 0.5, 0.001)
+
+
+@pytest.mark.parametrize("content, problem", [
+    (None, "is a folder"), ("", "got an empty file"), ("- a\n- b\n", "got list"), (b"\xff\xfe\x00bin", "not a text (UTF-8) file"),
+    ("version: 1\npipelines: [a: 1\n", "not valid YAML"),
+])
+def test_an_unreadable_pipelines_file_is_named_with_what_is_wrong(tmp_path, content, problem):
+    path = tmp_path / "pipelines.yaml"
+    if content is None:
+        path.mkdir()
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content)
+    with pytest.raises(ConfigError) as err:
+        load_pipeline("p", path)
+    message = str(err.value)
+    assert message.startswith(f"{path}: ") and problem in message and "\n" not in message
+
+
+def _api_teacher(tmp_path, key_env: str):
+    return _config(tmp_path, f"""
+        p:
+          teachers:
+            - id: api
+              backend: openai
+              api: {{base_url: "http://127.0.0.1:9/v1", model: m, api_key_env: "{key_env}"}}
+    """)
+
+
+SECRET = "sk-live-AbCdEf0123456789xyzSECRET"
+
+
+@pytest.mark.parametrize("written", ["${TEACHER_KEY}", "$TEACHER_KEY", "${TEACHER_KEY:-x}"])
+def test_api_key_env_is_a_variable_name_never_interpolated(tmp_path, monkeypatch, written):
+    monkeypatch.setenv("TEACHER_KEY", SECRET)
+    with pytest.raises(ConfigError) as err:
+        load_pipeline("p", _api_teacher(tmp_path, written), check_models=False)
+    message = str(err.value)
+    assert "teachers.0.api.api_key_env" in message and "write `api_key_env: TEACHER_KEY`" in message
+    assert SECRET not in message
+
+
+@pytest.mark.parametrize("key", [SECRET, "hf_AbCdEf0123456789abcdefGHIJ", "3f2a9c0b7d6e5f4a3b2c1d0e9f8a7b6c"])
+def test_a_key_written_where_its_variable_name_belongs_is_refused_without_being_shown(tmp_path, key):
+    with pytest.raises(ConfigError) as err:
+        load_pipeline("p", _api_teacher(tmp_path, key), check_models=False)
+    assert "teachers.0.api.api_key_env" in str(err.value) and "looks like a key" in str(err.value)
+    assert key not in str(err.value)
+
+
+@pytest.mark.parametrize("name", ["OPENAI_API_KEY", "my_service_api_key_v2", "TEACHER_KEY_2024"])
+def test_variable_names_are_accepted(tmp_path, monkeypatch, name):
+    monkeypatch.setenv(name, SECRET)
+    cfg = load_pipeline("p", _api_teacher(tmp_path, name))
+    assert cfg.teachers[0].api.api_key_env == name
+    assert SECRET not in cfg.model_dump_json()  # what manifests record
+
+
+def test_an_unset_or_empty_key_variable_fails_validation_for_generation_only(tmp_path, monkeypatch):
+    path = _api_teacher(tmp_path, "RMSD_UNSET_TEST_KEY")
+    monkeypatch.delenv("RMSD_UNSET_TEST_KEY", raising=False)
+    with pytest.raises(ConfigError, match=r"pipeline 'p': teachers\.0\.api\.api_key_env: the environment variable RMSD_UNSET_TEST_KEY is not set"):
+        load_pipeline("p", path)
+    monkeypatch.setenv("RMSD_UNSET_TEST_KEY", "")
+    with pytest.raises(ConfigError, match="RMSD_UNSET_TEST_KEY is empty"):
+        load_pipeline("p", path)
+    assert load_pipeline("p", path, check_models=False).teachers[0].id == "api"  # rmsd-filter and rmsd-train need no key
