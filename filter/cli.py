@@ -30,9 +30,16 @@ def run(
     batch_rows: Optional[int] = typer.Option(
         None, "--batch-rows", min=1, help="rows a worker scores at once, in whole shard groups (default 200,000; memory grows with it)"
     ),
+    allow_incomplete: bool = typer.Option(
+        False, "--allow-incomplete", help="score the samples of an unfinished (or running) rmsd-gen job as they are; the manifest says so"
+    ),
 ) -> None:
-    """Score samples (format, metric, quality, agreement), filter by tau, compute matching weights."""
+    """Score samples (format, metric, quality, agreement), filter by tau, compute matching weights.
+
+    Exit status: 0 done; 2 bad input or configuration, samples of an unfinished or changed rmsd-gen job
+    (unless --allow-incomplete), an --out that is, holds or sits inside the samples, or one in use by another run."""
     from ..schemas.config import ConfigError, load_pipeline
+    from ..schemas.manifests import RunRefused
     from ..schemas.tables import SchemaError
     from .run import BATCH_ROWS, run_filter
 
@@ -42,8 +49,9 @@ def run(
             cfg = cfg.model_copy(update={"filter": cfg.filter.model_copy(update={"tau": tau, "tau_by_task": {}})})
         if not samples.is_dir():
             raise FileNotFoundError(f"samples folder not found: {samples}")
-        summary = run_filter(cfg, pipeline, samples, out, use_ray=ray or address is not None, address=address, progress=progress, workers=workers, batch_rows=batch_rows or BATCH_ROWS)
-    except (ConfigError, SchemaError, FileNotFoundError) as exc:
+        summary = run_filter(cfg, pipeline, samples, out, use_ray=ray or address is not None, address=address, progress=progress, workers=workers, batch_rows=batch_rows or BATCH_ROWS,
+                             allow_incomplete=allow_incomplete)
+    except (ConfigError, SchemaError, RunRefused, FileNotFoundError) as exc:
         typer.secho(f"rmsd-filter: error: {exc}", fg="red", err=True)
         raise typer.Exit(2)
     share = summary.kept / max(summary.samples, 1)

@@ -6,6 +6,11 @@ teachers' shards of one slice (a shard group) hold every sample of those prompts
 scored without the others. Consecutive groups are scored together in batches (``plan_batches``)
 that bound a worker's memory; batches run in parallel, in local processes or on a Ray cluster
 (``use_ray``) with the same results as the local run. Outputs are deterministic: the same input gives identical bytes.
+
+A run holds ``--out``'s lock (one run per folder) and a shared lock on the samples (rmsd-gen cannot
+change them meanwhile), writes its whole result beside the previous one and swaps it in at the end
+(``_swap_in``); its manifest records every output file (``files``) and the identity of the samples
+it read (their manifest's hash, each shard's size), which rmsd-train checks.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import json
 import multiprocessing
 import os
 import re
+import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -28,7 +34,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..schemas.config import PipelineConfig
-from ..schemas.manifests import record_path
+from ..schemas.files import temp_dir_beside, write_json
+from ..schemas.manifests import (
+    MANIFEST_FILE, RunRefused, check_apart, file_record, folder_lock, record_path, samples_unfinished, withdraw_completion,
+)
 from ..schemas.tables import SchemaError, check_files, schema_for, shard_paths, with_string_views, write_table
 from .report import finish_stats, load_plotting, partial_stats, write_report
 from .score import SCORING_COLUMNS, dropped_prompts, score_samples
@@ -217,7 +226,7 @@ def _score_group_in_worker(key: str, files: list[str], pipeline: PipelineConfig,
 
 
 def _input_manifest_hash(samples_dir: Path) -> str | None:
-    manifest = samples_dir / "_manifest.json"
+    manifest = samples_dir / MANIFEST_FILE
     return hashlib.sha256(manifest.read_bytes()).hexdigest() if manifest.exists() else None
 
 
@@ -283,24 +292,110 @@ def run_filter(
     progress: bool = True,
     workers: int | None = None,
     batch_rows: int = BATCH_ROWS,
+    allow_incomplete: bool = False,
 ) -> FilterSummary:
     """Score every shard group, in batches of consecutive groups (``plan_batches``; at most
     ``batch_rows`` rows unless one group has more). Locally, ``workers`` processes (default: one per
-    core) share the batches; with ``use_ray`` they are Ray tasks. Every way gives the same bytes."""
-    from tqdm import tqdm
+    core) share the batches; with ``use_ray`` they are Ray tasks. Every way gives the same bytes.
 
+    The samples must be a finished rmsd-gen job's, as its manifest records them, unless
+    ``allow_incomplete``. The new result is written beside the previous one (``out/.tmp-*``) and
+    swapped in at the end: the manifest, the completion record, is withdrawn first and written last,
+    so a reader finds the previous result, the new one, or (killed in the swap) none; never a mix."""
     started = time.time()
     workers = workers or os.cpu_count() or 1
     samples_dir, out = Path(samples_dir).resolve(), Path(out).resolve()
-    groups = shard_groups(samples_dir, check=False)
-    local_pool = not use_ray and workers > 1 and len(groups) > 1
-    context = _worker_context() if local_pool else None  # first: the server imports while the shards are checked
-    files = [f for _, group in groups for f in group]
-    batches = plan_batches(groups, dict(zip(files, check_files(files, "samples"))), batch_rows)
-    for folder in ("scored", "curated"):  # a rerun replaces the previous output whole
-        for old in (out / folder).glob("part-*.parquet"):
-            old.unlink()
-    bar = tqdm(total=len(groups), unit="shard", desc="rmsd-filter", disable=not progress)
+    check_apart(out, {"samples folder": samples_dir})
+    with contextlib.ExitStack() as held:
+        try:  # rmsd-gen cannot start on the samples while they are scored
+            held.enter_context(folder_lock(samples_dir, shared=True))
+        except RunRefused:
+            if not allow_incomplete:
+                raise RunRefused(f"{samples_dir}: rmsd-gen is writing these samples now; wait for it to end, or pass --allow-incomplete to score what is there") from None
+        groups = shard_groups(samples_dir, check=False)
+        files = [f for _, group in groups for f in group]
+        unfinished = samples_unfinished(samples_dir, files)
+        if unfinished and not allow_incomplete:
+            raise RunRefused(f"{samples_dir}: {unfinished}; finish it (rerun the same rmsd-gen command), or pass --allow-incomplete to score what is there")
+        source = _samples_identity(samples_dir, files)
+        held.enter_context(folder_lock(out))  # the input checked: the output folder is made, and is this run's
+        for stale in out.glob(".tmp-*"):  # what a killed run left
+            if stale.is_dir() and not stale.is_symlink():
+                shutil.rmtree(stale)
+            else:
+                stale.unlink()
+        staging = temp_dir_beside(out / "result")
+        held.callback(shutil.rmtree, staging, ignore_errors=True)  # on failure; gone already on success
+        local_pool = not use_ray and workers > 1 and len(groups) > 1
+        context = _worker_context() if local_pool else None  # first: the server imports while the shards are checked
+        batches = plan_batches(groups, dict(zip(files, check_files(files, "samples"))), batch_rows)
+        results = _score_batches(batches, len(groups), pipeline, staging, use_ray, address, progress, workers, local_pool, context)
+
+        dropped = pl.concat([r["dropped"] for r in results]).sort("prompt_id")
+        write_table(dropped.to_arrow().cast(schema_for("dropped")), staging / "dropped_prompts.parquet", "dropped")
+        stats = finish_stats([r["stats"] for r in results])
+        counts = {
+            "samples": sum(r["samples"] for r in results),
+            "kept": sum(r["kept"] for r in results),
+            "prompts": sum(r["prompts"] for r in results),
+            "dropped_prompts": dropped.height,
+            "shard_groups": len(groups),
+            "batches": len(batches),
+        }
+        header = {
+            "pipeline": pipeline_name,
+            **record_path("samples_dir", samples_dir, out),  # relative first: moved together, they still find each other
+            "tau": pipeline.filter.tau,
+            "tau_by_task": pipeline.filter.tau_by_task,
+            "counts": counts,
+        }
+        report_paths = write_report(stats, dropped, staging / "report", header)
+        if _samples_identity(samples_dir, files) != source:
+            raise RunRefused(f"{samples_dir}: the samples changed while they were scored; run rmsd-filter again")
+        manifest = {
+            **header,
+            "filter_config": pipeline.filter.model_dump(mode="json"),
+            "config_hash": pipeline.config_hash(),
+            "input_manifest_sha256": source["manifest_sha256"],
+            "input_complete": unfinished is None,
+            **({"input_unfinished": unfinished} if unfinished else {}),
+            "input_shards": source["shards"],
+            "outputs": {"scored": "scored/", "curated": "curated/", "dropped": "dropped_prompts.parquet", **{k: str(v.relative_to(staging)) for k, v in report_paths.items()}},
+            "files": {p.relative_to(staging).as_posix(): file_record(p) for p in sorted(staging.rglob("*")) if p.is_file()},
+            "complete": True,
+        }
+        _swap_in(staging, out, manifest)
+    report = json.loads((out / "report" / "report.json").read_text())
+    return FilterSummary(out, counts["samples"], counts["kept"], counts["prompts"], dropped.height, len(groups), time.time() - started, report)
+
+
+RESULT = ("scored", "curated", "report", "dropped_prompts.parquet")  # what a run writes in --out, beside its manifest
+
+
+def _swap_in(staging: Path, out: Path, manifest: dict) -> None:
+    """Replace the result in ``out`` with the one in ``staging``: the manifest withdrawn first,
+    the previous result moved aside, the new one renamed into place, the manifest written last."""
+    withdraw_completion(out)
+    previous = temp_dir_beside(out / "previous")
+    for name in RESULT:
+        if (out / name).exists():
+            os.rename(out / name, previous / name)
+        os.rename(staging / name, out / name)
+    write_json(out / MANIFEST_FILE, manifest)
+    shutil.rmtree(previous)
+    shutil.rmtree(staging)
+
+
+def _samples_identity(samples_dir: Path, files: list[Path]) -> dict:
+    """What the filter records of its input: the hash of its manifest and every shard's size."""
+    return {"manifest_sha256": _input_manifest_hash(samples_dir), "shards": {f.name: f.stat().st_size for f in files}}
+
+
+def _score_batches(batches, groups, pipeline, out, use_ray, address, progress, workers, local_pool, context) -> list[dict]:
+    """Every batch's statistics, in order; each batch's shards written in ``out``."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=groups, unit="shard", desc="rmsd-filter", disable=not progress)
     results = []
     if use_ray:
         import ray
@@ -335,34 +430,4 @@ def run_filter(
             results.append(score_group(batch.name, batch.files, pipeline, str(out)))
             bar.update(batch.groups)
     bar.close()
-
-    dropped = pl.concat([r["dropped"] for r in results]).sort("prompt_id")
-    write_table(dropped.to_arrow().cast(schema_for("dropped")), out / "dropped_prompts.parquet", "dropped")
-    stats = finish_stats([r["stats"] for r in results])
-    counts = {
-        "samples": sum(r["samples"] for r in results),
-        "kept": sum(r["kept"] for r in results),
-        "prompts": sum(r["prompts"] for r in results),
-        "dropped_prompts": dropped.height,
-        "shard_groups": len(groups),
-        "batches": len(batches),
-    }
-    header = {
-        "pipeline": pipeline_name,
-        **record_path("samples_dir", samples_dir, out),  # relative first: moved together, they still find each other
-        "tau": pipeline.filter.tau,
-        "tau_by_task": pipeline.filter.tau_by_task,
-        "counts": counts,
-    }
-    report_paths = write_report(stats, dropped, out / "report", header)
-    manifest = {
-        **header,
-        "filter_config": pipeline.filter.model_dump(mode="json"),
-        "config_hash": pipeline.config_hash(),
-        "input_manifest_sha256": _input_manifest_hash(samples_dir),
-        "input_shards": [f.name for _, files in groups for f in files],
-        "outputs": {"scored": "scored/", "curated": "curated/", "dropped": "dropped_prompts.parquet", **{k: str(v.relative_to(out)) for k, v in report_paths.items()}},
-    }
-    (out / "_manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    report = json.loads(report_paths["json"].read_text())
-    return FilterSummary(out, counts["samples"], counts["kept"], counts["prompts"], dropped.height, len(groups), time.time() - started, report)
+    return results

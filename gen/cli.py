@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Optional
@@ -44,14 +45,19 @@ def run(
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (default: a local Ray instance)"),
     media_root: list[Path] = typer.Option([], "--media-root", help="extra folder videos may be read from (repeatable)"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar with samples/s"),
+    retry_errors: bool = typer.Option(False, "--retry-errors", help="also regenerate the samples recorded as errors, in place, with their seeds"),
+    retry_matching: Optional[str] = typer.Option(None, "--retry-errors-matching", metavar="REGEX", help="regenerate only the error samples whose error this regular expression finds (implies --retry-errors)"),
 ) -> None:
     """Sample K responses per prompt from each teacher of the pipeline and write Parquet shards.
 
-    Rerunning the same command resumes an interrupted job and does nothing on a finished one.
+    Rerunning the same command resumes an interrupted job and does nothing on a finished one;
+    with --retry-errors it also regenerates the error samples (an API outage's, a video since fixed).
     Exit status: 0 all samples written; 3 all written but some are error rows (unusable videos);
-    1 some shards failed (rerun to retry them); 2 bad input or configuration.
+    1 some shards failed (rerun to retry them); 2 bad input or configuration, or the folder is
+    another job's, in use by another run, or its teacher's checkpoint changed.
     """
     from ..schemas.config import ConfigError, load_pipeline
+    from ..schemas.manifests import RunRefused
     from ..schemas.tables import SchemaError
     from .driver import run_job
     from .writer import JobMismatchError
@@ -66,13 +72,16 @@ def run(
         summary = run_job(
             cfg, pipeline, prompts_path, out or Path("runs") / pipeline / "samples", limit=limit, split=split, address=address,
             media_roots=[str(p.resolve()) for p in media_root], progress=progress,
+            retry_errors=retry_matching if retry_matching is not None else "" if retry_errors else None,
         )
-    except (ConfigError, SchemaError, JobMismatchError, FileNotFoundError) as exc:
+    except (ConfigError, SchemaError, JobMismatchError, RunRefused, FileNotFoundError, re.error) as exc:
         _fail(str(exc))
     typer.echo(
         f"rmsd-gen: {summary.samples}/{summary.expected_samples} samples for {summary.prompts} prompts in {summary.out} "
         f"({summary.written_shards} shards written, {summary.skipped_shards} already done, {summary.wall_seconds:.1f} s)"
     )
+    if summary.retried_samples:
+        typer.echo(f"rmsd-gen: {summary.retried_samples} error samples regenerated")
     if summary.refused:
         typer.echo(f"rmsd-gen: {len(summary.refused)} input rows refused (see {summary.out / '_refused.json'})")
     if summary.error_samples:

@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import platform
+import re
 import shutil
 import signal
 import tempfile
@@ -33,12 +34,12 @@ from tqdm import tqdm
 
 from ..models import ensure_model
 from ..schemas.config import PipelineConfig
-from ..schemas.manifests import record_path
+from ..schemas.manifests import check_apart, folder_lock, model_fingerprint, record_path, withdraw_completion
 from ..schemas.prompting import build_messages
 from ..schemas.tables import TASK_TYPES, to_table, write_table
 from .adapters import Refusal, load_prompts
 from .frames import DecodedPrompt, decode_prompts
-from .writer import MANIFEST_FILE, finished_shards, prepare_output, shard_name, shard_stats, write_json
+from .writer import MANIFEST_FILE, error_samples, finished_shards, prepare_output, replace_samples, shard_name, shard_stats, write_json
 
 log = logging.getLogger("rmsd.gen")
 
@@ -95,17 +96,22 @@ class TeacherEngine:
             **values,
         }
 
-    def generate_shard(self, decoded: list[DecodedPrompt]) -> list[dict]:
+    def generate_shard(self, decoded: list[DecodedPrompt], only: dict[str, list[int]] | None = None) -> list[dict]:
+        """This teacher's samples of the decoded prompts routed to it: all K of each, or, given
+        ``only``, the sample indices it names by prompt (error samples retried, with their seeds)."""
         from .backends import GenerationRequest
 
         mine = [p for p in decoded if self.teacher.id in self.pipeline.teachers_for(p.row["task_type"])]
+        if only is not None:
+            mine = [p for p in mine if p.row["prompt_id"] in only]
         rows: dict[tuple[str, int], dict] = {}
         groups: dict[tuple, list] = {}
         for p in mine:
             route = self.pipeline.route(p.row["task_type"])
-            seeds = [sample_seed(self.pipeline.gen.seed, p.row["prompt_id"], self.teacher.id, k) for k in range(route.k)]
+            indices = list(range(route.k)) if only is None else only[p.row["prompt_id"]]
+            seeds = [sample_seed(self.pipeline.gen.seed, p.row["prompt_id"], self.teacher.id, k) for k in indices]
             if p.error is not None:
-                for k, seed in enumerate(seeds):
+                for k, seed in zip(indices, seeds):
                     rows[(p.row["prompt_id"], k)] = self._row(p, k, seed, error=p.error)
                 continue
             template = self.pipeline.templates[route.template]
@@ -122,20 +128,31 @@ class TeacherEngine:
                 max_tokens=route.max_tokens,
                 logprobs=route.logprobs,
             )
-            key = (route.k, route.temperature, route.top_p, route.top_k, route.max_tokens, route.logprobs)
-            groups.setdefault(key, []).append((p, request))
+            key = (len(seeds), route.temperature, route.top_p, route.top_k, route.max_tokens, route.logprobs)
+            groups.setdefault(key, []).append((p, request, indices))
         for items in groups.values():
             for start in range(0, len(items), self.teacher.batch_size):
                 batch = items[start : start + self.teacher.batch_size]
-                completions = self.backend.generate([req for _, req in batch])
-                for (p, req), samples in zip(batch, completions):
-                    for k, (seed, c) in enumerate(zip(req.seeds, samples)):
+                completions = self.backend.generate([req for _, req, _ in batch])
+                for (p, req, indices), samples in zip(batch, completions):
+                    for k, seed, c in zip(indices, req.seeds, samples):
                         rows[(p.row["prompt_id"], k)] = self._row(
                             p, k, seed, text=c.text, finish_reason=c.finish_reason, num_tokens=c.num_tokens,
                             cumulative_logprob=c.cumulative_logprob, error=c.error, logprobs=c.logprobs,
                         )
         order = {p.row["prompt_id"]: i for i, p in enumerate(mine)}
         return [rows[key] for key in sorted(rows, key=lambda key: (order[key[0]], key[1]))]
+
+
+@dataclass
+class SliceWork:
+    """What a run does for one slice of the prompts: each teacher's shard, whole (``only`` None),
+    or its error samples regenerated (``only``: their indices by prompt, rewritten in the shard)."""
+
+    index: int
+    prompts: list[dict]  # the slice's prompts to decode: all, or those with samples to retry
+    samples: dict[str, int]  # teacher -> samples to generate
+    only: dict[str, dict[str, list[int]]] | None = None  # teacher -> prompt -> sample indices
 
 
 @dataclass
@@ -151,6 +168,7 @@ class GenSummary:
     failed_shards: list[str] = field(default_factory=list)
     skipped_shards: int = 0
     written_shards: int = 0
+    retried_samples: int = 0
     wall_seconds: float = 0.0
 
     @property
@@ -242,45 +260,77 @@ def run_job(
     media_roots: list[str] | None = None,
     progress: bool = True,
     split: str | None = None,
+    retry_errors: str | None = None,
 ) -> GenSummary:
+    """Generate the job's missing shards in ``out`` (all of them at first), and with ``retry_errors``
+    (a regular expression; "" matches every error) regenerate the error samples whose error it
+    finds, in place, with their seeds. One run per folder at a time (``folder_lock``)."""
     started = time.time()
     out = Path(out).resolve()
     prompts_path = Path(prompts_path).resolve()
+    check_apart(out, {"prompts file": prompts_path})
+    retry = re.compile(retry_errors) if retry_errors is not None else None
     rows, refused = load_prompts(prompts_path, split=split, limit=limit)  # no prompt selected: an error, before the folder is touched
     config_hash = pipeline.gen_hash()
     digest = prompts_digest(rows)
     run_id = hashlib.sha256(f"{config_hash}/{digest}".encode()).hexdigest()[:16]
-    identity = {"pipeline": pipeline_name, "config_hash": config_hash, "prompts_digest": digest, "prompts": len(rows), "run_id": run_id}
-    prepare_output(out, identity)
-    if refused:
-        write_json(out / "_refused.json", {"refused": [{"source": r.source, "reason": r.reason} for r in refused]})
+    with folder_lock(out):
+        for t in pipeline.teachers:  # demo models are built on first use, before they are fingerprinted
+            if t.model is not None:
+                ensure_model(t.model.path, t.model.init)
+        identity = {
+            "pipeline": pipeline_name, "config_hash": config_hash, "prompts_digest": digest, "prompts": len(rows), "run_id": run_id,
+            "model_fingerprints": _model_fingerprints(pipeline),  # a checkpoint swapped at its path is another job
+        }
+        prepare_output(out, identity)
+        if refused:
+            write_json(out / "_refused.json", {"refused": [{"source": r.source, "reason": r.reason} for r in refused]})
 
-    plan = _plan(pipeline, rows)
-    expected = sum(sum(counts.values()) for _, _, counts in plan)
-    done = finished_shards(out)
-    todo = [(i, chunk, {t: n for t, n in counts.items() if shard_name(t, i) not in done}) for i, chunk, counts in plan]
-    todo = [item for item in todo if item[2]]
-    summary = GenSummary(out, run_id, len(rows), expected, 0, 0, {}, refused, skipped_shards=len(done))
-    if todo:
-        _run_slices(pipeline, todo, run_id, prompts_path, out, address, media_roots or [], summary, expected, progress)
-    stats = shard_stats(out)
-    summary.samples, summary.error_samples, summary.errors_by_reason = stats["samples"], stats["error_samples"], stats["errors_by_reason"]
-    summary.wall_seconds = time.time() - started
-    if todo or not (out / MANIFEST_FILE).exists():
-        _write_manifest(pipeline, prompts_path, out, identity, summary, stats)
+        plan = _plan(pipeline, rows)
+        expected = sum(sum(counts.values()) for _, _, counts in plan)
+        done = finished_shards(out)
+        todo = [SliceWork(i, chunk, {t: n for t, n in counts.items() if shard_name(t, i) not in done}) for i, chunk, counts in plan]
+        todo = [work for work in todo if work.samples]
+        if retry is not None:
+            todo += _retry_work(out, plan, done, retry)
+        summary = GenSummary(out, run_id, len(rows), expected, 0, 0, {}, refused, skipped_shards=len(done))
+        writes = bool(todo) or not (out / MANIFEST_FILE).exists()
+        if writes:
+            withdraw_completion(out)  # first: while shards change, no reader takes the folder for complete
+        if todo:
+            _run_slices(pipeline, todo, run_id, prompts_path, out, address, media_roots or [], summary, expected, progress)
+        stats = shard_stats(out)
+        summary.samples, summary.error_samples, summary.errors_by_reason = stats["samples"], stats["error_samples"], stats["errors_by_reason"]
+        summary.wall_seconds = time.time() - started
+        if writes:
+            _write_manifest(pipeline, prompts_path, out, identity, summary, stats)  # last: the completion record
     return summary
 
 
-def _run_slices(pipeline, todo, run_id, prompts_path, out, address, extra_roots, summary, expected, progress) -> None:
-    for t in pipeline.teachers:  # demo models are built on first use, before any engine starts
-        if t.model is not None:
-            ensure_model(t.model.path, t.model.init)
+def _model_fingerprints(pipeline: PipelineConfig) -> dict[str, dict | str | None]:
+    """Each teacher's identity: its checkpoint's fingerprint (``model_fingerprint``), or an API
+    teacher's endpoint and model name."""
+    return {t.id: model_fingerprint(t.model.path) if t.model else f"{t.api.base_url} {t.api.model}" for t in pipeline.teachers}
+
+
+def _retry_work(out: Path, plan, done: set[str], matching: re.Pattern) -> list[SliceWork]:
+    """The error samples of the finished shards whose error ``matching`` finds, slice by slice."""
+    work = []
+    for index, chunk, counts in plan:
+        only = {t: found for t in counts if shard_name(t, index) in done and (found := error_samples(out / shard_name(t, index), matching))}
+        if only:
+            wanted = {prompt for found in only.values() for prompt in found}
+            work.append(SliceWork(index, [r for r in chunk if r["prompt_id"] in wanted], {t: sum(map(len, found.values())) for t, found in only.items()}, only))
+    return work
+
+
+def _run_slices(pipeline, todo: list[SliceWork], run_id, prompts_path, out, address, extra_roots, summary, expected, progress) -> None:
     temp = _start_ray(address, pipeline)
     try:
         engines = {}
         actor_class = ray.remote(TeacherEngine)
         for t in pipeline.teachers:
-            if any(t.id in counts for _, _, counts in todo):
+            if any(t.id in work.samples for work in todo):
                 engines[t.id] = deque(
                     actor_class.options(num_cpus=t.num_cpus, num_gpus=t.num_gpus).remote(pipeline, t.id, run_id)
                     for _ in range(t.replicas)
@@ -289,38 +339,45 @@ def _run_slices(pipeline, todo, run_id, prompts_path, out, address, extra_roots,
         frames_cfg = pipeline.frames.model_dump()
         roots = [str(prompts_path.parent), *pipeline.media_roots, *extra_roots]
         base = str(prompts_path.parent)
-        remaining = sum(n for _, _, counts in todo for n in counts.values())
+        remaining = sum(n for work in todo if work.only is None for n in work.samples.values())
         bar = tqdm(total=expected, initial=expected - remaining, unit="sample", desc="rmsd-gen", disable=not progress, smoothing=0.1)
-        pending: dict = {}  # generation ref -> (shard file name, expected rows)
+        pending: dict = {}  # generation ref -> (place in todo, slice index, teacher, expected rows, indices retried or None)
         queue = deque(todo)
-        inflight_slices: dict[int, int] = {}  # slice index -> shards still generating
+        inflight: dict[int, int] = {}  # position in todo -> shards still generating
         limit = pipeline.gen.max_inflight_shards + sum(len(v) for v in engines.values())
+        position = 0
         while queue or pending:
-            while queue and len(inflight_slices) < limit:
-                index, chunk, counts = queue.popleft()
-                decoded = decode.remote(chunk, frames_cfg, base, roots)
-                inflight_slices[index] = len(counts)
-                for teacher, n in counts.items():
+            while queue and len(inflight) < limit:
+                work = queue.popleft()
+                decoded = decode.remote(work.prompts, frames_cfg, base, roots)
+                inflight[position] = len(work.samples)
+                for teacher, n in work.samples.items():
                     actors = engines[teacher]
                     actor = actors[0]
                     actors.rotate(-1)
-                    pending[actor.generate_shard.remote(decoded)] = (index, teacher, n)
+                    only = work.only[teacher] if work.only else None
+                    pending[actor.generate_shard.remote(decoded, only)] = (position, work.index, teacher, n, only)
+                position += 1
             ready, _ = ray.wait(list(pending), num_returns=1)
-            index, teacher, n = pending.pop(ready[0])
+            slot, index, teacher, n, only = pending.pop(ready[0])
             name = shard_name(teacher, index)
             try:
                 rows = ray.get(ready[0])
                 if len(rows) != n:
                     raise RuntimeError(f"engine returned {len(rows)} samples, expected {n}")
-                write_table(to_table(rows, "samples"), out / name, "samples")
-                summary.written_shards += 1
-                bar.update(n)
+                if only is None:
+                    write_table(to_table(rows, "samples"), out / name, "samples")
+                    summary.written_shards += 1
+                    bar.update(n)
+                else:
+                    replace_samples(out / name, rows)
+                    summary.retried_samples += n
             except Exception as exc:  # one failed shard does not stop the others
                 log.error("shard %s failed: %s", name, exc)
                 summary.failed_shards.append(f"{name}: {exc}")
-            inflight_slices[index] -= 1
-            if inflight_slices[index] == 0:
-                del inflight_slices[index]
+            inflight[slot] -= 1
+            if inflight[slot] == 0:
+                del inflight[slot]
         bar.close()
     finally:
         if temp is not None:
@@ -329,11 +386,13 @@ def _run_slices(pipeline, todo, run_id, prompts_path, out, address, extra_roots,
 
 
 def _write_manifest(pipeline, prompts_path, out, identity, summary, stats) -> None:
+    stats = dict(stats)
     manifest = {
         **identity,
         "pipeline_config": pipeline.model_dump(mode="json"),
         **record_path("prompts_path", prompts_path, out),  # relative first: moved together, they still find each other
         "models": {t.id: t.model.path if t.model else f"{t.api.base_url} {t.api.model}" for t in pipeline.teachers},
+        "files": stats.pop("files"),  # the completion record: every shard's bytes, sha256 and rows
         "sampling": {task: {**pipeline.route(task).model_dump(), "teachers": pipeline.teachers_for(task)} for task in TASK_TYPES},
         "frames": pipeline.frames.model_dump(),
         "versions": _versions(),
@@ -345,7 +404,10 @@ def _write_manifest(pipeline, prompts_path, out, identity, summary, stats) -> No
             **stats,
             "failed_shards": len(summary.failed_shards),
         },
-        "timings": {"wall_seconds_last_run": round(summary.wall_seconds, 3), "shards_written_last_run": summary.written_shards},
+        "timings": {
+            "wall_seconds_last_run": round(summary.wall_seconds, 3), "shards_written_last_run": summary.written_shards,
+            "samples_retried_last_run": summary.retried_samples,
+        },
         "complete": summary.complete,
         "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }

@@ -22,11 +22,17 @@ examples' content (question, options, video, frames, response) is read from the 
 run scored (its manifest's ``samples_dir``, relative to the output first: a filter output moved
 together with its samples still finds them; or ``samples``, given explicitly), curated shard by
 curated shard (``curated_sources``). Curated v2 shards carry that content and are read as they are.
+
+Every folder is checked against its completion record before it is read (``schemas.manifests``):
+an rmsd-filter output's curated shards against its manifest's ``files`` (names and sizes, and each
+shard's sha256 as it is read), its samples against the identity it recorded of them, and a samples
+folder read directly against rmsd-gen's manifest (a finished job, its shards as recorded).
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from pathlib import Path
 from typing import Literal
@@ -35,7 +41,7 @@ import datasets
 import polars as pl
 import pyarrow as pa
 
-from ..schemas.manifests import recorded_paths
+from ..schemas.manifests import MANIFEST_FILE, check_recorded, recorded_paths, samples_unfinished
 from ..schemas.tables import CURATED_CONTENT, SAMPLE_KEY, SAMPLES_SCHEMA, SchemaError, check_file, file_schema_version
 
 Mode = Literal["best", "weighted", "filtered", "unfiltered", "single", "gt"]
@@ -70,18 +76,49 @@ def _indexed_samples(curated: Path, samples: Path | None = None) -> dict[str, li
     """The shards of the samples folder rmsd-filter scored to write ``curated``'s shards (or of
     ``samples``, that folder given explicitly), by the shard group (``shard_groups``; curated
     ``part-<batch>.parquet`` covers a batch of them). Refused if the samples are gone or changed
-    since (their manifest's hash is not the one rmsd-filter recorded)."""
-    from ..filter.run import _input_manifest_hash, shard_groups
+    since (``_check_scored_samples``)."""
+    from ..filter.run import shard_groups
 
-    manifest = _filter_output(curated) / "_manifest.json"
+    manifest = _filter_output(curated) / MANIFEST_FILE
     if not manifest.exists():
         raise SchemaError(f"{curated}: curated shards index the samples rmsd-filter scored, and there is no rmsd-filter manifest ({manifest}) to find them")
     info = json.loads(manifest.read_text())
     samples = _recorded_samples(_filter_output(curated), info, MOVED_SAMPLES_HINT, samples)
+    _check_scored_samples(samples, info)
+    return dict(shard_groups(samples))
+
+
+def _check_scored_samples(samples: Path, info: dict) -> None:
+    """Refuse samples that are not the ones the rmsd-filter manifest ``info`` records it scored:
+    their manifest's hash, and the names and sizes of their shards."""
+    from ..filter.run import _input_manifest_hash
+
     recorded = info.get("input_manifest_sha256")
     if recorded and _input_manifest_hash(samples) != recorded:  # the hash rmsd-filter recorded, computed the same way
         raise SchemaError(f"{samples}: the samples changed since rmsd-filter scored them (their manifest's hash differs); run rmsd-filter again")
-    return dict(shard_groups(samples))
+    shards = info.get("input_shards")
+    if isinstance(shards, dict):  # rmsd-filter before completion records listed names only
+        present = {p.name: p.stat().st_size for p in samples.glob("*.parquet") if not p.name.startswith(".")}
+        if present != shards:
+            changed = sorted(set(present) ^ set(shards)) or sorted(n for n in shards if present[n] != shards[n])
+            raise SchemaError(f"{samples}: the samples changed since rmsd-filter scored them ({changed[0]} differs); run rmsd-filter again")
+
+
+def _check_complete(output: Path, files: list[Path], prefix: str) -> dict[Path, str]:
+    """The sha256 the rmsd-filter output ``output`` records for each of ``files`` (its files under
+    ``prefix``), once they are checked to be the complete result its manifest records (names and
+    sizes). An output without a manifest (curated v2 shards) has no record to check: empty."""
+    manifest = output / MANIFEST_FILE
+    if not manifest.exists():
+        if any(file_schema_version(p)[1] >= 3 for p in files):  # v3 shards: written by an rmsd-filter that writes a manifest
+            raise SchemaError(f"{output}: no manifest, so no complete rmsd-filter result (a run was interrupted, or is running); run rmsd-filter again")
+        return {}
+    recorded = json.loads(manifest.read_text()).get("files")
+    if recorded is None:
+        raise SchemaError(f"{output}: its manifest does not record its files (an older rmsd-filter wrote it); run rmsd-filter again")
+    if why := check_recorded(output, recorded, files, prefix):
+        raise SchemaError(f"{output}: the files are not the complete rmsd-filter result its manifest records ({why}); run rmsd-filter again")
+    return {path: recorded[path.relative_to(output).as_posix()]["sha256"] for path in files}
 
 
 def _with_content(curated: pl.DataFrame, samples: list[Path], where: Path) -> pl.DataFrame:
@@ -100,8 +137,27 @@ def _with_content(curated: pl.DataFrame, samples: list[Path], where: Path) -> pl
 
 
 def curated_parts(data: Path) -> list[Path]:
-    """The curated shards of an rmsd-filter output (or of its ``curated`` folder)."""
-    return _tables(_curated_folder(Path(data)), "curated")
+    """The curated shards of an rmsd-filter output (or of its ``curated`` folder), checked against
+    the output's completion record (``_check_complete``)."""
+    data = Path(data)
+    curated = _curated_folder(data)
+    if curated == data and any((data / name).exists() for name in ("scored", "dropped_prompts.parquet", MANIFEST_FILE)):
+        raise SchemaError(f"{data}: no curated folder, so no complete rmsd-filter result (a run was interrupted, or is running); run rmsd-filter again")
+    parts = _tables(curated, "curated")
+    _curated_record(parts)
+    return parts
+
+
+def curated_digests(parts: list[Path]) -> list[str | None]:
+    """The sha256 the rmsd-filter output records for each curated shard (None where it has no record)."""
+    digests = _curated_record(parts)
+    return [digests.get(p) for p in parts]
+
+
+def _curated_record(parts: list[Path]) -> dict[Path, str]:
+    curated = parts[0].parent
+    output = _filter_output(curated)
+    return _check_complete(output, parts, f"{curated.relative_to(output).as_posix()}/" if curated != output else "")
 
 
 def curated_sources(parts: list[Path], samples: Path | None = None) -> list[list[Path] | None]:
@@ -119,10 +175,14 @@ def curated_sources(parts: list[Path], samples: Path | None = None) -> list[list
     return [(batch_files(groups, p.stem.removeprefix("part-")) or every) if new else None for p, new in zip(parts, v3)]
 
 
-def read_curated(path: Path, samples: list[Path] | None) -> pl.DataFrame:
+def read_curated(path: Path, samples: list[Path] | None, sha256: str | None = None) -> pl.DataFrame:
     """One curated shard with its samples' content (``curated_sources``): joined on the key from
-    ``samples``, or as it is where ``samples`` is None (v2)."""
-    frame = pl.read_parquet(path)
+    ``samples``, or as it is where ``samples`` is None (v2). ``sha256``: what the shard must hash to
+    (``curated_digests``); read from the very bytes hashed, so a shard replaced since is refused."""
+    data = Path(path).read_bytes()
+    if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+        raise SchemaError(f"{path}: not the curated shard its rmsd-filter manifest records (replaced by another run since?); run rmsd-filter again")
+    frame = pl.read_parquet(io.BytesIO(data))
     return frame if samples is None else _with_content(frame, samples, path)
 
 
@@ -130,16 +190,22 @@ def curated_frame(data: Path, samples: Path | None = None) -> pl.DataFrame:
     """Every kept sample of an rmsd-filter output with its content and weights (the content read
     from ``samples``, else from the samples folder the output records)."""
     parts = curated_parts(data)
-    return pl.concat([read_curated(p, s) for p, s in zip(parts, curated_sources(parts, samples))], how="diagonal_relaxed")
+    sources, digests = curated_sources(parts, samples), curated_digests(parts)
+    return pl.concat([read_curated(p, s, d) for p, s, d in zip(parts, sources, digests)], how="diagonal_relaxed")
 
 
 def _samples_folder(data: Path, samples: Path | None = None) -> Path:
     """The rmsd-gen samples of ``data``: the folder itself, or the one an rmsd-filter output was
     scored from (``samples``, else its manifest's ``samples_dir``; scored shards hold scores, not
     the samples)."""
-    manifest = data / "_manifest.json"
+    manifest = data / MANIFEST_FILE
     if (data / "scored").is_dir() and manifest.exists():
-        return _recorded_samples(data, json.loads(manifest.read_text()), "; pass that samples folder as --data, or move it and the filter output together", samples)
+        info = json.loads(manifest.read_text())
+        folder = _recorded_samples(data, info, "; pass that samples folder as --data, or move it and the filter output together", samples)
+        _check_scored_samples(folder, info)
+        return folder
+    if why := samples_unfinished(data, [p for p in data.glob("*.parquet") if not p.name.startswith(".")]):
+        raise SchemaError(f"{data}: {why}; finish it (rerun the same rmsd-gen command) before training on it")
     return data
 
 
@@ -239,7 +305,7 @@ def sft_dataset(mode: str, data: Path, seed: int = 0, split: str | None = "train
     if streaming and mode in ("best", "weighted"):
         parts = curated_parts(Path(data))
         sources = [None if s is None else [str(f) for f in s] for s in curated_sources(parts, samples)]
-        kwargs = {"parts": [str(p) for p in parts], "sources": sources, "best": mode == "best"}
+        kwargs = {"parts": [str(p) for p in parts], "sources": sources, "digests": curated_digests(parts), "best": mode == "best"}
         return datasets.IterableDataset.from_generator(_stream_examples, features=_example_features(), gen_kwargs=kwargs)
     return datasets.Dataset.from_polars(example_frame(mode, data, seed, split, samples))
 
@@ -252,14 +318,15 @@ def _example_features() -> datasets.Features:
     return datasets.Features.from_arrow_schema(pa.schema([*columns, pa.field("weight", pa.float64())]))
 
 
-def _stream_examples(parts: list[str], sources: list[list[str] | None], best: bool):
+def _stream_examples(parts: list[str], sources: list[list[str] | None], digests: list[str | None], best: bool):
     """The examples of curated shards ``parts``, shard by shard, with their samples from
-    ``sources`` (datasets splits both lists alike among its workers)."""
-    for part, samples in zip(parts, sources):
-        frame = read_curated(Path(part), None if samples is None else [Path(f) for f in samples]).rename({"text": "response"})
+    ``sources``, each shard checked against its recorded hash in ``digests`` as it is read: an
+    rmsd-filter rerun during training is refused, not mixed in (datasets splits the lists alike among its workers)."""
+    for part, samples, digest in zip(parts, sources, digests):
+        frame = read_curated(Path(part), None if samples is None else [Path(f) for f in samples], digest).rename({"text": "response"})
         if best:
             frame = frame.filter(pl.col("is_best")).with_columns(weight=pl.lit(1.0))
         yield from frame.select(EXAMPLE_COLUMNS).iter_rows(named=True)
 
 
-__all__ = ["EXAMPLE_COLUMNS", "MODES", "curated_frame", "curated_parts", "curated_sources", "example_frame", "read_curated", "sft_dataset", "video_base"]
+__all__ = ["EXAMPLE_COLUMNS", "MODES", "curated_digests", "curated_frame", "curated_parts", "curated_sources", "example_frame", "read_curated", "sft_dataset", "video_base"]

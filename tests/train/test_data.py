@@ -115,8 +115,27 @@ def test_curated_shards_refuse_samples_gone_changed_or_missing_a_key(filtered, t
     shard = next((samples).glob("samples-*.parquet"))
     table = pq.read_table(shard)
     pq.write_table(table.filter(pa.compute.not_equal(table["prompt_id"], "p1")), shard)  # p1's samples gone
+    with pytest.raises(SchemaError, match="changed since rmsd-filter scored them .samples-a-000000.parquet differs"):
+        example_frame("weighted", out)  # the shards' sizes are recorded too
+    (out / "_manifest.json").write_text(json.dumps({**manifest, "samples_dir": str(samples), "input_manifest_sha256": None, "input_shards": None}))
     with pytest.raises(SchemaError, match="curated samples do not match exactly one sample"):
-        example_frame("weighted", out)
+        example_frame("weighted", out)  # without a record, the join still finds the key missing
+
+
+def test_samples_of_an_unfinished_or_changed_rmsd_gen_job_are_refused(filtered, tmp_path):
+    samples = shutil.copytree(filtered / "samples", tmp_path / "samples")
+    (samples / "_job.json").write_text(json.dumps({"run_id": "r"}))  # rmsd-gen's, and no manifest: it runs, or was killed
+    (samples / "_manifest.json").unlink()
+    with pytest.raises(SchemaError, match="its rmsd-gen job is unfinished .no manifest"):
+        example_frame("single", samples)
+    shard = samples / "samples-a-000000.parquet"
+    record = {shard.name: {"bytes": shard.stat().st_size + 1, "sha256": "0" * 64, "rows": 12}}
+    (samples / "_manifest.json").write_text(json.dumps({"run_id": "r", "complete": False, "counts": {"samples": 12, "expected_samples": 24}, "files": record}))
+    with pytest.raises(SchemaError, match="manifest says incomplete: 12 of 24 samples"):
+        example_frame("unfiltered", samples)
+    (samples / "_manifest.json").write_text(json.dumps({"run_id": "r", "complete": True, "files": record}))
+    with pytest.raises(SchemaError, match="changed since its rmsd-gen job finished: samples-a-000000.parquet has"):
+        example_frame("single", samples)
 
 
 def test_curated_v2_shards_carry_their_content_and_are_read_as_they_are(filtered, tmp_path):
