@@ -158,13 +158,15 @@ def test_rl_without_the_discriminator_is_the_verifiable_reward_baseline(tiny_mod
     assert "train/rewards/ContentReward/mean" in tags and not any("discriminator" in t for t in tags)
 
 
-def test_rl_refuses_bad_arguments(tiny_model, distilled, tmp_path):
-    done = _rl("--data", distilled, "--out", tmp_path / "o", "--model", tiny_model, "--num-generations", 3, "--batch-size", 4)
-    assert done.returncode == 2 and "multiple of --num-generations" in done.stderr
+def test_rl_refuses_bad_arguments(tiny_model, distilled, tmp_path, capsys):
+    from rmsd.train.config import AdversarialConfig, main_parse
+
+    for args, message in ((["--num-generations", "3", "--batch-size", "4"], "multiple of --num-generations"), (["--weights", "1", "2"], "--weights")):
+        with pytest.raises(SystemExit) as exit:
+            main_parse(AdversarialConfig, ["--data", str(distilled), "--out", str(tmp_path / "o"), *args], "rmsd-train rl")
+        assert exit.value.code == 2 and message in capsys.readouterr().err
     done = _rl("--data", distilled, "--out", tmp_path / "o", "--model", tmp_path / "nope")
     assert done.returncode == 2 and "model folder not found" in done.stderr
-    done = _rl("--data", distilled, "--out", tmp_path / "o", "--model", tiny_model, "--weights", "1", "2")
-    assert done.returncode == 2 and "--weights" in done.stderr
 
 
 @pytest.mark.slow
