@@ -6,7 +6,6 @@ import json
 import shutil
 import subprocess
 
-import polars as pl
 import pytest
 
 from rmsd.schemas.tables import SchemaError
