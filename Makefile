@@ -10,7 +10,7 @@ PIP := $(BIN)/python -m pip install --quiet --constraint constraints.txt
 QUIET_PIP := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 DEMO_DIR ?= runs/demo
 
-.PHONY: setup demo ablation test bench clean
+.PHONY: setup teacher demo ablation test bench clean
 setup: $(SETUP_STAMP)
 
 $(SETUP_STAMP):
@@ -42,15 +42,24 @@ DEMO_SFT = --lr 2e-3 --batch-size 16 --save-steps 1000
 # the teacher learns from its own synthetic videos (seed 1), disjoint from the benchmark's (seed 0)
 TEACHER_VIDEOS = 800
 TEACHER_EPOCHS = 6
+# its checkpoint at step 600 of 1452 (about 2.5 of the 6 epochs of its train split) is the weak
+# teacher of the ablation's two-teacher pool
+TEACHER_EARLY_STEP = 600
 DEMO_RL = --num-generations 4 --batch-size 8 --max-tokens 48 --max-steps 120 --lr 1e-5 --disc-lr 1e-5 --disc-warmup-steps 16 --save-steps 1000
-demo: setup
-	$(BIN)/rmsd-gen synth --out $(DEMO_DIR)/benchmark --num 200 --seed 0
+# The demo teacher alone (the first step of the demo): ground-truth SFT of the demo model on its own
+# videos, with the auxiliary visual loss; its early checkpoint is kept as the weak teacher.
+teacher: setup
 	@echo "== 1/6 teacher bootstrap: ground-truth SFT of the demo model on its own videos, with the auxiliary visual loss"
 	test -d $(DEMO_HOME)/models/demo-teacher || { \
 	  $(BIN)/rmsd-gen synth --out $(DEMO_DIR)/teacher-data --num $(TEACHER_VIDEOS) --seed 1 && \
 	  $(BIN)/rmsd-train sft --mode gt --data $(DEMO_DIR)/teacher-data/prompts.parquet --model $(DEMO_DIR)/models/teacher-init --init demo \
-	    --out $(DEMO_DIR)/teacher --epochs $(TEACHER_EPOCHS) --visual-aux 1.0 $(DEMO_SFT) && \
-	  mkdir -p $(DEMO_HOME)/models && cp -r $(DEMO_DIR)/teacher/final $(DEMO_HOME)/models/demo-teacher; }
+	    --out $(DEMO_DIR)/teacher --epochs $(TEACHER_EPOCHS) --visual-aux 1.0 $(DEMO_SFT) --save-steps $(TEACHER_EARLY_STEP) && \
+	  mkdir -p $(DEMO_HOME)/models && \
+	  cp -r $(DEMO_DIR)/teacher/checkpoint-$(TEACHER_EARLY_STEP) $(DEMO_HOME)/models/demo-teacher-early && \
+	  cp -r $(DEMO_DIR)/teacher/final $(DEMO_HOME)/models/demo-teacher; }
+
+demo: teacher
+	$(BIN)/rmsd-gen synth --out $(DEMO_DIR)/benchmark --num 200 --seed 0
 	# the student: the demo preset with the teacher's vision tower (a from-scratch model does not learn to see from text answers)
 	test -d $(DEMO_DIR)/models/student-init || \
 	  $(BIN)/rmsd-train init-model --preset demo --out $(DEMO_DIR)/models/student-init --vision-from $(DEMO_HOME)/models/demo-teacher

@@ -1,19 +1,26 @@
 """The embedded benchmark: synthetic video QA with ground truth exact by construction.
 
 Each video shows 1-4 coloured shapes (square, circle, triangle) moving left, right, up or down,
-some appearing late or leaving early, and one word drawn on the frames for a while. Each video
+some visible for only one or two seconds, and one word drawn on the frames for a while. Each video
 gets one question of every task type:
 
 =================== ==================================================================
 multiple_choice     colour of a shape / direction it moves / which shape has a colour
 numerical           how many shapes appear
-temporal_grounding  when a shape is visible, ``[start, end]`` in seconds
+temporal_grounding  when a shape is visible, ``[start, end]`` in seconds (1 or 2 s of the 4)
 spatial_grounding   its box ``[x1, y1, x2, y2]`` in the first frame it is visible
 ocr                 which word is shown
 open_ended          a reference description of the whole video
 =================== ==================================================================
 
 Options keep a fixed order per question kind, so a small model can map answers to letters.
+
+The design (v2) is sized so that a small model can see what the questions ask about, and so that no
+constant answer scores well (docs/benchmark.md): frames are 112 x 112, a multiple of the demo
+models' 28-pixel merged tokens, so the processor never resizes them; shapes are 22-30 px, about one
+merged token; a shape asked about in time is visible for 1 or 2 whole seconds starting on a whole
+second, so its appearance and disappearance fall on sampled frames (8 of 32, one every 0.5 s) and
+a constant ``[start, end]`` overlaps few answers; the word is drawn 20 px high.
 Everything derives from ``(seed, video index)``: the same seed gives the same prompts and frames
 whatever the number of worker processes. ``meta`` (JSON) holds the scene facts and a short
 ``reasoning`` sentence, which ground-truth SFT puts in the response's ``<think>``.
@@ -21,6 +28,7 @@ whatever the number of worker processes. ``meta`` (JSON) holds the scene facts a
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import multiprocessing
 import json
@@ -42,10 +50,14 @@ SHAPES = ("square", "circle", "triangle")
 DIRECTIONS = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
 WORDS = ("cat", "sun", "tree", "boat", "star", "fish", "moon", "bird", "lamp", "road", "rain", "door")
 
-WIDTH = HEIGHT = 96
+WIDTH = HEIGHT = 112
 FPS = 8
 NUM_FRAMES = 32  # 4 seconds
-DATASET = "rmsd-synth-v1"
+SECONDS = NUM_FRAMES // FPS
+SIZES = (22, 30)  # shape sizes in pixels, inclusive
+WORD_BAND = 26  # the word is drawn in the bottom band; shapes stay above it
+FONT_SIZE = 20
+DATASET = "rmsd-synth-v2"
 
 
 @dataclass
@@ -59,6 +71,11 @@ class Shape:
     speed: float  # pixels per frame
     first: int  # first visible frame
     last: int  # last visible frame (inclusive)
+
+    @property
+    def interval(self) -> tuple[float, float]:
+        """Seconds during which the shape is shown: from its first frame to the end of its last."""
+        return frame_time(self.first), frame_time(self.last + 1)
 
     def box(self, frame: int) -> tuple[int, int, int, int]:
         dx, dy = DIRECTIONS[self.direction]
@@ -88,30 +105,58 @@ def frame_time(frame: int) -> float:
     return frame / FPS
 
 
+def _visible_seconds(rng: np.random.Generator) -> tuple[int, int]:
+    """A short visible interval: 1 or 2 whole seconds, starting on a whole second."""
+    length = int(rng.integers(1, 3))
+    start = int(rng.integers(0, SECONDS - length + 1))
+    return start, start + length
+
+
+PLACEMENT_TRIES = 20
+
+
+def _overlap(a: Shape, b: Shape) -> bool:
+    """Whether either shape touches the other at the first frame of one of them."""
+    def touch(frame: int) -> bool:
+        if not (a.first <= frame <= a.last and b.first <= frame <= b.last):
+            return False
+        (ax1, ay1, ax2, ay2), (bx1, by1, bx2, by2) = a.box(frame), b.box(frame)
+        return ax1 < bx2 and bx1 < ax2 and ay1 < by2 and by1 < ay2
+
+    return touch(a.first) or touch(b.first)
+
+
 def make_scene(seed: int, index: int) -> Scene:
     rng = _rng(seed, index)
     count = int(rng.integers(1, 5))
     colours = rng.choice(list(COLOURS), size=count, replace=False)
     shapes = []
-    for colour in colours:
+    for i, colour in enumerate(colours):
         kind = str(rng.choice(SHAPES))
         direction = str(rng.choice(list(DIRECTIONS)))
-        size = int(rng.integers(12, 17))
-        if rng.random() < 0.5:
+        size = int(rng.integers(SIZES[0], SIZES[1] + 1))
+        # the first shape is always short-lived (the temporal question has one to ask about)
+        if i > 0 and rng.random() < 0.5:
             first, last = 0, NUM_FRAMES - 1
         else:
-            length = int(rng.integers(12, NUM_FRAMES - 4))
-            first = int(rng.integers(0, NUM_FRAMES - length + 1))
-            last = first + length - 1
-        travel = float(rng.uniform(32, WIDTH - size - 8))
+            start, end = _visible_seconds(rng)
+            first, last = start * FPS, end * FPS - 1
+        height = HEIGHT - WORD_BAND
+        travel = float(rng.uniform(32, min(WIDTH, height) - size - 8))
         speed = travel / max(last - first, 1)
         dx, dy = DIRECTIONS[direction]
-        # start so the whole path stays inside the frame
+        # start so the whole path stays inside the frame, above the word's band
         lo_x, hi_x = (4 + travel if dx < 0 else 4), (WIDTH - size - 4 - (travel if dx > 0 else 0))
-        lo_y, hi_y = (4 + travel if dy < 0 else 4), (HEIGHT - size - 4 - (travel if dy > 0 else 0))
-        x0 = float(rng.uniform(lo_x, max(lo_x, hi_x)))
-        y0 = float(rng.uniform(lo_y, max(lo_y, hi_y)))
-        shapes.append(Shape(kind, str(colour), direction, size, round(x0, 1), round(y0, 1), round(speed, 3), first, last))
+        lo_y, hi_y = (4 + travel if dy < 0 else 4), (height - size - 4 - (travel if dy > 0 else 0))
+        # a shape is whole where it first appears (the spatial question's box): redraw its start
+        # while it overlaps one already placed at that frame or the other's first frame (a few tries)
+        for _ in range(PLACEMENT_TRIES):
+            x0 = float(rng.uniform(lo_x, max(lo_x, hi_x)))
+            y0 = float(rng.uniform(lo_y, max(lo_y, hi_y)))
+            shape = Shape(kind, str(colour), direction, size, round(x0, 1), round(y0, 1), round(speed, 3), first, last)
+            if not any(_overlap(shape, other) for other in shapes):
+                break
+        shapes.append(shape)
     word = str(rng.choice(WORDS))
     word_first = int(rng.integers(0, NUM_FRAMES // 2))
     word_last = int(rng.integers(word_first + 8, NUM_FRAMES))
@@ -135,7 +180,7 @@ def render_frame(scene: Scene, frame: int, font: ImageFont.ImageFont) -> np.ndar
         else:
             draw.polygon(((x1 + x2 - 1) / 2, y1, x2 - 1, y2 - 1, x1, y2 - 1), fill=fill)
     if scene.word_first <= frame <= scene.word_last:
-        draw.text((4, HEIGHT - 16), scene.word.upper(), fill=(255, 255, 255), font=font)
+        draw.text(WORD_AT, scene.word.upper(), fill=(255, 255, 255), font=font)
     return np.asarray(image)
 
 
@@ -163,8 +208,21 @@ def write_mp4(file, frames, fps: int | Fraction, keyframe_interval: int, crf: in
             container.mux(packet)
 
 
+WORD_AT = (4, HEIGHT - WORD_BAND + 2)
+
+
+@functools.cache
+def _font() -> ImageFont.ImageFont:
+    return ImageFont.load_default(size=FONT_SIZE)
+
+
+def word_box(word: str) -> tuple[int, int, int, int]:
+    """The pixels the upper-case ``word`` covers, ``(x1, y1, x2, y2)``."""
+    return ImageDraw.Draw(Image.new("RGB", (1, 1))).textbbox(WORD_AT, word.upper(), font=_font())
+
+
 def write_video(scene: Scene, path: Path) -> None:
-    font = ImageFont.load_default(size=12)
+    font = _font()
     encode_mp4(path, (render_frame(scene, i, font) for i in range(NUM_FRAMES)), FPS, keyframe_interval=FPS)
 
 
@@ -176,11 +234,12 @@ def describe(scene: Scene) -> str:
     parts = []
     for shape in scene.shapes:
         clauses = []
+        start, end = shape.interval
         if shape.first > 0:
-            clauses.append(f"appears at {format_answer('numerical', frame_time(shape.first))} s")
+            clauses.append(f"appears at {format_answer('numerical', start)} s")
         clauses.append(f"moves {shape.direction}")
         if shape.last < NUM_FRAMES - 1:
-            clauses.append(f"disappears after {format_answer('numerical', frame_time(shape.last))} s")
+            clauses.append(f"disappears at {format_answer('numerical', end)} s")
         said = clauses[0] if len(clauses) == 1 else ", ".join(clauses[:-1]) + " and " + clauses[-1]
         parts.append(f"A {shape.colour} {shape.kind} {said}.")
     parts.append(f"The word {scene.word.upper()} is shown.")
@@ -213,7 +272,7 @@ def make_questions(scene: Scene, rng: np.random.Generator) -> list[dict]:
     timed = [s for s in shapes if s.first > 0 or s.last < NUM_FRAMES - 1] or shapes
     when = timed[int(rng.integers(0, len(timed)))]
     where = shapes[int(rng.integers(0, len(shapes)))]
-    start, end = format_answer("numerical", frame_time(when.first)), format_answer("numerical", frame_time(when.last))
+    start, end = (format_answer("numerical", t) for t in when.interval)
     x1, y1, _, _ = where.box(where.first)
     listed = ", ".join(f"a {s.colour} {s.kind}" for s in shapes)
     # (task type, question, options, answer, extra meta, reasoning for ground-truth responses)
@@ -224,7 +283,7 @@ def make_questions(scene: Scene, rng: np.random.Generator) -> list[dict]:
             "temporal_grounding",
             f"When is {_phrase(when)} visible? Give the start and end time in seconds.",
             None,
-            format_answer("temporal_grounding", (frame_time(when.first), frame_time(when.last))),
+            format_answer("temporal_grounding", when.interval),
             {"target": asdict(when)},
             f"{_phrase(when)} is visible from {start} s to {end} s",
         ),
@@ -290,8 +349,8 @@ def scene_labels(scene_meta: dict, times: list[float], grid: tuple[int, int], fr
                 r, c = cells(*shape.box(frame))
                 occupancy[i, r, c, colours.index(shape.colour)] = True
                 occupancy[i, r, c, len(colours) + kinds.index(shape.kind)] = True
-        if word_first <= frame <= word_last:  # drawn at (4, height - 16), about 10 px per letter
-            r, c = cells(4, height - 16, 4 + 10 * len(scene_meta["word"]), height - 4)
+        if word_first <= frame <= word_last:
+            r, c = cells(*word_box(scene_meta["word"]))
             occupancy[i, r, c, -1] = True
     direction = np.zeros(len(colours), dtype=np.int64)
     for shape in shapes:

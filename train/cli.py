@@ -188,6 +188,7 @@ def prior(
     out: Path = typer.Option(..., "--out", help="folder for eval.json, eval.md and responses.parquet (as rmsd-train eval writes)"),
     split: Optional[str] = typer.Option("test", "--split", help="evaluate on the prompts of this split ('' = all)"),
     fit_split: str = typer.Option("train", "--fit-split", help="fit the constants on the prompts of this split"),
+    fit_prompts: Optional[Path] = typer.Option(None, "--fit-prompts", help="fit on this prompts file's --fit-split (a test set on a seed of its own has no train split); default: --prompts"),
     pipeline: str = typer.Option("demo", "--pipeline", help="pipeline whose scoring settings (filter: tolerance, ANLS threshold, tau) are used"),
     config: Optional[Path] = typer.Option(None, "--config", help="pipelines file"),
 ) -> None:
@@ -197,7 +198,7 @@ def prior(
 
     try:
         cfg = load_pipeline(pipeline, config, check_models=False)
-        result = evaluate_prior(prompts, out, split or None, fit_split, scoring=cfg.filter)
+        result = evaluate_prior(prompts, out, split or None, fit_split, scoring=cfg.filter, fit_prompts=fit_prompts)
     except (ConfigError, FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
     closed = next(r for r in result["by_task"] if r["task_type"] == "(closed-ended)")

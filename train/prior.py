@@ -57,15 +57,18 @@ def prior_answers(prompts: pl.DataFrame, by_template: pl.DataFrame, by_task: pl.
 
 
 def evaluate_prior(prompts_path: str | Path, out: str | Path, split: str | None = "test", fit_split: str = "train",
-                   scoring: FilterConfig | None = None) -> dict:
-    """Fit the prior on ``fit_split`` and evaluate it on ``split`` like ``rmsd-train eval`` does."""
+                   scoring: FilterConfig | None = None, fit_prompts: str | Path | None = None) -> dict:
+    """Fit the prior on ``fit_split`` (of ``fit_prompts``, default the same file) and evaluate it on
+    ``split`` like ``rmsd-train eval`` does."""
     started = time.time()
     prompts_path = Path(prompts_path)
+    fit_path = Path(fit_prompts) if fit_prompts else prompts_path
     columns = ["prompt_id", "task_type", "question", "options", "answer", "video"]
     frame = lambda rows: pl.DataFrame(rows, schema_overrides={"options": pl.List(pl.String)}).select(columns)  # noqa: E731
-    by_template, by_task = fit_prior(frame(split_prompts(prompts_path, fit_split)), scoring)
+    by_template, by_task = fit_prior(frame(split_prompts(fit_path, fit_split)), scoring)
     answered = prior_answers(frame(split_prompts(prompts_path, split)), by_template, by_task)
-    about = {"model": f"prior (best constant answer per question template of split {fit_split!r}, no video)", "prompts": str(prompts_path),
+    fitted_on = f"split {fit_split!r}" + (f" of {fit_path}" if fit_prompts else "")
+    about = {"model": f"prior (best constant answer per question template of {fitted_on}, no video)", "prompts": str(prompts_path),
              "split": split, "backend": "prior"}
     return write_evaluation(answered, out, scoring, about, started, f"one constant answer per question template, fit on split `{fit_split}`")
 

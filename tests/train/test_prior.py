@@ -48,6 +48,21 @@ def test_the_prior_answers_without_the_video(bench_dir, tmp_path):
     assert json.loads((tmp_path / "prior" / "eval.json").read_text())["by_task"] == result["by_task"]
 
 
+def test_a_test_set_of_its_own_gets_the_constants_of_the_benchmarks_train_split(bench_dir, tmp_path):
+    from rmsd.gen.synth import synthesise
+
+    test_set = synthesise(tmp_path / "test-set", 4, seed=9, progress=False, split="test")
+    evaluate_prior(test_set, tmp_path / "own", split="test", fit_prompts=bench_dir / "prompts.parquet")
+    evaluate_prior(bench_dir / "prompts.parquet", tmp_path / "bench", split=None)
+    constants = lambda folder: dict(pl.read_parquet(folder / "responses.parquet").join(  # noqa: E731
+        pl.concat([pl.read_parquet(f).select("prompt_id", "question") for f in (test_set, bench_dir / "prompts.parquet")]), on="prompt_id"
+    ).select("question", "text").unique().iter_rows())
+    own, bench = constants(tmp_path / "own"), constants(tmp_path / "bench")
+    assert own and all(bench[q] == text for q, text in own.items() if q in bench)
+    with pytest.raises(ValueError, match="train"):  # a test set has no train split to fit on
+        evaluate_prior(test_set, tmp_path / "none", split="test")
+
+
 def write_eval(folder, accuracy):
     folder.mkdir(parents=True)
     (folder / "eval.json").write_text(json.dumps({"by_task": [{"task_type": "(closed-ended)", "accuracy": accuracy}]}))
