@@ -115,7 +115,14 @@ class AdversarialConfig(_RmsdTraining, GRPOConfig):
         "help": "alpha beta eta delta: weights of the rewards D, outer format, task format and content (paper: .4 .1 .1 .4); "
                 "they become TRL's reward_weights"})
     disc_learning_rate: float = field(default=1e-6, metadata={"help": "discriminator learning rate (AdamW)", "aliases": ["--disc-lr"]})
-    disc_warmup_steps: int = field(default=8, metadata={"help": "discriminator-only steps on the SFT student's rollouts before RL (GAD: ~800)"})
+    disc_warmup_steps: int = field(default=8, metadata={"help": "most discriminator-only steps on the SFT student's rollouts before RL "
+                                                         "(GAD: ~800); fewer once D passes --disc-warmup-target; 0: no warm-up"})
+    disc_warmup_target: float = field(default=0.6, metadata={
+        "help": "the warm-up stops once D ranks the teacher's answer above the student's on more than this share of held-out pairs "
+                "(questions set aside from its updates: 64 pairs, at most a quarter of the questions); 1.0: the whole budget"})
+    disc_warmup_check_steps: int = field(default=10, metadata={
+        "help": "warm-up steps between two held-out checks, and one at the budget's last step (a check: one forward pass of D over the "
+                "held-out pairs' answers, no rollouts)"})
     learning_rate: float = field(default=1e-6, metadata={"help": "policy learning rate (paper: 1e-6)", "aliases": ["--lr"]})
     temperature: float = field(default=0.8, metadata={"help": "rollout sampling temperature (GAD: 0.8)"})
     max_completion_length: int | None = field(default=96, metadata={"help": "rollout length cap", "aliases": ["--max-tokens"]})
@@ -125,6 +132,10 @@ class AdversarialConfig(_RmsdTraining, GRPOConfig):
 
     def __post_init__(self):
         self._rmsd_post_init()
+        if self.disc_warmup_steps < 0 or self.disc_warmup_check_steps < 1:
+            raise ValueError("--disc-warmup-steps must be >= 0 and --disc-warmup-check-steps >= 1")
+        if not 0.0 <= self.disc_warmup_target <= 1.0:
+            raise ValueError(f"--disc-warmup-target is a share of held-out pairs, in [0, 1]; got {self.disc_warmup_target}")
         if len(self.weights) != 4:
             raise ValueError(f"--weights takes four numbers alpha beta eta delta; got {self.weights}")
         if self.reward_weights is not None:

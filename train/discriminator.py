@@ -15,7 +15,7 @@ step always come from the discriminator before that step's update.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
@@ -77,16 +77,25 @@ def bradley_terry_loss(teacher: torch.Tensor, student: torch.Tensor, quality: to
 
 @dataclass
 class TeacherPool:
-    """The curated teacher responses of every prompt, with their matching probabilities p_k."""
+    """The curated teacher responses of every prompt, with their matching probabilities p_k and
+    T_best: rmsd-filter's ``is_best``, or, in a pool built without it, the highest-quality response
+    (the filter's T_best up to its tie-break)."""
 
     responses: dict[str, list[tuple[str, float, float]]]  # prompt_id -> [(text, weight, quality)]
+    best: dict[str, str] = field(default_factory=dict)  # prompt_id -> T_best's text
+
+    def __post_init__(self):
+        for prompt_id, choices in self.responses.items():
+            if choices and prompt_id not in self.best:
+                self.best[prompt_id] = max(choices, key=lambda c: c[2])[0]
 
     @classmethod
     def from_curated(cls, frame: pl.DataFrame) -> TeacherPool:
         pool: dict[str, list[tuple[str, float, float]]] = {}
         for row in frame.select("prompt_id", "text", "weight", "quality").iter_rows():
             pool.setdefault(row[0], []).append((row[1], float(row[2]), float(row[3])))
-        return cls(pool)
+        best = {} if "is_best" not in frame.columns else dict(frame.filter(pl.col("is_best")).select("prompt_id", "text").iter_rows())
+        return cls(pool, best)
 
     def draw(self, prompt_id: str, rng: random.Random) -> tuple[str, float] | None:
         """T_m ~ p for one rollout: (text, quality), or None if the prompt has no kept sample."""
@@ -162,10 +171,41 @@ class DiscriminatorTrainer:
         loss, ahead, margin = (sums / total).tolist()
         return {"loss": loss, "accuracy": ahead, "margin": margin, "pairs": total}
 
+    def compare(self, teacher_examples: list[dict], student_examples: list[dict], batch_size: int) -> dict[str, float] | None:
+        """D on fixed pairs (teacher_examples[i], student_examples[i]) of every rank, no update:
+        accuracy, the share of pairs where D(T) > D(S), and margin, the mean D(T) - D(S), over all
+        ranks' pairs (scored ``batch_size`` answers at a time). Collective, as ``step``: every rank
+        calls it, with pairs or without. None when no rank has any."""
+        n = len(student_examples)
+        sums = torch.zeros(3, device=self.device)  # pairs, teacher-ahead count, margin
+        if n:
+            examples = teacher_examples + student_examples
+            scores = torch.cat([self.score(examples[i : i + batch_size]) for i in range(0, 2 * n, batch_size)])
+            teacher, student = scores[:n], scores[n:]
+            sums = torch.stack([torch.tensor(float(n), device=self.device), (teacher > student).float().sum(), (teacher - student).sum()])
+        total, ahead, margin = self._all_sum(sums).tolist()
+        if total == 0:
+            return None
+        return {"accuracy": ahead / total, "margin": margin / total, "pairs": int(total)}
+
+    def spread(self, scores: torch.Tensor) -> dict[str, float]:
+        """Standard deviation (with Bessel's correction, as TRL's reward std), min and max of
+        ``scores`` over every rank's (collective: every rank calls it with its own, at least one)."""
+        scores = scores.detach().double()
+        sums = self._all_sum(torch.stack([torch.tensor(float(len(scores)), dtype=torch.float64, device=scores.device), scores.sum(), (scores**2).sum()]))
+        low_high = torch.stack([scores.min(), -scores.max()])
+        if self.world > 1:
+            torch.distributed.all_reduce(low_high, op=torch.distributed.ReduceOp.MIN)
+        n, total, squares = sums.tolist()
+        variance = (squares - total * total / n) / (n - 1) if n > 1 else float("nan")
+        return {"reward_std": max(variance, 0.0) ** 0.5, "reward_min": low_high[0].item(), "reward_max": -low_high[1].item()}
+
 
 class DiscriminatorReward:
     """TRL reward callable: D(S) for each rollout, then an online update of D on these rollouts
-    against teacher responses drawn from p."""
+    against teacher responses drawn from p. Logs (TRL's ``log_metric``) ``discriminator/reward_std``,
+    ``reward_min``, ``reward_max`` (D(S) over every rank's rollouts of the step) and the update's
+    ``loss``, ``accuracy``, ``margin`` and ``pairs``."""
 
     __name__ = "discriminator_reward"
 
@@ -201,15 +241,17 @@ class DiscriminatorReward:
         options = options or [None] * n
         base = [dict(question=question[i], task_type=task_type[i], options=options[i], video=video[i], frame_timestamps=frame_timestamps[i]) for i in range(n)]
         students = [dict(b, response=completion_text(c)) for b, c in zip(base, completions)]
-        rewards = self.trainer.score(students).tolist()
+        scores = self.trainer.score(students)
+        spread = self.trainer.spread(scores)  # of the whole batch: every rank's rollouts
+        rewards = scores.tolist()
         pairs = [(i, self.pool.draw(prompt_id[i], self.rng)) for i in range(n)]
         pairs = [(i, drawn) for i, drawn in pairs if drawn is not None]
         teachers = [dict(base[i], response=text) for i, (text, _) in pairs]
         # on every rank, pairs or none: the update's collectives wait for all ranks
         stats = self.trainer.step(teachers, [students[i] for i, _ in pairs], [q for _, (_, q) in pairs])
-        if stats is not None:
-            self.history.append(stats)
-            if log_metric is not None:  # TRL's GRPOTrainer: averaged per logging step, sent to TensorBoard
-                for name, value in stats.items():
-                    log_metric(f"discriminator/{name}", value)
+        stats = {**spread, **(stats or {})}
+        self.history.append(stats)
+        if log_metric is not None:  # TRL's GRPOTrainer: averaged per logging step, sent to TensorBoard and log_history
+            for name, value in stats.items():
+                log_metric(f"discriminator/{name}", value)
         return rewards

@@ -19,7 +19,9 @@ checkpoints, accelerate) is TRL's.
 Rewards (``rmsd.train.rewards``): R = alpha*D + beta*R_outer + eta*R_task + delta*R_content with the
 paper's .4/.1/.1/.4. ``--no-discriminator`` gives the SFT+RL baseline (verifiable rewards only).
 Before RL, the discriminator is warmed up on the Bradley-Terry loss against the SFT student's
-own rollouts (GAD's practice), so the first RL rewards are not noise.
+own rollouts (GAD's practice), so the first RL rewards are not noise: until it tells the teacher's
+answers from the student's on held-out questions (``--disc-warmup-target``), or for at most
+``--disc-warmup-steps`` steps.
 """
 
 from __future__ import annotations
@@ -50,6 +52,9 @@ from .config import AdversarialConfig
 
 RL_COLUMNS = ["prompt_id", "task_type", "question", "options", "answer", "video", "frame_timestamps"]
 DISCRIMINATOR_DIR = "discriminator"
+WARMUP_FILE = "discriminator_warmup.json"
+STATS_FILE = "discriminator_stats.json"
+RL_STATS = ("accuracy", "margin", "reward_std")  # summarised in STATS_FILE
 
 
 def rl_frame(data: Path, split: str | None = "train", samples: Path | None = None) -> pl.DataFrame:
@@ -64,7 +69,7 @@ def rl_frame(data: Path, split: str | None = "train", samples: Path | None = Non
 
 def teacher_pool(data: Path, samples: Path | None = None) -> TeacherPool:
     """The curated teacher responses and their p_k: what the discriminator learns to prefer."""
-    return TeacherPool.from_curated(curated_frame(Path(data), samples).select("prompt_id", "text", "weight", "quality"))
+    return TeacherPool.from_curated(curated_frame(Path(data), samples).select("prompt_id", "text", "weight", "quality", "is_best"))
 
 
 class VideoGRPOTrainer(StrictResume, GRPOTrainer):
@@ -173,57 +178,118 @@ def rollout_config(args: AdversarialConfig, processor) -> AdversarialConfig:
     return args
 
 
-def warm_up_discriminator(disc: DiscriminatorTrainer, policy, processor, frame: pl.DataFrame, pool: TeacherPool,
-                          frame_cache: FrameCache, templates: dict | None, s: AdversarialConfig) -> list[dict]:
-    """GAD's warm-up: D learns teacher-vs-student on the SFT student's own rollouts (sampled as in
-    RL) before the policy moves. Returns the per-step statistics.
+HELDOUT_PAIRS = 64  # (teacher, student) pairs of the warm-up's held-out check, at most a quarter of the questions
 
-    Under DDP each rank rolls out its own share of the questions with a kept teacher sample, and
-    every rank takes all ``s.disc_warmup_steps`` steps (D's update is collective), a rank whose share is
-    empty with no pairs."""
+
+def heldout_questions(prompt_ids: list[str], num_generations: int, seed: int) -> set[str]:
+    """The questions the warm-up sets aside for its held-out check, drawn with ``seed``: enough for
+    ``HELDOUT_PAIRS`` pairs of ``num_generations`` rollouts each, at most a quarter of ``prompt_ids``
+    (none below four questions: then the warm-up takes its whole budget)."""
+    count = min(-(-HELDOUT_PAIRS // num_generations), len(prompt_ids) // 4)
+    return set(random.Random(seed).sample(sorted(prompt_ids), count))
+
+
+def _rollouts(backend: HFBackend, rows: list[dict], frame_cache: FrameCache, templates: dict | None, s: AdversarialConfig,
+              seed: int) -> list[list[str]]:
+    """``s.num_generations`` rollouts of each row's question, sampled as in RL; sample j's seed is ``seed + j``."""
+    requests = [
+        GenerationRequest(r["prompt_id"], prompt_messages(r, templates), (f := frame_cache.get(r["video"], r["frame_timestamps"])).array,
+                          f.fps, f.timestamps, seeds=[seed + j for j in range(s.num_generations)], temperature=s.temperature,
+                          max_tokens=s.max_completion_length)
+        for r in rows
+    ]
+    return [[c.text or "" for c in outs] for outs in backend.generate(requests)] if requests else []
+
+
+def warm_up_discriminator(disc: DiscriminatorTrainer, policy, processor, frame: pl.DataFrame, pool: TeacherPool,
+                          frame_cache: FrameCache, templates: dict | None, s: AdversarialConfig) -> dict:
+    """GAD's warm-up: D learns teacher-vs-student on the SFT student's own rollouts (sampled as in
+    RL) before the policy moves, until it tells them apart on held-out pairs or its step budget ends.
+
+    The held-out pairs: the questions ``heldout_questions`` sets aside from the updates, the SFT
+    student's rollouts on them (sampled once, before the first step) each paired with the
+    question's T_best. Every ``s.disc_warmup_check_steps`` steps, and at the last step of the budget,
+    D scores them; the warm-up stops once its accuracy (the share of pairs where D ranks the
+    teacher's answer above the student's) is above ``s.disc_warmup_target``, after at most
+    ``s.disc_warmup_steps`` steps. Returns the target, the checks (step, accuracy, margin = mean
+    D(T) - D(S), pairs), whether the target was reached, the steps taken and each step's statistics.
+
+    Under DDP each rank rolls out its own share of the questions with a kept teacher sample (and of
+    the held-out ones), and every rank takes part in every update and check (D's update and its
+    accuracy are collective, over all ranks' pairs): all ranks read the same accuracy and stop at
+    the same step, a rank whose share is empty with no pairs."""
     backend = HFBackend.from_model(policy, processor)
     policy.eval()
     rank = torch.distributed.get_rank() if disc.world > 1 else 0
-    rows = [r for r in frame.to_dicts() if pool.responses.get(r["prompt_id"])][rank :: disc.world]
+    questions = [r for r in frame.to_dicts() if pool.responses.get(r["prompt_id"])]
+    held = heldout_questions([r["prompt_id"] for r in questions], s.num_generations, s.seed)
+    rows = [r for r in questions if r["prompt_id"] not in held][rank :: disc.world]
+    per_step = max(1, s.per_device_train_batch_size // s.num_generations)
+    held_teachers, held_students = [], []
+    held_rows = [r for r in questions if r["prompt_id"] in held][rank :: disc.world]
+    for start in range(0, len(held_rows), per_step):  # in the warm-up's batches, with seeds of a range apart from its steps'
+        batch = held_rows[start : start + per_step]
+        for r, texts in zip(batch, _rollouts(backend, batch, frame_cache, templates, s, 2**31 + s.seed * 1_000_003 + start * 10_007)):
+            held_teachers += [dict(r, response=pool.best[r["prompt_id"]])] * len(texts)
+            held_students += [dict(r, response=text) for text in texts]
     rng = random.Random(s.seed)
-    per_step = max(1, s.per_device_train_batch_size // s.num_generations) if rows else 0
-    history = []
-    for step in range(s.disc_warmup_steps):
-        batch = [rows[(step * per_step + i) % len(rows)] for i in range(per_step)]
-        requests = [
-            GenerationRequest(r["prompt_id"], prompt_messages(r, templates), (f := frame_cache.get(r["video"], r["frame_timestamps"])).array,
-                              f.fps, f.timestamps, seeds=[s.seed * 1_000_003 + step * 10_007 + j for j in range(s.num_generations)],
-                              temperature=s.temperature, max_tokens=s.max_completion_length)
-            for r in batch
-        ]
-        completions = backend.generate(requests) if requests else []
+    history, checks, steps = [], [], 0
+    while steps < s.disc_warmup_steps:
+        batch = [rows[(steps * per_step + i) % len(rows)] for i in range(per_step)] if rows else []
         students, teachers, quality = [], [], []
-        for r, outs in zip(batch, completions):
-            for c in outs:
-                text, q = pool.draw(r["prompt_id"], rng)
-                students.append(dict(r, response=c.text or ""))
-                teachers.append(dict(r, response=text))
+        for r, texts in zip(batch, _rollouts(backend, batch, frame_cache, templates, s, s.seed * 1_000_003 + steps * 10_007)):
+            for text in texts:
+                drawn, q = pool.draw(r["prompt_id"], rng)
+                students.append(dict(r, response=text))
+                teachers.append(dict(r, response=drawn))
                 quality.append(q)
         stats = disc.step(teachers, students, quality)
         if stats is not None:
             history.append(stats)
+        steps += 1
+        if held and (steps % s.disc_warmup_check_steps == 0 or steps == s.disc_warmup_steps):
+            check = disc.compare(held_teachers, held_students, s.per_device_train_batch_size)
+            checks.append({"step": steps, **check})
+            if check["accuracy"] > s.disc_warmup_target:
+                break
     policy.train()
-    return history
+    reached = bool(checks) and checks[-1]["accuracy"] > s.disc_warmup_target
+    return {"target": s.disc_warmup_target, "max_steps": s.disc_warmup_steps, "check_steps": s.disc_warmup_check_steps,
+            "heldout_questions": len(held), "checks": checks, "target_reached": reached, "steps_taken": steps, "history": history}
+
+
+def discriminator_stats(out: Path, log_history: list[dict]) -> dict:
+    """The discriminator's summary (``discriminator_stats.json``): the warm-up's outcome (from
+    ``discriminator_warmup.json``; None without a warm-up) and, over RL, the first, last and mean of
+    its logged ``discriminator/*`` metrics (accuracy and margin on the pairs it trains on, the
+    spread of its reward), each logged value a logging step's mean."""
+    warmup = None
+    if (out / WARMUP_FILE).exists():
+        run = json.loads((out / WARMUP_FILE).read_text())
+        last = run["checks"][-1] if run["checks"] else {}
+        warmup = {"target": run["target"], "target_reached": run["target_reached"], "steps_taken": run["steps_taken"],
+                  "max_steps": run["max_steps"], "accuracy": last.get("accuracy"), "margin": last.get("margin"), "seconds": run["seconds"]}
+    rl = {"logged": sum("discriminator/accuracy" in entry for entry in log_history)}
+    for name in RL_STATS:
+        values = [entry[f"discriminator/{name}"] for entry in log_history if entry.get(f"discriminator/{name}") is not None]
+        rl[name] = {"mean": sum(values) / len(values), "first": values[0], "last": values[-1]} if values else None
+    return {"warmup": warmup, "rl": rl}
 
 
 def run_rl(model_path: Path, processor, policy, data: Path, frame_cache: FrameCache, templates: dict | None, args: AdversarialConfig,
            resume: bool = True, split: str | None = "train", scoring: FilterConfig | None = None, samples: Path | None = None) -> Path:
-    """Warm up the discriminator, then GRPO with the adversarial reward; save to ``final/`` (policy)
-    and ``final/discriminator``. A killed run resumes from its newest checkpoint: the policy, the
-    discriminator, both optimizers and the teacher draws continue where they were. A run that already
-    finished is left as it is."""
+    """Warm up the discriminator (``discriminator_warmup.json``), then GRPO with the adversarial
+    reward; save to ``final/`` (policy) and ``final/discriminator``, and the discriminator's summary
+    to ``discriminator_stats.json``. A killed run resumes from its newest checkpoint (no second
+    warm-up): the policy, the discriminator, both optimizers and the teacher draws continue where
+    they were. A run that already finished is left as it is."""
     out = Path(args.output_dir)
     if resume and (done := finished(out)):
         return done
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from accelerate import PartialState
 
-    PartialState()  # under torchrun / accelerate: the process group, before the discriminator syncs over it
+    main_process = PartialState().is_main_process  # under torchrun / accelerate: the process group, before the discriminator syncs over it
     set_seed(args.seed)  # the discriminator's head is drawn before the Trainer seeds: the same run draws the same head
     frame = rl_frame(data, split, samples=samples)
     dataset = datasets.Dataset.from_polars(frame)
@@ -239,18 +305,25 @@ def run_rl(model_path: Path, processor, policy, data: Path, frame_cache: FrameCa
         disc_reward = DiscriminatorReward(disc, pool, seed=args.seed)
         if saved is not None:
             disc_reward.load_state(saved)
-        elif args.disc_warmup_steps > 0:
+        elif args.disc_warmup_steps == 0:
+            if main_process:
+                (out / WARMUP_FILE).unlink(missing_ok=True)  # an earlier run's, in this folder (--no-resume)
+        else:
             started = time.perf_counter()
-            history = warm_up_discriminator(disc, policy, processor, frame, pool, frame_cache, templates, args)
-            out.mkdir(parents=True, exist_ok=True)
-            (out / "discriminator_warmup.json").write_text(json.dumps({"seconds": time.perf_counter() - started, "steps": history}, indent=1))
+            warmup = warm_up_discriminator(disc, policy, processor, frame, pool, frame_cache, templates, args)
+            if main_process:
+                out.mkdir(parents=True, exist_ok=True)
+                (out / WARMUP_FILE).write_text(json.dumps({**warmup, "seconds": time.perf_counter() - started}, indent=1))
     trainer = VideoGRPOTrainer(
         model=policy, args=rollout_config(args, processor), reward_funcs=reward_functions(disc_reward, scoring), train_dataset=dataset,
         processing_class=processor, frame_cache=frame_cache, templates=templates, discriminator=disc_reward,
     )
     trainer.train(resume_from_checkpoint=checkpoint)
+    if disc_reward is not None and main_process:
+        (out / STATS_FILE).write_text(json.dumps(discriminator_stats(out, trainer.state.log_history), indent=1))
     save_disc = None if disc_reward is None else (lambda folder: disc_reward.trainer.disc.save(folder / DISCRIMINATOR_DIR, processor))
     return save_final(trainer, processor, out, extra=save_disc)
 
 
-__all__ = ["VideoGRPOTrainer", "reward_functions", "rl_frame", "rollout_config", "run_rl", "teacher_pool", "warm_up_discriminator"]
+__all__ = ["VideoGRPOTrainer", "discriminator_stats", "heldout_questions", "reward_functions", "rl_frame", "rollout_config", "run_rl",
+           "teacher_pool", "warm_up_discriminator"]

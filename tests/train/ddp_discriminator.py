@@ -1,6 +1,7 @@
 """Run by test_discriminator under torchrun: two ranks, one discriminator, in two scenarios: each
 rank its own pairs; rank 1's prompts without a kept teacher sample (in the online reward and in the
-warm-up), so it has no pair to learn from. Rank 0 prints a line for each scenario that held."""
+warm-up), so it has no pair to learn from, nor one to check D on (the warm-up's held-out check, one
+question held out: rank 0's). Rank 0 prints a line for each scenario that held."""
 
 import sys
 from datetime import timedelta
@@ -46,9 +47,21 @@ def rank_1_without_pairs(trainer: DiscriminatorTrainer, examples: list[dict], fr
     policy, _ = load_model(model)
     one = TeacherPool({frame["prompt_id"][0]: [("<answer>A</answer>", 1.0, 1.0)]})
     settings = AdversarialConfig(output_dir="unused", num_generations=2, per_device_train_batch_size=2, max_completion_length=4, disc_warmup_steps=2)
-    history = warm_up_discriminator(trainer, policy, processor, frame, one, cache, None, settings)
-    assert [h["pairs"] for h in history] == [2, 2], history
+    warmup = warm_up_discriminator(trainer, policy, processor, frame, one, cache, None, settings)
+    assert [h["pairs"] for h in warmup["history"]] == [2, 2] and warmup["checks"] == [], warmup  # too few questions to hold any out
     assert_same_across_ranks(trainer, "after the warm-up")
+
+    # the held-out check: four questions with a kept sample, one held out, so rank 1 has no held-out pair
+    four = TeacherPool({p: [("<answer>A</answer>", 1.0, 1.0)] for p in frame["prompt_id"][:4]})
+    settings = AdversarialConfig(output_dir="unused", num_generations=2, per_device_train_batch_size=2, max_completion_length=4,
+                                 disc_warmup_steps=3, disc_warmup_target=0.0, disc_warmup_check_steps=1)
+    warmup = warm_up_discriminator(trainer, policy, processor, frame, four, cache, None, settings)
+    assert warmup["checks"] and all(c["pairs"] == 2 for c in warmup["checks"]), warmup  # rank 0's pairs, on both ranks
+    assert warmup["steps_taken"] == warmup["checks"][-1]["step"]
+    outcomes = [None] * dist.get_world_size()
+    dist.all_gather_object(outcomes, (warmup["steps_taken"], warmup["checks"]))
+    assert all(o == outcomes[0] for o in outcomes), f"the ranks stopped apart: {outcomes}"
+    assert_same_across_ranks(trainer, "after the warm-up with held-out checks")
 
 
 def main(model: str, prompts: str) -> None:

@@ -100,6 +100,7 @@ def test_sft_and_rl_take_every_trl_option_from_the_command_line_and_a_recipe(tmp
     for text, own in ((done.stdout, "--visual-aux"), (rl_help, "--disc-warmup-steps")):
         for option in ("--gradient_checkpointing", "--bf16", "--deepspeed", "--report_to", "--config", own):
             assert option in text, option
+    assert "--disc-warmup-target" in rl_help and "--disc-warmup-check-steps" in rl_help
 
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text("mode: weighted\ndata: curated\noutput_dir: out\nlearning_rate: 3.0e-4\ngradient_checkpointing: false\nweight_decay: 0.1\n")

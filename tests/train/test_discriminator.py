@@ -69,9 +69,14 @@ def test_discriminator_reward_scores_rollouts_then_updates_online(tiny_model, pi
     reward = DiscriminatorReward(trainer, pool)
     columns = {k: [e[k] for e in examples] for k in ("prompt_id", "question", "task_type", "options", "video", "frame_timestamps")}
     before = trainer.score([dict(e, response="bad answer") for e in examples])
-    rewards = reward(prompts=None, completions=["bad answer"] * len(examples), **columns)
+    logged = {}
+    rewards = reward(prompts=None, completions=["bad answer"] * len(examples), log_metric=logged.__setitem__, **columns)
     assert rewards == pytest.approx(before.tolist(), abs=1e-5)  # the rewards come from D before its update
     assert len(reward.history) == 1 and reward.history[0]["loss"] > 0
+    # the reward's spread over the batch, and D's accuracy and margin on the pairs it trained on, go to TRL's log
+    spread = {"reward_std": before.std().item(), "reward_min": before.min().item(), "reward_max": before.max().item()}
+    assert {k: logged[f"discriminator/{k}"] for k in spread} == pytest.approx(spread, abs=1e-5)
+    assert {"discriminator/accuracy", "discriminator/margin", "discriminator/loss"} <= set(logged)
     after = trainer.score([dict(e, response="bad answer") for e in examples])
     assert not torch.allclose(before, after)
 
@@ -136,8 +141,9 @@ def test_one_discriminator_across_two_processes(two_ranks):
 
 def test_a_rank_without_pairs_takes_part_in_every_update(two_ranks):
     """A rank whose prompts have no kept teacher sample (rl_frame keeps them) still joins every
-    update of D, in the online reward and in the warm-up: no rank waits forever for it, and every
-    rank holds the same D, learnt from the other ranks' pairs."""
+    update of D, in the online reward and in the warm-up, and every held-out check of the warm-up
+    (where it holds no held-out pair): no rank waits forever for it, every rank holds the same D,
+    learnt from the other ranks' pairs, and all stop the warm-up at the same step."""
     stdout, failure = two_ranks
     assert "rank 1 without pairs: discriminators identical across ranks" in stdout, failure
 
@@ -167,16 +173,53 @@ def test_warm_up_rollouts_are_left_padded_at_every_step(tiny_model, bench_dir, m
         return completions
 
     monkeypatch.setattr(HFBackend, "generate", recorded)
-    settings = AdversarialConfig(output_dir="unused", num_generations=2, per_device_train_batch_size=4, max_completion_length=8, disc_warmup_steps=2)
-    assert len(warm_up_discriminator(disc, policy, processor, frame, pool, cache, None, settings)) == 2
+    # a target no accuracy is above: the whole budget, with a held-out check after each step
+    settings = AdversarialConfig(output_dir="unused", num_generations=2, per_device_train_batch_size=4, max_completion_length=8,
+                                 disc_warmup_steps=2, disc_warmup_target=1.0, disc_warmup_check_steps=1)
+    warmup = warm_up_discriminator(disc, policy, processor, frame, pool, cache, None, settings)
     monkeypatch.undo()
+    assert (warmup["steps_taken"], len(warmup["history"]), warmup["target_reached"]) == (2, 2, False)
+    assert [c["step"] for c in warmup["checks"]] == [1, 2] and all(c["pairs"] == 2 for c in warmup["checks"])  # 1 held-out question
 
     fresh = HFBackend.from_model(policy.eval(), load_model(tiny_model)[1])
-    assert len(rollouts) == 2
+    held_out, *steps = rollouts  # the held-out question's rollouts come first, once
+    assert len(held_out[0]) == 1 and len(steps) == 2
     for requests, completions in rollouts:
-        assert fresh._inputs(requests)["attention_mask"].sum(dim=1).unique().numel() > 1  # padding there is
+        if len(requests) > 1:
+            assert fresh._inputs(requests)["attention_mask"].sum(dim=1).unique().numel() > 1  # padding there is
         again = fresh.generate(requests)
         # the tiny model's texts barely depend on the prompt; the log-probabilities do
         assert [[c.text for c in outs] for outs in completions] == [[c.text for c in outs] for outs in again]
         assert [c.cumulative_logprob for outs in completions for c in outs] == pytest.approx(
             [c.cumulative_logprob for outs in again for c in outs], abs=1e-3)
+
+
+def test_held_out_questions_are_a_quarter_at_most_drawn_from_the_seed():
+    from rmsd.train.rl import HELDOUT_PAIRS, heldout_questions
+
+    ids = [f"q{i:03d}" for i in range(400)]
+    held = heldout_questions(ids, 8, seed=0)
+    assert len(held) == HELDOUT_PAIRS // 8 and held <= set(ids)
+    assert heldout_questions(list(reversed(ids)), 8, seed=0) == held != heldout_questions(ids, 8, seed=1)
+    assert len(heldout_questions(ids[:40], 1, seed=0)) == 10  # a quarter of the questions
+    assert heldout_questions(ids[:3], 8, seed=0) == set()
+
+
+def test_warm_up_stops_at_the_first_check_above_the_target(tiny_model, bench_dir):
+    """With a target of 0 the first check that finds one held-out pair ranked right ends the
+    warm-up, long before its budget."""
+    from rmsd.train.config import AdversarialConfig
+    from rmsd.train.rl import warm_up_discriminator
+
+    prompts = bench_dir / "prompts.parquet"
+    frame = example_frame("gt", prompts, split=None).head(16)
+    pool = TeacherPool({r["prompt_id"]: [(r["response"], 1.0, 1.0)] for r in frame.to_dicts()})
+    policy, processor = load_model(tiny_model)
+    cache = FrameCache(FramesConfig(num_frames=4), video_base("gt", prompts))
+    disc = DiscriminatorTrainer(Discriminator.from_student(tiny_model), VideoSFTCollator(processor, cache), lr=1e-3)
+    settings = AdversarialConfig(output_dir="unused", num_generations=2, per_device_train_batch_size=4, max_completion_length=4,
+                                 disc_warmup_steps=20, disc_warmup_target=0.0, disc_warmup_check_steps=2)
+    warmup = warm_up_discriminator(disc, policy, processor, frame, pool, cache, None, settings)
+    assert (warmup["steps_taken"], warmup["target_reached"], warmup["heldout_questions"]) == (2, True, 4)
+    assert len(warmup["checks"]) == 1 and warmup["checks"][0]["step"] == 2 and warmup["checks"][0]["pairs"] == 8
+    assert warmup["checks"][0]["accuracy"] > 0 and len(warmup["history"]) == 2

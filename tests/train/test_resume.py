@@ -3,6 +3,7 @@
 at the same step; a finished run is left as it is; a checkpoint that does not load whole is refused."""
 
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -102,7 +103,11 @@ def test_rl_with_the_discriminator_resumes_exactly(distilled, tiny_model, tmp_pa
     run(rl(tmp_path / "whole"))
     kill_after(rl(tmp_path / "killed"), tmp_path / "killed" / "checkpoint-2")
     assert not (tmp_path / "killed" / "checkpoint-6").exists()
+    warmed = (tmp_path / "killed" / "discriminator_warmup.json").read_text()
     run(rl(tmp_path / "killed"))
+    assert (tmp_path / "killed" / "discriminator_warmup.json").read_text() == warmed  # a resumed run does not warm D up again
+    # the summary covers the whole run, the steps before the kill too
+    assert json.loads((tmp_path / "killed" / "discriminator_stats.json").read_text())["rl"]["logged"] == 6
     whole, killed = tmp_path / "whole" / "checkpoint-6", tmp_path / "killed" / "checkpoint-6"
     assert_same_checkpoint(whole, killed)
     disc = Path("discriminator")

@@ -130,14 +130,24 @@ def test_rl_with_the_discriminator_trains_saves_and_logs(tiny_model, distilled, 
     done = _rl(*common, "--max-steps", 2)
     assert done.returncode == 0, done.stderr[-3000:]
     warmup = json.loads((out / "discriminator_warmup.json").read_text())
-    assert len(warmup["steps"]) == 2 and all("accuracy" in s for s in warmup["steps"])
+    assert warmup["steps_taken"] == len(warmup["history"]) == 2 and all("accuracy" in s for s in warmup["history"])
+    # one held-out check (10 of the 42 questions held out, 2 rollouts each), at the budget's last step: the default cadence is longer
+    assert [(c["step"], c["pairs"]) for c in warmup["checks"]] == [(2, 20)] and {"accuracy", "margin"} <= set(warmup["checks"][0])
+    assert warmup["target"] == 0.6 and warmup["target_reached"] == (warmup["checks"][0]["accuracy"] > 0.6) and warmup["seconds"] > 0
     for folder in (out / "checkpoint-2", out / "final"):
         assert (folder / "discriminator" / "score_head.safetensors").exists()
     tags = _scalars(out)
-    for tag in ("train/discriminator/accuracy", "train/discriminator/loss", "train/rewards/discriminator_reward/mean",
+    for tag in ("train/discriminator/accuracy", "train/discriminator/margin", "train/discriminator/loss", "train/discriminator/reward_std",
+                "train/discriminator/reward_min", "train/discriminator/reward_max", "train/rewards/discriminator_reward/mean",
                 "train/rewards/outer_format_reward/mean", "train/rewards/task_format_reward/mean", "train/rewards/ContentReward/mean",
                 "train/kl", "train/loss"):
         assert tag in tags, sorted(tags)
+    logged = [e for e in json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())["log_history"] if "discriminator/reward_std" in e]
+    assert len(logged) == 2 and all(e["discriminator/reward_min"] <= e["discriminator/reward_max"] for e in logged)
+    stats = json.loads((out / "discriminator_stats.json").read_text())
+    assert stats["warmup"]["steps_taken"] == 2 and stats["warmup"]["accuracy"] == warmup["checks"][0]["accuracy"]
+    assert stats["rl"]["logged"] == 2 and stats["rl"]["reward_std"]["last"] == logged[-1]["discriminator/reward_std"]
+    assert all(set(stats["rl"][name]) == {"mean", "first", "last"} for name in ("accuracy", "margin", "reward_std"))
 
     from rmsd.models import load_model
     from rmsd.train.discriminator import Discriminator
@@ -166,7 +176,8 @@ def test_rl_without_the_discriminator_is_the_verifiable_reward_baseline(tiny_mod
 def test_rl_refuses_bad_arguments(tiny_model, distilled, tmp_path, capsys):
     from rmsd.train.config import AdversarialConfig, main_parse
 
-    for args, message in ((["--num-generations", "3", "--batch-size", "4"], "multiple of --num-generations"), (["--weights", "1", "2"], "--weights")):
+    for args, message in ((["--num-generations", "3", "--batch-size", "4"], "multiple of --num-generations"), (["--weights", "1", "2"], "--weights"),
+                          (["--disc-warmup-target", "1.5"], "--disc-warmup-target")):
         with pytest.raises(SystemExit) as exit:
             main_parse(AdversarialConfig, ["--data", str(distilled), "--out", str(tmp_path / "o"), *args], "rmsd-train rl")
         assert exit.value.code == 2 and message in capsys.readouterr().err
@@ -189,3 +200,7 @@ def test_rl_runs_in_two_processes_over_gloo(tiny_model, distilled, tmp_path):
     state = json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())
     assert state["global_step"] == 2
     assert (out / "final" / "discriminator" / "score_head.safetensors").exists()
+    # the held-out check, every rank its share of the held-out questions, at the warm-up's one step
+    warmup = json.loads((out / "discriminator_warmup.json").read_text())
+    assert warmup["steps_taken"] == 1 and [(c["step"], c["pairs"]) for c in warmup["checks"]] == [(1, 20)]
+    assert json.loads((out / "discriminator_stats.json").read_text())["rl"]["logged"] == 2
