@@ -131,8 +131,9 @@ def test_rl_with_the_discriminator_trains_saves_and_logs(tiny_model, distilled, 
     assert done.returncode == 0, done.stderr[-3000:]
     warmup = json.loads((out / "discriminator_warmup.json").read_text())
     assert warmup["steps_taken"] == len(warmup["history"]) == 2 and all("accuracy" in s for s in warmup["history"])
-    # one held-out check (10 of the 42 questions held out, 2 rollouts each), at the budget's last step: the default cadence is longer
-    assert [(c["step"], c["pairs"]) for c in warmup["checks"]] == [(2, 20)] and {"accuracy", "margin"} <= set(warmup["checks"][0])
+    # one held-out check (a quarter of the questions held out, 2 rollouts each), at the budget's last step: the default cadence is longer
+    pairs = 2 * warmup["heldout_questions"]
+    assert pairs and [(c["step"], c["pairs"]) for c in warmup["checks"]] == [(2, pairs)] and {"accuracy", "margin"} <= set(warmup["checks"][0])
     assert warmup["target"] == 0.6 and warmup["target_reached"] == (warmup["checks"][0]["accuracy"] > 0.6) and warmup["seconds"] > 0
     for folder in (out / "checkpoint-2", out / "final"):
         assert (folder / "discriminator" / "score_head.safetensors").exists()
@@ -202,5 +203,5 @@ def test_rl_runs_in_two_processes_over_gloo(tiny_model, distilled, tmp_path):
     assert (out / "final" / "discriminator" / "score_head.safetensors").exists()
     # the held-out check, every rank its share of the held-out questions, at the warm-up's one step
     warmup = json.loads((out / "discriminator_warmup.json").read_text())
-    assert warmup["steps_taken"] == 1 and [(c["step"], c["pairs"]) for c in warmup["checks"]] == [(1, 20)]
+    assert warmup["steps_taken"] == 1 and [(c["step"], c["pairs"]) for c in warmup["checks"]] == [(1, 2 * warmup["heldout_questions"])]
     assert json.loads((out / "discriminator_stats.json").read_text())["rl"]["logged"] == 2
