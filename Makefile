@@ -57,7 +57,7 @@ teacher: setup
 	test -d $(DEMO_HOME)/models/demo-teacher || { \
 	  $(BIN)/rmsd-gen synth --out $(DEMO_DIR)/teacher-data --num $(TEACHER_VIDEOS) --seed 1 && \
 	  $(BIN)/rmsd-train sft --mode gt --data $(DEMO_DIR)/teacher-data/prompts.parquet --model $(DEMO_DIR)/models/teacher-init --init demo \
-	    --out $(DEMO_DIR)/teacher --epochs $(TEACHER_EPOCHS) --visual-aux 1.0 $(DEMO_SFT) --save-steps $(TEACHER_EARLY_STEP) && \
+	    --out $(DEMO_DIR)/teacher --epochs $(TEACHER_EPOCHS) --visual-aux 1.0 $(DEMO_SFT) --save-steps $(TEACHER_EARLY_STEP) --save_total_limit 3 && \
 	  mkdir -p $(DEMO_HOME)/models && \
 	  cp -r $(DEMO_DIR)/teacher/checkpoint-$(TEACHER_EARLY_STEP) $(DEMO_HOME)/models/demo-teacher-early && \
 	  cp -r $(DEMO_DIR)/teacher/final $(DEMO_HOME)/models/demo-teacher; }

@@ -86,10 +86,10 @@ def by_task(evaluation: Path) -> dict[str, float]:
     return {r["task_type"]: r["accuracy"] for r in json.loads((evaluation / "eval.json").read_text())["by_task"]}
 
 
-def evaluate(model: Path, prompts: Path, out: Path, split: str, log: Path, threads: int = 2) -> dict[str, float]:
+def evaluate(model: Path, prompts: Path, out: Path, split: str, log: Path, threads: int = 2, task_types=CLOSED) -> dict[str, float]:
     if not (out / "eval.json").exists():
-        run([BIN / "rmsd-train", "eval", "--model", model, "--prompts", prompts, "--split", split, "--out", out, "--no-progress"], log,
-            {"OMP_NUM_THREADS": str(threads)})
+        run([BIN / "rmsd-train", "eval", "--model", model, "--prompts", prompts, "--split", split, "--task-types", *task_types, "--out", out,
+             "--no-progress"], log, {"OMP_NUM_THREADS": str(threads)})
     return by_task(out)
 
 
@@ -114,7 +114,10 @@ def design(out: Path, benchmark: Path, home: Path) -> dict:
     print(f"  rule 1: headline task types {headline}", flush=True)
     if not headline:
         raise SystemExit("rule 1 admits no task type: the teacher does not beat the prior by 20 points on any; see " + str(out / "eval"))
-    calibration = calibrate("demo", validation, "validation", out / "calibration", task_types=headline, env={"RMSD_HOME": str(home)})
+    # the sweep samples the headline questions only (the others' answers do not enter rule 2)
+    pl.read_parquet(validation).filter(pl.col("task_type").is_in(headline)).write_parquet(validation.with_name("headline.parquet"))
+    calibration = calibrate("demo", validation.with_name("headline.parquet"), "validation", out / "calibration", task_types=headline,
+                            env={"RMSD_HOME": str(home)})
     print(f"  rule 2: temperature {calibration['temperature']}", flush=True)
     commit = lambda *args: subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()  # noqa: E731
     result = {"headline": headline, "rule1": rule1, "temperature": calibration["temperature"], "calibration": calibration,

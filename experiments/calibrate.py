@@ -28,6 +28,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import polars as pl
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,9 +55,10 @@ def pipelines_with(pipeline: str, config: Path | None, out: Path, **sampling) ->
     return out
 
 
-def pooled(report: dict, task_types: list[str]) -> dict:
+def pooled(report: dict, task_types: list[str], scored: pl.DataFrame) -> dict:
     """The report's per-task figures of the pooled teachers, combined over ``task_types``: means
-    weighted by questions (quality, sigma) or by samples (violations)."""
+    weighted by questions (quality, sigma) or by samples (accuracy); the violation rate, the share
+    of samples breaking the outer or the task grammar (or both), from rmsd-filter's scored rows."""
     rows = [r for r in report["stats"] if r["task_type"] in task_types and r["teacher"] == "(pool)"] or \
         [r for r in report["stats"] if r["task_type"] in task_types]
     questions, samples = sum(r["questions"] for r in rows), sum(r["samples"] for r in rows)
@@ -64,7 +66,8 @@ def pooled(report: dict, task_types: list[str]) -> dict:
     by_s = lambda key: sum(r["samples"] * (r[key] or 0) for r in rows) / samples  # noqa: E731
     return {
         "questions": questions, "samples": samples, "mean_quality": by_q("mean_quality"), "sigma_quality": by_q("sigma_quality"),
-        "intra_sigma": by_q("intra_sigma"), "violation_rate": by_s("outer_violation_rate") + by_s("task_violation_rate"),
+        "intra_sigma": by_q("intra_sigma"),
+        "violation_rate": scored.filter(pl.col("task_type").is_in(task_types)).select(1 - (pl.col("format_outer_ok") & pl.col("format_task_ok")).mean()).item(),
         "accuracy": by_s("accuracy"), "by_task": {r["task_type"]: {k: r[k] for k in ("mean_quality", "intra_sigma", "outer_violation_rate",
                                                                                      "task_violation_rate", "accuracy")} for r in rows},
     }
@@ -89,7 +92,8 @@ def calibrate(pipeline: str, prompts: Path, split: str | None, out: Path, temper
                   "--out", folder / "samples", "--no-progress"], folder / "gen.log", env)
             _run([BIN / "rmsd-filter", "run", "--pipeline", pipeline, "--config", pipelines, "--samples", folder / "samples",
                   "--out", folder / "filtered", "--no-progress"], folder / "filter.log", env)
-        figures[t] = pooled(json.loads((folder / "filtered" / "report" / "report.json").read_text()), list(task_types))
+        figures[t] = pooled(json.loads((folder / "filtered" / "report" / "report.json").read_text()), list(task_types),
+                            pl.read_parquet(folder / "filtered" / "scored" / "*.parquet", columns=["task_type", "format_outer_ok", "format_task_ok"]))
         f = figures[t]
         print(f"  T={t}: mean q {f['mean_quality']:.3f}, intra sigma {f['intra_sigma']:.3f}, violations {100 * f['violation_rate']:.1f}%", flush=True)
     chosen = choose(figures, target, max_violations)
