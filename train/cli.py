@@ -150,8 +150,9 @@ def _required_data(inputs) -> Path:
     return Path(inputs.data)
 
 
-@app.command("eval")
+@app.command("eval", context_settings={"allow_extra_args": True})  # the extra arguments: --task-types' further names
 def evaluate_command(
+    ctx: typer.Context,
     model: Path = typer.Option(..., "--model", help="checkpoint folder to evaluate"),
     prompts: Path = typer.Option(..., "--prompts", help="prompts file with ground truth"),
     out: Path = typer.Option(..., "--out", help="folder for eval.json, eval.md and responses.parquet"),
@@ -162,19 +163,25 @@ def evaluate_command(
     config: Optional[Path] = typer.Option(None, "--config", help="pipelines file"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar"),
     backend: str = typer.Option("hf", "--backend", help="hf (transformers generate) or vllm (a vLLM engine: faster on large splits)"),
+    task_types: Optional[str] = typer.Option(None, "--task-types", metavar="T [T ...]", help="only questions of these task types (default: all)"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="prompts per generate call (default: 64); the answers do not depend on it"),
 ) -> None:
     """Per-task accuracy with the filter's metrics, greedy decoding; JSON and Markdown outputs."""
     from ..schemas.config import ConfigError, load_pipeline
     from .collate import templates_by_task
     from .evaluate import evaluate
 
+    if ctx.args and task_types is None:
+        _fail(f"unexpected argument {ctx.args[0]!r}")
     try:
         cfg = load_pipeline(pipeline, config, check_models=False)
         if not model.is_dir():
             raise FileNotFoundError(f"model folder not found: {model}")
         if backend not in ("hf", "vllm"):
             raise ValueError(f"unknown --backend {backend!r}; choose hf or vllm")
-        result = evaluate(model, prompts, out, split or None, cfg.frames, templates_by_task(cfg), limit, max_tokens, progress, backend, scoring=cfg.filter)
+        selected = [task_types, *ctx.args] if task_types is not None else None
+        result = evaluate(model, prompts, out, split or None, cfg.frames, templates_by_task(cfg), limit, max_tokens, progress, backend, scoring=cfg.filter,
+                          task_types=selected, batch_size=batch_size)
     except (ConfigError, FileNotFoundError, ValueError, ImportError) as exc:
         _fail(str(exc))
     closed = next(r for r in result["by_task"] if r["task_type"] == "(closed-ended)")

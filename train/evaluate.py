@@ -4,7 +4,6 @@ metrics (``schemas/metrics.py``): per task type, accuracy (the mean metric) and 
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
@@ -18,7 +17,14 @@ from ..gen.backends.hf import HFBackend
 from ..gen.frames import decode_prompts
 from ..schemas.config import FilterConfig, FramesConfig, TemplateConfig
 from ..schemas.metrics import score_as_filter
+from ..schemas.tables import TASK_TYPES
 from .collate import prompt_messages
+
+
+# Prompts per generate call, both backends. hf on two cores (bench/eval.py, demo preset): 64 answer
+# 1.2-1.25x as fast as 16 in a process of their own, 128 are slower again; vLLM schedules the
+# prompts of a call itself, the more the better.
+BATCH_SIZE = 64
 
 
 def answer_prompts(
@@ -28,13 +34,15 @@ def answer_prompts(
     frames: FramesConfig,
     templates: dict[str, TemplateConfig] | None = None,
     max_tokens: int = 96,
-    batch_size: int = 16,
+    batch_size: int | None = None,
     progress: bool = True,
     backend: str = "hf",
 ) -> pl.DataFrame:
     """One greedy response per prompt (``text``; null with ``error`` for an unusable video), from
-    transformers' generate (``hf``) or a vLLM engine (``vllm``, faster on large splits)."""
+    transformers' generate (``hf``) or a vLLM engine (``vllm``, faster on large splits);
+    ``batch_size`` prompts per generate call (None: ``BATCH_SIZE``)."""
     engine = _backend(backend, model_path)
+    batch_size = batch_size or BATCH_SIZE
     texts: dict[str, str | None] = {}
     errors: dict[str, str] = {}
     bar = tqdm(total=len(prompts), unit="prompt", desc="eval", disable=not progress)
@@ -62,7 +70,10 @@ def answer_prompts(
 def _backend(name: str, model_path: str | Path):
     use_gpu = torch.cuda.is_available()
     if name == "hf":
-        return HFBackend(str(model_path), num_threads=max(1, os.cpu_count() or 1), use_gpu=use_gpu)
+        # torch's own thread count: OMP_NUM_THREADS where set (the ablation runs two jobs at once, one
+        # thread each), else one per core. Two threads on a core another job holds made generation
+        # 10-25x slower (OpenMP's threads wait for each other at every operation).
+        return HFBackend(str(model_path), num_threads=torch.get_num_threads(), use_gpu=use_gpu)
     if name == "vllm":
         from ..gen.backends.vllm import VLLMBackend
 
@@ -93,10 +104,17 @@ def accuracy_table(scored: pl.DataFrame) -> pl.DataFrame:
     return pl.concat([per_task.sort("task_type"), overall])
 
 
-def split_prompts(prompts_path: Path, split: str | None, limit: int | None = None) -> list[dict]:
-    """The prompts of ``split`` (None or '': all), the first ``limit`` of them; none is an error
-    naming the file (``load_prompts``, rmsd-gen's own selection)."""
-    return load_prompts(prompts_path, split=split or None, limit=limit)[0]
+def split_prompts(prompts_path: Path, split: str | None, limit: int | None = None, task_types: list[str] | None = None) -> list[dict]:
+    """The prompts of ``split`` (None or '': all) and of ``task_types`` (None: all), the first
+    ``limit`` of them; none is an error naming the file (``load_prompts``, rmsd-gen's own selection)."""
+    if not task_types:
+        return load_prompts(prompts_path, split=split or None, limit=limit)[0]
+    if unknown := [t for t in task_types if t not in TASK_TYPES]:
+        raise ValueError(f"unknown task type{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; known: {', '.join(TASK_TYPES)}")
+    rows = [r for r in load_prompts(prompts_path, split=split or None)[0] if r["task_type"] in task_types]
+    if not rows:
+        raise ValueError(f"{prompts_path}: no prompts of task type {', '.join(task_types)}" + (f" in split {split!r}" if split else ""))
+    return rows[:limit]
 
 
 def evaluate(
@@ -111,16 +129,20 @@ def evaluate(
     progress: bool = True,
     backend: str = "hf",
     scoring: FilterConfig | None = None,
+    task_types: list[str] | None = None,
+    batch_size: int | None = None,
 ) -> dict:
     """Evaluate and write ``eval.json``, ``eval.md`` and ``responses.parquet`` to ``out``, scoring as the
-    pipeline's filter does (``scoring``: its tolerance, ANLS threshold and tau per task type)."""
+    pipeline's filter does (``scoring``: its tolerance, ANLS threshold and tau per task type).
+    ``task_types``: only questions of these (None: all); ``batch_size``: prompts per generate call
+    (None: ``BATCH_SIZE``), which never changes an answer."""
     started = time.time()
     prompts_path = Path(prompts_path)
-    rows = split_prompts(prompts_path, split, limit)
+    rows = split_prompts(prompts_path, split, limit, task_types)
     answered = answer_prompts(model_path, rows, prompts_path.parent, frames or FramesConfig(), templates, max_tokens=max_tokens,
-                             progress=progress, batch_size=64 if backend == "vllm" else 16, backend=backend)
-    return write_evaluation(answered, out, scoring, {"model": str(model_path), "prompts": str(prompts_path), "split": split, "backend": backend},
-                            started, "greedy decoding")
+                             batch_size=batch_size, progress=progress, backend=backend)
+    about = {"model": str(model_path), "prompts": str(prompts_path), "split": split, "task_types": list(task_types) if task_types else None, "backend": backend}
+    return write_evaluation(answered, out, scoring, about, started, "greedy decoding")
 
 
 def write_evaluation(answered: pl.DataFrame, out: str | Path, scoring: FilterConfig | None, about: dict, started: float, how: str) -> dict:
@@ -140,7 +162,8 @@ def write_evaluation(answered: pl.DataFrame, out: str | Path, scoring: FilterCon
         "by_task": table.to_dicts(),
     }
     (out / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
-    lines = [f"# Evaluation of `{about['model']}`", "", f"{answered.height} questions of split `{about['split']}` in `{about['prompts']}`, {how}.", "",
+    kinds = f" (task types {', '.join(about['task_types'])})" if about.get("task_types") else ""
+    lines = [f"# Evaluation of `{about['model']}`", "", f"{answered.height} questions{kinds} of split `{about['split']}` in `{about['prompts']}`, {how}.", "",
              "| task type | questions | accuracy | format valid | kept by the filter (q >= tau) |", "| --- | ---: | ---: | ---: | ---: |"]
     for r in table.iter_rows(named=True):
         acc = "-" if r["accuracy"] is None else f"{100 * r['accuracy']:.1f}%"
