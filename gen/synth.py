@@ -192,6 +192,20 @@ def encode_mp4(path: Path, frames, fps: int, keyframe_interval: int, crf: int = 
     os.replace(tmp, path)
 
 
+def rgb_to_yuv420p(rgb: np.ndarray) -> np.ndarray:
+    """H x W x 3 RGB uint8 to the ``(3H/2) x W`` planar yuv420p array PyAV takes: BT.601 limited range in
+    integer arithmetic, chroma averaged over 2x2 blocks. Done here rather than by the encoder's swscale,
+    whose output was seen to differ between processes on one CI machine (same input, different bytes)."""
+    h, w = rgb.shape[:2]
+    r, g, b = (rgb[..., i].astype(np.int32) for i in range(3))
+    y = ((66 * r + 129 * g + 25 * b + 128) >> 8) + 16
+    u = ((-38 * r - 74 * g + 112 * b + 128) >> 8) + 128
+    v = ((112 * r - 94 * g - 18 * b + 128) >> 8) + 128
+    half = lambda c: (c.reshape(h // 2, 2, w // 2, 2).sum(axis=(1, 3)) + 2) >> 2  # noqa: E731
+    planes = [y.reshape(-1), half(u).reshape(-1), half(v).reshape(-1)]
+    return np.concatenate(planes).astype(np.uint8).reshape(h * 3 // 2, w)
+
+
 def write_mp4(file, frames, fps: int | Fraction, keyframe_interval: int, crf: int = 18) -> None:
     """Encode RGB uint8 frames (H x W x 3 arrays, H and W even: yuv420p) as H.264 mp4 into ``file``, a
     path or a writable binary file object (``io.BytesIO``). ``fps`` may be a Fraction (a sampling rate)."""
@@ -202,7 +216,7 @@ def write_mp4(file, frames, fps: int | Fraction, keyframe_interval: int, crf: in
         for i, array in enumerate(frames):
             if i == 0:
                 stream.height, stream.width = array.shape[:2]
-            for packet in stream.encode(av.VideoFrame.from_ndarray(array, format="rgb24")):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(rgb_to_yuv420p(array), format="yuv420p")):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
