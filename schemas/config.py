@@ -147,6 +147,8 @@ class TeacherConfig(_Strict):
     tensor_parallel_size: int = Field(1, ge=1, description="vllm: GPUs one engine spans (set num_gpus to match)")
     max_model_len: int = Field(8192, ge=256, description="vllm: context length the engine reserves KV cache for")
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="vllm: share of each GPU's memory the engine may use")
+    enforce_eager: bool = Field(False, description="vllm: no torch.compile (nor CUDA graphs): the engine starts faster and "
+                                "generates slower; for short jobs and tests")
 
     @model_validator(mode="after")
     def _source(self) -> TeacherConfig:

@@ -165,6 +165,7 @@ def evaluate_command(
     backend: str = typer.Option("hf", "--backend", help="hf (transformers generate) or vllm (a vLLM engine: faster on large splits)"),
     task_types: Optional[str] = typer.Option(None, "--task-types", metavar="T [T ...]", help="only questions of these task types (default: all)"),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="prompts per generate call (default: 64); the answers do not depend on it"),
+    enforce_eager: bool = typer.Option(False, "--enforce-eager", help="vllm: no torch.compile; the engine starts sooner (about 30 s on the CPU build) and generates slower"),
 ) -> None:
     """Per-task accuracy with the filter's metrics, greedy decoding; JSON and Markdown outputs."""
     from ..schemas.config import ConfigError, load_pipeline
@@ -181,7 +182,7 @@ def evaluate_command(
             raise ValueError(f"unknown --backend {backend!r}; choose hf or vllm")
         selected = [task_types, *ctx.args] if task_types is not None else None
         result = evaluate(model, prompts, out, split or None, cfg.frames, templates_by_task(cfg), limit, max_tokens, progress, backend, scoring=cfg.filter,
-                          task_types=selected, batch_size=batch_size)
+                          task_types=selected, batch_size=batch_size, enforce_eager=enforce_eager)
     except (ConfigError, FileNotFoundError, ValueError, ImportError) as exc:
         _fail(str(exc))
     closed = next(r for r in result["by_task"] if r["task_type"] == "(closed-ended)")

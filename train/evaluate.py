@@ -37,11 +37,13 @@ def answer_prompts(
     batch_size: int | None = None,
     progress: bool = True,
     backend: str = "hf",
+    enforce_eager: bool = False,
 ) -> pl.DataFrame:
     """One greedy response per prompt (``text``; null with ``error`` for an unusable video), from
     transformers' generate (``hf``) or a vLLM engine (``vllm``, faster on large splits);
-    ``batch_size`` prompts per generate call (None: ``BATCH_SIZE``)."""
-    engine = _backend(backend, model_path)
+    ``batch_size`` prompts per generate call (None: ``BATCH_SIZE``); ``enforce_eager``: a vLLM engine
+    without torch.compile (it starts sooner, generates slower)."""
+    engine = _backend(backend, model_path, enforce_eager)
     batch_size = batch_size or BATCH_SIZE
     texts: dict[str, str | None] = {}
     errors: dict[str, str] = {}
@@ -67,7 +69,7 @@ def answer_prompts(
     )
 
 
-def _backend(name: str, model_path: str | Path):
+def _backend(name: str, model_path: str | Path, enforce_eager: bool = False):
     use_gpu = torch.cuda.is_available()
     if name == "hf":
         # torch's own thread count: OMP_NUM_THREADS where set (the ablation runs two jobs at once, one
@@ -77,7 +79,8 @@ def _backend(name: str, model_path: str | Path):
     if name == "vllm":
         from ..gen.backends.vllm import VLLMBackend
 
-        return VLLMBackend(str(model_path), dtype="bfloat16" if use_gpu else "float32", max_model_len=None, use_gpu=use_gpu)  # None: the model's own
+        return VLLMBackend(str(model_path), dtype="bfloat16" if use_gpu else "float32", max_model_len=None, use_gpu=use_gpu,  # None: the model's own
+                           enforce_eager=enforce_eager)
     raise ValueError(f"unknown eval backend {name!r}; choose hf or vllm")
 
 
@@ -131,6 +134,7 @@ def evaluate(
     scoring: FilterConfig | None = None,
     task_types: list[str] | None = None,
     batch_size: int | None = None,
+    enforce_eager: bool = False,
 ) -> dict:
     """Evaluate and write ``eval.json``, ``eval.md`` and ``responses.parquet`` to ``out``, scoring as the
     pipeline's filter does (``scoring``: its tolerance, ANLS threshold and tau per task type).
@@ -140,7 +144,7 @@ def evaluate(
     prompts_path = Path(prompts_path)
     rows = split_prompts(prompts_path, split, limit, task_types)
     answered = answer_prompts(model_path, rows, prompts_path.parent, frames or FramesConfig(), templates, max_tokens=max_tokens,
-                             batch_size=batch_size, progress=progress, backend=backend)
+                             batch_size=batch_size, progress=progress, backend=backend, enforce_eager=enforce_eager)
     about = {"model": str(model_path), "prompts": str(prompts_path), "split": split, "task_types": list(task_types) if task_types else None, "backend": backend}
     return write_evaluation(answered, out, scoring, about, started, "greedy decoding")
 

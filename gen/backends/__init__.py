@@ -50,6 +50,7 @@ def create_backend(teacher, model_path: str | None):
         return VLLMBackend(
             model_path, dtype=teacher.model.dtype, tensor_parallel_size=teacher.tensor_parallel_size,
             max_model_len=teacher.max_model_len, gpu_memory_utilization=teacher.gpu_memory_utilization, use_gpu=teacher.num_gpus > 0,
+            enforce_eager=teacher.enforce_eager,
         )
     if teacher.backend == "openai":
         from .openai import OpenAIBackend

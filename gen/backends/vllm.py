@@ -21,7 +21,7 @@ from . import Completion, GenerationRequest
 
 class VLLMBackend:
     def __init__(self, model_path: str, dtype: str = "float32", tensor_parallel_size: int = 1, max_model_len: int | None = 8192,
-                 gpu_memory_utilization: float = 0.9, use_gpu: bool = False):
+                 gpu_memory_utilization: float = 0.9, use_gpu: bool = False, enforce_eager: bool = False):
         if not use_gpu:
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB of KV cache on the CPU build
         try:
@@ -40,6 +40,7 @@ class VLLMBackend:
             max_model_len=max_model_len,
             limit_mm_per_prompt={"video": 1, "image": 0},
             seed=0,
+            enforce_eager=enforce_eager,
             **kwargs,
         )
 

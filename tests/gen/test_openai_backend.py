@@ -46,7 +46,7 @@ def server(tiny_model, tmp_path_factory):
     log = tmp_path_factory.mktemp("serve") / "vllm.log"
     proc = subprocess.Popen(
         [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(tiny_model), "--served-model-name", "tiny",
-         "--host", "127.0.0.1", "--port", str(port), "--max-model-len", "4096", "--dtype", "float32",
+         "--host", "127.0.0.1", "--port", str(port), "--max-model-len", "4096", "--dtype", "float32", "--enforce-eager",
          "--limit-mm-per-prompt", '{"image": 8, "video": 1}',
          "--media-io-kwargs", '{"video": {"fps": 30}}'],  # keep every frame of a video part (see the README)
         stdout=log.open("w"), stderr=subprocess.STDOUT, env={**__import__("os").environ, "VLLM_CPU_KVCACHE_SPACE": "1"},

@@ -50,7 +50,7 @@ def test_sft_builds_its_student_trains_logs_and_eval_scores_the_result(bench_dir
         pytest.skip("vLLM is not installed (make setup installs its CPU build on x86-64 only): all but the vLLM evaluation passed")
     done = subprocess.run(
         train("eval", "--model", out / "final", "--prompts", bench_dir / "prompts.parquet", "--out", tmp_path / "eval-vllm", "--split", "",
-              "--limit", 12, "--no-progress", "--backend", "vllm"),
+              "--limit", 12, "--no-progress", "--backend", "vllm", "--enforce-eager"),
         capture_output=True, text=True,
     )
     assert done.returncode == 0, done.stderr[-3000:]
