@@ -40,6 +40,9 @@ DEMO_HOME = $(abspath $(DEMO_DIR))/home
 DEMO_RUN = RMSD_HOME=$(DEMO_HOME)
 # no gradient checkpointing (TRL's default): a 0.8 M-parameter model needs no memory saving, and it costs ~20% of the time
 DEMO_SFT = --lr 2e-3 --batch-size 16 --save-steps 1000 --gradient_checkpointing False
+# every student trains the same steps whatever the size of its corpus (the ceiling: "the same student,
+# initialisation and steps"), as in the ablation (docs/benchmark.md)
+DEMO_STUDENT_STEPS = 300
 # the teacher learns from its own synthetic videos (seed 1), disjoint from the benchmark's (seed 0)
 TEACHER_VIDEOS = 800
 TEACHER_EPOCHS = 6
@@ -72,10 +75,10 @@ demo: teacher
 	@echo "== 3/6 rmsd-filter: quality, tau filter, matching weights, teacher report"
 	$(DEMO_RUN) $(BIN)/rmsd-filter run --pipeline demo --samples $(DEMO_DIR)/samples --out $(DEMO_DIR)/filtered
 	@echo "== 4/6 students: one random teacher sample per question vs R-MSD weighted SFT"
-	$(BIN)/rmsd-train sft --mode single --data $(DEMO_DIR)/samples --model $(DEMO_DIR)/models/student-init --out $(DEMO_DIR)/student-single --epochs 6 $(DEMO_SFT)
-	$(BIN)/rmsd-train sft --mode weighted --data $(DEMO_DIR)/filtered --model $(DEMO_DIR)/models/student-init --out $(DEMO_DIR)/student-rmsd --epochs 6 $(DEMO_SFT)
+	$(BIN)/rmsd-train sft --mode single --data $(DEMO_DIR)/samples --model $(DEMO_DIR)/models/student-init --out $(DEMO_DIR)/student-single --max-steps $(DEMO_STUDENT_STEPS) $(DEMO_SFT)
+	$(BIN)/rmsd-train sft --mode weighted --data $(DEMO_DIR)/filtered --model $(DEMO_DIR)/models/student-init --out $(DEMO_DIR)/student-rmsd --max-steps $(DEMO_STUDENT_STEPS) $(DEMO_SFT)
 	@echo "   the ceiling: the same student, initialisation and steps, trained on the ground truth"
-	$(BIN)/rmsd-train sft --mode gt --data $(DEMO_DIR)/benchmark/prompts.parquet --model $(DEMO_DIR)/models/student-init --out $(DEMO_DIR)/student-gt --epochs 6 $(DEMO_SFT)
+	$(BIN)/rmsd-train sft --mode gt --data $(DEMO_DIR)/benchmark/prompts.parquet --model $(DEMO_DIR)/models/student-init --out $(DEMO_DIR)/student-gt --max-steps $(DEMO_STUDENT_STEPS) $(DEMO_SFT)
 	@echo "== 5/6 R-MSD adversarial stage: GRPO on video with the online discriminator, from the weighted-SFT student"
 	$(BIN)/rmsd-train rl --data $(DEMO_DIR)/filtered --model $(DEMO_DIR)/student-rmsd/final --out $(DEMO_DIR)/student-rmsd-rl $(DEMO_RL)
 	@echo "== 6/6 evaluation on the test split (greedy), with the prior baseline (best constant answer per question template, no video)"
@@ -102,7 +105,7 @@ ablation: teacher
 	$(BIN)/python experiments/ablation.py --demo $(DEMO_DIR)
 
 test: setup
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest tests --durations=25
 
 bench: setup
 	$(BIN)/python bench/frames.py
