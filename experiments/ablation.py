@@ -140,20 +140,12 @@ def rule3(out: Path, benchmark: Path, init: Path, chosen: dict, jobs: int) -> di
     prior_score = statistics.mean(chosen["rule1"][t]["prior"] or 0 for t in headline)  # one question per type and video
     threads = max(1, (os.cpu_count() or 1) // jobs)
     trials: dict[int, dict[int, float]] = {}
-
-    def one(steps: int, seed: int) -> float:
-        name = f"ceiling-{steps}steps-s{seed}"
-        folder = out / "students" / name
-        if not (folder / "final" / "config.json").exists():
-            run([BIN / "rmsd-train", "sft", "--model", init, *SFT, "--max-steps", steps, "--mode", "gt", "--data", benchmark / "prompts.parquet",
-                 "--out", folder, "--seed", seed], out / "logs" / f"{name}.log", {"OMP_NUM_THREADS": str(threads)})
-        return evaluate(folder / "final", validation, out / "eval" / f"{name}-validation", "validation", out / "logs" / f"eval-{name}-validation.log",
-                        threads, headline)["(closed-ended)"]
-
     steps = STEP_CHOICES[-1]
     for candidate in STEP_CHOICES:
+        train = ceiling_training(init, benchmark, candidate)
         with ThreadPoolExecutor(jobs) as pool:
-            trials[candidate] = dict(zip(RULE3_SEEDS, pool.map(lambda seed: one(candidate, seed), RULE3_SEEDS)))
+            scores = pool.map(lambda seed: student(out, f"ceiling-{candidate}steps", seed, train, (validation, None), threads, "validation"), RULE3_SEEDS)
+            trials[candidate] = dict(zip(RULE3_SEEDS, scores))
         print(f"  rule 3: {candidate} steps, ceiling on validation {[round(100 * v, 1) for v in trials[candidate].values()]} "
               f"against the prior's {100 * prior_score:.1f}", flush=True)
         if min(trials[candidate].values()) - prior_score >= HEADLINE_MARGIN:
@@ -222,17 +214,25 @@ def filtered(out: Path, pipelines: Path, samples: str, tau: float, pipeline: str
     return folder
 
 
-def student(out: Path, name: str, seed: int, train: list, tests: tuple[Path, Path | None], threads: int) -> float:
-    """Train (SFT or RL) unless done, evaluate unless done; the headline test accuracy."""
+def sft_training(init: Path, steps: int) -> list:
+    return [BIN / "rmsd-train", "sft", "--model", init, *SFT, "--max-steps", steps]
+
+
+def ceiling_training(init: Path, benchmark: Path, steps: int) -> list:
+    return [*sft_training(init, steps), "--mode", "gt", "--data", benchmark / "prompts.parquet"]
+
+
+def student(out: Path, name: str, seed: int, train: list, tests: tuple[Path, Path | None], threads: int, split: str = "test") -> float:
+    """Train (SFT or RL) unless done, evaluate unless done; the headline accuracy on ``split``."""
     folder = out / "students" / f"{name}-s{seed}"
     if not (folder / "final" / "config.json").exists():
         start = time.perf_counter()
         run([*train, "--out", folder, "--seed", seed], out / "logs" / f"{name}-s{seed}.log", {"OMP_NUM_THREADS": str(threads)})
         (folder / "seconds.txt").write_text(f"{time.perf_counter() - start:.1f}\n")
     headline, others = tests
-    result = evaluate(folder / "final", headline, out / "eval" / f"{name}-s{seed}", "test", out / "logs" / f"eval-{name}-s{seed}.log", threads)
+    result = evaluate(folder / "final", headline, out / "eval" / f"{name}-s{seed}", split, out / "logs" / f"eval-{name}-s{seed}.log", threads)
     if others:
-        evaluate(folder / "final", others, out / "eval" / f"{name}-s{seed}-others", "test", out / "logs" / f"eval-{name}-s{seed}-others.log", threads)
+        evaluate(folder / "final", others, out / "eval" / f"{name}-s{seed}-others", split, out / "logs" / f"eval-{name}-s{seed}-others.log", threads)
     return result["(closed-ended)"]
 
 
@@ -279,7 +279,7 @@ def main() -> None:
         if split_file:
             prior(split_file, benchmark / "prompts.parquet", "test", out / "eval" / f"prior{name}", out / "logs" / f"prior{name}.log")
             evaluate(home / "models" / "demo-teacher", split_file, out / "eval" / f"teacher{name}", "test", out / "logs" / f"eval-teacher{name}.log")
-    sft = [BIN / "rmsd-train", "sft", "--model", init, *SFT, "--max-steps", budget["steps"]]
+    sft = sft_training(init, budget["steps"])
     d = folders[(4, TAU)]
     core = {
         "A": [*sft, "--mode", "single", "--data", out / "samples-k4"],
@@ -287,7 +287,7 @@ def main() -> None:
         "C": [*sft, "--mode", "filtered", "--data", d],
         "D": [*sft, "--mode", "weighted", "--data", d],
         "pool": [*sft, "--mode", "weighted", "--data", pooled],
-        "ceiling": [*sft, "--mode", "gt", "--data", benchmark / "prompts.parquet"],
+        "ceiling": ceiling_training(init, benchmark, budget["steps"]),
     }
     sweeps = {
         **{f"K{k}": [*sft, "--mode", "weighted", "--data", folders[(k, TAU)]] for k in KS if k != 4},
