@@ -30,6 +30,9 @@ from tests.conftest import gen, write_pipelines
 pytestmark = pytest.mark.skipif(find_spec("openai") is None, reason="the OpenAI client is not installed: pip install 'rmsd[openai]'")
 slow = pytest.mark.slow
 SECRET = "sk-rmsd-test-secret-0123456789"
+# the client's timeout: far above a real answer's latency on a loaded 2-core CI machine (a real request
+# that times out is retried like a fault, and retries pile more load onto the server), below a hang
+CLIENT_TIMEOUT_S = 4.0
 
 
 def free_port() -> int:
@@ -96,7 +99,7 @@ class FaultProxy:
                     if fault:
                         proxy.faults[fault] += 1
                 if fault == "hang":
-                    time.sleep(3)  # past the client's timeout
+                    time.sleep(CLIENT_TIMEOUT_S + 1)  # past the client's timeout
                     return
                 if fault:
                     self.send_response(int(fault))
@@ -131,7 +134,7 @@ def _pipeline(tmp_path: Path, url: str, retries: int, media: str) -> Path:
             - id: api-teacher
               backend: openai
               api: {{base_url: "{url}", model: tiny, api_key_env: RMSD_TEST_API_KEY, max_concurrency: 4,
-                     max_retries: {retries}, timeout_s: 1.0, backoff_s: 0.05, media: {media}}}
+                     max_retries: {retries}, timeout_s: {CLIENT_TIMEOUT_S}, backoff_s: 0.05, media: {media}}}
           sampling: {{k: 2, max_tokens: 8}}
           gen: {{shard_size: 4}}
     """)
