@@ -391,15 +391,14 @@ def synthesise(out: str | os.PathLike, num: int, seed: int = 0, workers: int = 1
     from tqdm import tqdm
 
     bar = tqdm(total=num, unit="video", desc="synth", disable=not progress)
-    if workers > 1:
-        # spawn, not fork: a forked child inherits Polars' and torch's thread pools in a broken state
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            for result in pool.map(_build_one, jobs, chunksize=16):
-                rows.extend(result)
-                bar.update()
-    else:
-        for job in jobs:
-            rows.extend(_build_one(job))
+    # Always in spawned worker processes, one or more: the bytes of a video must not depend on the
+    # calling process. In CI, a benchmark rendered in a pytest process that had run other tests gave
+    # one video with different bytes from a spawned worker's (cause not found); a fresh process
+    # renders the same bytes whoever calls. Spawn, not fork: a forked child inherits Polars' and
+    # torch's thread pools in a broken state.
+    with ProcessPoolExecutor(max(1, workers), mp_context=multiprocessing.get_context("spawn")) as pool:
+        for result in pool.map(_build_one, jobs, chunksize=16):
+            rows.extend(result)
             bar.update()
     bar.close()
     if split:

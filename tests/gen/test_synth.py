@@ -25,9 +25,9 @@ def test_same_seed_same_benchmark_whatever_the_workers(tmp_path, bench_dir):
     a = pl.read_parquet(bench_dir / "prompts.parquet")
     b = pl.read_parquet(tmp_path / "b" / "prompts.parquet")
     assert a.equals(b)
-    # the encoder runs on one thread: the same scene gives the same bytes, in this process (the
-    # fixture) or in a spawned worker; checked file by file, so that a failure says which video
-    # differs before any decoding is involved
+    # the encoder runs on one thread in a fresh process: the same scene gives the same bytes, one
+    # worker (the fixture, built whenever this pytest process first needs it) or two; checked file by
+    # file, so that a failure says which video differs before any decoding is involved
     for video in a["video"].unique(maintain_order=True):
         assert (bench_dir / video).read_bytes() == (tmp_path / "b" / video).read_bytes(), video
     first = a["video"][0]
