@@ -41,8 +41,9 @@ DEMO_RUN = RMSD_HOME=$(DEMO_HOME)
 # no gradient checkpointing (TRL's default): a 0.8 M-parameter model needs no memory saving, and it costs ~20% of the time
 DEMO_SFT = --lr 2e-3 --batch-size 16 --save-steps 1000 --gradient_checkpointing False
 # every student trains the same steps whatever the size of its corpus (the ceiling: "the same student,
-# initialisation and steps"), as in the ablation (docs/benchmark.md)
-DEMO_STUDENT_STEPS = 300
+# initialisation and steps"), as in the ablation (docs/benchmark.md); 200 steps here and 80 RL steps
+# below (the ablation: 300 and 120) keep the demo within 15 minutes on 2 cores
+DEMO_STUDENT_STEPS = 200
 # the teacher learns from its own synthetic videos (seed 1), disjoint from the benchmark's (seed 0)
 TEACHER_VIDEOS = 800
 TEACHER_EPOCHS = 6
@@ -51,7 +52,7 @@ TEACHER_EPOCHS = 6
 TEACHER_EARLY_STEP = 600
 # RL sized to change the student (docs/benchmark.md): a tenth of SFT's learning rate; the discriminator
 # warms up until its held-out accuracy passes 0.6 (at most 64 steps)
-DEMO_RL = --num-generations 4 --batch-size 8 --max-tokens 48 --max-steps 120 --lr 2e-4 --disc-lr 2e-4 \
+DEMO_RL = --num-generations 4 --batch-size 8 --max-tokens 48 --max-steps 80 --lr 2e-4 --disc-lr 2e-4 \
   --disc-warmup-steps 64 --disc-warmup-target 0.6 --disc-warmup-check-steps 8 --save-steps 1000 --gradient_checkpointing False
 # The demo teacher alone (the first step of the demo): ground-truth SFT of the demo model on its own
 # videos, with the auxiliary visual loss; its early checkpoint is kept as the weak teacher.
@@ -65,38 +66,68 @@ teacher: setup
 	  cp -r $(DEMO_DIR)/teacher/checkpoint-$(TEACHER_EARLY_STEP) $(DEMO_HOME)/models/demo-teacher-early && \
 	  cp -r $(DEMO_DIR)/teacher/final $(DEMO_HOME)/models/demo-teacher; }
 
+# After the teacher, the demo's steps form a graph (below) that a sub-make runs two at a time, one
+# thread each: gen and the evaluations mostly wait, and two one-thread trainings do 1.2x the work of
+# one two-thread training on 2 cores (measured). One slot follows the critical path (gen, filter,
+# weighted SFT, RL), the other takes the rest. Each step's output appears when it ends.
+DEMO_STEPS = demo-eval-rl demo-eval-ceiling demo-eval-single demo-eval-rmsd demo-eval-teacher demo-eval-before demo-prior
 demo: teacher
+	@echo "== 2-6: benchmark, rmsd-gen, rmsd-filter, students, RL and evaluations, two steps at a time (each step's output appears when it ends)"
+	OMP_NUM_THREADS=1 $(MAKE) --no-print-directory -j2 --output-sync=target demo-table
+
+.PHONY: demo-table demo-benchmark demo-init demo-gen demo-filter demo-single demo-rmsd demo-ceiling demo-rl $(DEMO_STEPS)
+demo-benchmark:
 	$(BIN)/rmsd-gen synth --out $(DEMO_DIR)/benchmark --num 200 --seed 0
-	# the student: the demo preset with the teacher's vision tower (a from-scratch model does not learn to see from text answers)
+# the student: the demo preset with the teacher's vision tower (a from-scratch model does not learn to see from text answers)
+demo-init:
 	test -d $(DEMO_DIR)/models/student-init || \
 	  $(BIN)/rmsd-train init-model --preset demo --out $(DEMO_DIR)/models/student-init --vision-from $(DEMO_HOME)/models/demo-teacher
+demo-gen: demo-benchmark
 	@echo "== 2/6 rmsd-gen: K=4 samples per training question"
 	$(DEMO_RUN) $(BIN)/rmsd-gen run --pipeline demo --prompts $(DEMO_DIR)/benchmark/prompts.parquet --split train --out $(DEMO_DIR)/samples
+demo-filter: demo-gen
 	@echo "== 3/6 rmsd-filter: quality, tau filter, matching weights, teacher report"
 	$(DEMO_RUN) $(BIN)/rmsd-filter run --pipeline demo --samples $(DEMO_DIR)/samples --out $(DEMO_DIR)/filtered
-	@echo "== 4/6 students: one random teacher sample per question vs R-MSD weighted SFT"
-	$(BIN)/rmsd-train sft --mode single --data $(DEMO_DIR)/samples --model $(DEMO_DIR)/models/student-init --out $(DEMO_DIR)/student-single --max-steps $(DEMO_STUDENT_STEPS) $(DEMO_SFT)
-	$(BIN)/rmsd-train sft --mode weighted --data $(DEMO_DIR)/filtered --model $(DEMO_DIR)/models/student-init --out $(DEMO_DIR)/student-rmsd --max-steps $(DEMO_STUDENT_STEPS) $(DEMO_SFT)
-	@echo "   the ceiling: the same student, initialisation and steps, trained on the ground truth"
-	$(BIN)/rmsd-train sft --mode gt --data $(DEMO_DIR)/benchmark/prompts.parquet --model $(DEMO_DIR)/models/student-init --out $(DEMO_DIR)/student-gt --max-steps $(DEMO_STUDENT_STEPS) $(DEMO_SFT)
+DEMO_STUDENT = $(BIN)/rmsd-train sft --model $(DEMO_DIR)/models/student-init --max-steps $(DEMO_STUDENT_STEPS) $(DEMO_SFT) --disable_tqdm True --logging_steps 100
+# after the ceiling (order only), so the critical path (gen, filter, weighted SFT, RL) never waits for a slot
+demo-single: demo-gen demo-init | demo-ceiling
+	@echo "== 4/6 student: one random teacher sample per question (the single-sample baseline)"
+	$(DEMO_STUDENT) --mode single --data $(DEMO_DIR)/samples --out $(DEMO_DIR)/student-single
+demo-rmsd: demo-filter demo-init
+	@echo "== 4/6 student: R-MSD weighted SFT on the curated samples"
+	$(DEMO_STUDENT) --mode weighted --data $(DEMO_DIR)/filtered --out $(DEMO_DIR)/student-rmsd
+demo-ceiling: demo-benchmark demo-init
+	@echo "== 4/6 the ceiling: the same student, initialisation and steps, trained on the ground truth"
+	$(DEMO_STUDENT) --mode gt --data $(DEMO_DIR)/benchmark/prompts.parquet --out $(DEMO_DIR)/student-gt
+demo-rl: demo-rmsd
 	@echo "== 5/6 R-MSD adversarial stage: GRPO on video with the online discriminator, from the weighted-SFT student"
-	$(BIN)/rmsd-train rl --data $(DEMO_DIR)/filtered --model $(DEMO_DIR)/student-rmsd/final --out $(DEMO_DIR)/student-rmsd-rl $(DEMO_RL)
-	@echo "== 6/6 evaluation on the test split (greedy), with the prior baseline (best constant answer per question template, no video)"
+	$(BIN)/rmsd-train rl --data $(DEMO_DIR)/filtered --model $(DEMO_DIR)/student-rmsd/final --out $(DEMO_DIR)/student-rmsd-rl $(DEMO_RL) --disable_tqdm True
+# 6/6 evaluation on the test split (greedy), with the prior baseline (best constant answer per question template, no video)
+DEMO_EVAL = $(BIN)/rmsd-train eval --prompts $(DEMO_DIR)/benchmark/prompts.parquet --no-progress
+demo-eval-teacher: demo-benchmark
+	$(DEMO_EVAL) --model $(DEMO_HOME)/models/demo-teacher --out $(DEMO_DIR)/eval/teacher
+demo-eval-before: demo-benchmark demo-init
+	$(DEMO_EVAL) --model $(DEMO_DIR)/models/student-init --out $(DEMO_DIR)/eval/student-before
+demo-eval-single: demo-single
+	$(DEMO_EVAL) --model $(DEMO_DIR)/student-single/final --out $(DEMO_DIR)/eval/single
+demo-eval-rmsd: demo-rmsd
+	$(DEMO_EVAL) --model $(DEMO_DIR)/student-rmsd/final --out $(DEMO_DIR)/eval/rmsd
+demo-eval-rl: demo-rl
+	$(DEMO_EVAL) --model $(DEMO_DIR)/student-rmsd-rl/final --out $(DEMO_DIR)/eval/rmsd-rl
+demo-eval-ceiling: demo-ceiling
+	$(DEMO_EVAL) --model $(DEMO_DIR)/student-gt/final --out $(DEMO_DIR)/eval/ceiling
+demo-prior: demo-benchmark
 	$(BIN)/rmsd-train prior --prompts $(DEMO_DIR)/benchmark/prompts.parquet --out $(DEMO_DIR)/eval/prior
-	$(BIN)/rmsd-train eval --model $(DEMO_HOME)/models/demo-teacher --prompts $(DEMO_DIR)/benchmark/prompts.parquet --out $(DEMO_DIR)/eval/teacher --no-progress
-	$(BIN)/rmsd-train eval --model $(DEMO_DIR)/models/student-init --prompts $(DEMO_DIR)/benchmark/prompts.parquet --out $(DEMO_DIR)/eval/student-before --no-progress
-	$(BIN)/rmsd-train eval --model $(DEMO_DIR)/student-single/final --prompts $(DEMO_DIR)/benchmark/prompts.parquet --out $(DEMO_DIR)/eval/single --no-progress
-	$(BIN)/rmsd-train eval --model $(DEMO_DIR)/student-rmsd/final --prompts $(DEMO_DIR)/benchmark/prompts.parquet --out $(DEMO_DIR)/eval/rmsd --no-progress
-	$(BIN)/rmsd-train eval --model $(DEMO_DIR)/student-rmsd-rl/final --prompts $(DEMO_DIR)/benchmark/prompts.parquet --out $(DEMO_DIR)/eval/rmsd-rl --no-progress
-	$(BIN)/rmsd-train eval --model $(DEMO_DIR)/student-gt/final --prompts $(DEMO_DIR)/benchmark/prompts.parquet --out $(DEMO_DIR)/eval/ceiling --no-progress
+demo-table: $(DEMO_STEPS)
 	@echo "== accuracy on the test split"
 	@$(BIN)/rmsd-train compare "prior (no video)=$(DEMO_DIR)/eval/prior" teacher=$(DEMO_DIR)/eval/teacher "student before=$(DEMO_DIR)/eval/student-before" \
 	  "single-sample=$(DEMO_DIR)/eval/single" "R-MSD SFT=$(DEMO_DIR)/eval/rmsd" "R-MSD (SFT + adversarial RL)=$(DEMO_DIR)/eval/rmsd-rl" \
 	  "ceiling (ground truth)=$(DEMO_DIR)/eval/ceiling" --baseline single-sample --ceiling "ceiling (ground truth)" --out $(DEMO_DIR)/results.md
 	@echo "artefacts: benchmark $(DEMO_DIR)/benchmark | teacher $(DEMO_HOME)/models/demo-teacher (trained on $(DEMO_DIR)/teacher-data) |"
 	@echo "  samples $(DEMO_DIR)/samples | scored/curated $(DEMO_DIR)/filtered |"
-	@echo "  teacher report $(DEMO_DIR)/filtered/report/report.md (+ PNG plots) | checkpoints $(DEMO_DIR)/student-*/final |"
-	@echo "  discriminator $(DEMO_DIR)/student-rmsd-rl/final/discriminator | RL logs (TensorBoard) $(DEMO_DIR)/student-rmsd-rl/runs |"
+	@echo "  teacher report $(DEMO_DIR)/filtered/report/report.md (+ PNG plots) | browsable page $(DEMO_DIR)/filtered/report/index.html |"
+	@echo "  checkpoints $(DEMO_DIR)/student-*/final | discriminator $(DEMO_DIR)/student-rmsd-rl/final/discriminator |"
+	@echo "  discriminator health $(DEMO_DIR)/student-rmsd-rl/discriminator_health.md (+ PNG) | RL logs (TensorBoard) $(DEMO_DIR)/student-rmsd-rl/runs |"
 	@echo "  evaluations $(DEMO_DIR)/eval/*/eval.md | table $(DEMO_DIR)/results.md"
 
 # The paper's ablation (A-F, K, tau, the two-teacher pool; three seeds) on the demo's benchmark and
