@@ -59,7 +59,7 @@ def run(
         f"rmsd-filter: {summary.samples} samples of {summary.prompts} prompts scored in {summary.wall_seconds:.1f} s; "
         f"kept {summary.kept} ({100 * share:.1f}%); {summary.dropped} prompts without a kept sample"
     )
-    typer.echo(f"rmsd-filter: report {summary.out / 'report' / 'report.md'}; curated shards {summary.out / 'curated'}")
+    typer.echo(f"rmsd-filter: report {summary.out / 'report' / 'report.md'} (browsable page: {summary.out / 'report' / 'index.html'}); curated shards {summary.out / 'curated'}")
 
 
 def main() -> None:

@@ -39,6 +39,7 @@ from ..schemas.manifests import (
     MANIFEST_FILE, RunRefused, check_apart, file_record, folder_lock, record_path, samples_unfinished, withdraw_completion,
 )
 from ..schemas.tables import SchemaError, check_files, schema_for, shard_paths, with_string_views, write_table
+from .page import page_data, write_page
 from .report import finish_stats, load_plotting, partial_stats, write_report
 from .score import SCORING_COLUMNS, dropped_prompts, score_samples
 
@@ -350,6 +351,9 @@ def run_filter(
             "counts": counts,
         }
         report_paths = write_report(stats, dropped, staging / "report", header)
+        report_paths["page"] = write_page(staging / "report", json.loads(report_paths["json"].read_text()),
+                                          page_data(sorted((staging / "scored").glob("*.parquet")), files, dropped, samples_dir,
+                                                    [Path(p) for p in pipeline.media_roots], pipeline.frames.mode))
         if _samples_identity(samples_dir, files) != source:
             raise RunRefused(f"{samples_dir}: the samples changed while they were scored; run rmsd-filter again")
         manifest = {

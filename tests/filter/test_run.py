@@ -148,21 +148,89 @@ def test_batches_hold_whole_groups_up_to_the_row_target(tmp_path, monkeypatch):
     assert batch_files(by_key, "000002") == by_key["000002"] and batch_files(by_key, "000009") is None
 
 
-@pytest.mark.slow
-def test_filter_runs_on_the_demo_generation(demo_run, tmp_path):
+@pytest.fixture(scope="module")
+def demo_filtered(demo_run, tmp_path_factory):
+    """rmsd-filter's CLI on the demo generation (real videos, the demo teacher's samples)."""
     work, _ = demo_run
+    out = tmp_path_factory.mktemp("demo-filtered") / "f"
     done = subprocess.run(
-        [BIN / "rmsd-filter", "run", "--pipeline", "demo", "--samples", work / "out", "--out", tmp_path / "f", "--no-progress"],
+        [BIN / "rmsd-filter", "run", "--pipeline", "demo", "--samples", work / "out", "--out", out, "--no-progress"],
         capture_output=True, text=True, cwd=work,
     )
+    return work, out, done
+
+
+@pytest.mark.slow
+def test_filter_runs_on_the_demo_generation(demo_filtered):
+    work, out, done = demo_filtered
     assert done.returncode == 0, done.stderr
     assert "72 samples of 18 prompts scored" in done.stdout
-    scored = pl.read_parquet(tmp_path / "f" / "scored" / "*.parquet")
-    dropped = pl.read_parquet(tmp_path / "f" / "dropped_prompts.parquet")
+    scored = pl.read_parquet(out / "scored" / "*.parquet")
+    dropped = pl.read_parquet(out / "dropped_prompts.parquet")
     kept_prompts = set(scored.filter("kept")["prompt_id"])
     assert kept_prompts | set(dropped["prompt_id"]) == set(scored["prompt_id"])  # every prompt accounted for
-    manifest = json.loads((tmp_path / "f" / "_manifest.json").read_text())
+    manifest = json.loads((out / "_manifest.json").read_text())
     assert manifest["input_manifest_sha256"]
+    assert manifest["outputs"]["page"] == "report/index.html" and "report/index.html" in manifest["files"]
+
+
+def _page_questions(page):
+    text = page.read_text()
+    start = text.index('<script type="application/json" id="questions">') + len('<script type="application/json" id="questions">')
+    data = json.loads(text[start : text.index("</script>", start)])
+    return text, [dict(q, thumbs=data["frames"].get(q["frames"], [])) for q in data["questions"]]
+
+
+@pytest.mark.slow
+def test_the_report_page_shows_every_question_with_its_frames_and_scored_samples(demo_filtered):
+    work, out, done = demo_filtered
+    page = out / "report" / "index.html"
+    assert f"browsable page: {page}" in done.stdout
+    text, questions = _page_questions(page)
+    assert "18 of 18 questions shown" in text and 'src="http' not in text and "href=" not in text  # nothing fetched from a network
+    scored = pl.read_parquet(out / "scored" / "*.parquet")
+    samples = pl.read_parquet(work / "out" / "*.parquet")
+    dropped = dict(pl.read_parquet(out / "dropped_prompts.parquet").select("prompt_id", "reason").iter_rows())
+    assert sorted(q["id"] for q in questions) == sorted(samples["prompt_id"].unique())
+    report = json.loads((out / "report" / "report.json").read_text())
+    for row in report["stats"]:  # the reliability table, per task type and teacher
+        assert f"<td>{row['task_type']}</td><td>{row['teacher']}</td><td>{int(row['questions'])}</td><td>{row['mean_quality']:.3f}</td>" in text
+    assert text.count("data:image/png;base64,") == 3  # the report's plots, inline
+    for q in questions:
+        mine = scored.filter(pl.col("prompt_id") == q["id"]).sort("teacher", "sample_index")
+        assert q["status"] == dropped.get(q["id"], "kept") and q["task"] == mine["task_type"][0]
+        assert q["unanimous"] == (mine["agreement_pool"].min() == 1)
+        assert [(s["extracted"], s["format_outer_ok"], s["format_task_ok"], s["quality"], s["agreement"], s["kept"], s["weight"]) for s in q["samples"]] == \
+            list(mine.select("extracted", "format_outer_ok", "format_task_ok", "quality", "agreement", "kept", "weight").iter_rows())
+        seen = samples.filter(pl.col("prompt_id") == q["id"]).sort("sample_index")
+        assert q["answer"] == seen["answer"][0] and [s["text"] for s in q["samples"]] == seen["text"].to_list()
+        assert [t["t"] for t in q["thumbs"]] == seen["frame_timestamps"][0].to_list()  # the frames the teacher saw
+        assert all(t["src"].startswith("data:image/jpeg;base64,") for t in q["thumbs"]) and q["note"] is None
+
+
+@pytest.mark.slow
+def test_the_report_page_renders_in_a_headless_browser(demo_filtered, tmp_path):
+    browser = next((shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
+    if browser is None:
+        pytest.skip("no Chromium here (Debian: apt install chromium)")
+    _, out, _ = demo_filtered
+    done = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp_path}", "--dump-dom",
+                           (out / "report" / "index.html").as_uri()], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count('<div class="q ') == 18  # the script built a card per question
+    assert "18 match" in done.stdout and "ground truth: " in done.stdout
+
+
+def test_a_large_corpus_gets_a_stratified_selection_with_every_stratum():
+    from rmsd.filter.page import MIN_PER_STRATUM, select_questions
+
+    strata = ["ocr / kept"] * 900 + ["ocr / below_tau"] * 90 + ["numerical / no_valid_format"] * 10
+    table = pl.DataFrame({"prompt_id": [f"p{i}" for i in range(1000)], "stratum": strata})
+    chosen = select_questions(table, limit=100)
+    counts = dict(chosen.group_by("stratum").len().iter_rows())
+    assert counts == {"ocr / kept": 90, "ocr / below_tau": 9, "numerical / no_valid_format": MIN_PER_STRATUM}
+    assert select_questions(table, limit=100).equals(chosen)  # the same questions every run
+    assert select_questions(table, limit=1000).height == 1000
 
 
 def test_cli_reports_bad_input(tmp_path):
