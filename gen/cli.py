@@ -34,6 +34,16 @@ def synth(
     typer.echo(f"wrote {num} videos and {num * 6} prompts: {path}")
 
 
+def teacher_frame_warnings(cfg) -> list[str]:
+    """A warning for each teacher checkpoint trained (by rmsd) with other frame settings than the
+    pipeline's, naming both."""
+    from ..schemas.frame_policy import load_frame_policy, policy_warning
+
+    found = [(t, t.model.path) for t in cfg.teachers if t.model is not None and Path(t.model.path).is_dir()]
+    warnings = [policy_warning(cfg.frames, load_frame_policy(path), "this run", f"teacher {t.id}'s training frames ({path})") for t, path in found]
+    return [w for w in warnings if w]
+
+
 @app.command()
 def run(
     pipeline: str = typer.Option(..., "--pipeline", help="pipeline name in pipelines.yaml"),
@@ -69,6 +79,8 @@ def run(
             _fail(f"pipeline {pipeline!r} names no prompts file; pass --prompts")
         if out is not None and out.exists() and not out.is_dir():
             _fail(f"--out {out}: is a file; give the output folder")
+        for warning in teacher_frame_warnings(cfg):
+            typer.secho(f"rmsd-gen: warning: {warning}", fg="yellow", err=True)
         summary = run_job(
             cfg, pipeline, prompts_path, out or Path("runs") / pipeline / "samples", limit=limit, split=split, address=address,
             media_roots=[str(p.resolve()) for p in media_root], progress=progress,

@@ -61,6 +61,18 @@ def _student(cfg, inputs) -> tuple[Path, Optional[str]]:
     return Path(cfg.train.student.path), inputs.init or cfg.train.student.init
 
 
+def _warn_frame_policy(frames, mode: str, data: Path, samples: Optional[Path], model: Path) -> None:
+    """Warn, naming both, when the pipeline's frame settings differ from the data's (the teachers'
+    samples) or from those the starting checkpoint was trained with."""
+    from ..schemas.frame_policy import load_frame_policy, policy_warning
+    from .data import data_frame_policy
+
+    warnings = [policy_warning(frames, data_frame_policy(mode, data, samples), "this run", f"the teachers' samples' ({data})"),
+                policy_warning(frames, load_frame_policy(model) if Path(model).is_dir() else None, "this run", f"the checkpoint's ({model})")]
+    for warning in filter(None, warnings):
+        typer.secho(f"rmsd-train: warning: {warning}", fg="yellow", err=True)
+
+
 # sft and rl take every option of their TRL config (train/config.py): the command line is parsed by
 # TRL's parser, not by typer, so typer passes it through untouched (--help included).
 _TRL_COMMAND = dict(context_settings={"allow_extra_args": True, "ignore_unknown_options": True}, add_help_option=False)
@@ -86,6 +98,7 @@ def sft(ctx: typer.Context) -> None:
         data = _required_data(inputs)
         base = Path(inputs.video_base) if inputs.video_base else find_video_base(args.mode, data, samples=_path(inputs.samples))
         dataset = sft_dataset(args.mode, data, seed=args.seed, streaming=args.streaming, samples=_path(inputs.samples))
+        _warn_frame_policy(cfg.frames, args.mode, data, _path(inputs.samples), model)
         student, processor = load_model(ensure_model(model, init))
     except (ConfigError, SchemaError, FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
@@ -99,7 +112,7 @@ def sft(ctx: typer.Context) -> None:
             _fail(f"--visual_aux: {data}: {exc}")
     collator = VideoSFTCollator(processor, FrameCache(cfg.frames, base), templates_by_task(cfg), student.config.model_type,
                                 visual_targets=args.visual_aux > 0)
-    final = run_sft(student, processor, dataset, collator, args, resume=inputs.resume)
+    final = run_sft(student, processor, dataset, collator, args, resume=inputs.resume, frames=cfg.frames)
     typer.echo(f"rmsd-train: {args.mode} SFT done: {final}")
 
 
@@ -123,6 +136,7 @@ def rl(ctx: typer.Context) -> None:
         if not Path(model).is_dir():
             raise FileNotFoundError(f"model folder not found: {model} (rl starts from an SFT-warmed student)")
         base = Path(inputs.video_base) if inputs.video_base else find_video_base("weighted", data, samples=_path(inputs.samples))
+        _warn_frame_policy(cfg.frames, "weighted", data, _path(inputs.samples), model)
         policy, processor = load_model(ensure_model(model, None))
         final = run_rl(Path(model), processor, policy, data, FrameCache(cfg.frames, base), templates_by_task(cfg), args,
                        resume=inputs.resume, scoring=cfg.filter, samples=_path(inputs.samples))
@@ -166,11 +180,18 @@ def evaluate_command(
     task_types: Optional[str] = typer.Option(None, "--task-types", metavar="T [T ...]", help="only questions of these task types (default: all)"),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="prompts per generate call (default: 64); the answers do not depend on it"),
     enforce_eager: bool = typer.Option(False, "--enforce-eager", help="vllm: no torch.compile; the engine starts sooner (about 30 s on the CPU build) and generates slower"),
+    num_frames: Optional[int] = typer.Option(None, "--num-frames", min=1, help="frames per video (default: the checkpoint's training frames, else the pipeline's)"),
+    fps: Optional[float] = typer.Option(None, "--fps", min=0.001, help="frames per second instead of --num-frames, capped by --max-frames"),
+    max_frames: Optional[int] = typer.Option(None, "--max-frames", min=1, help="cap on frames per video in fps mode"),
+    max_pixels: Optional[int] = typer.Option(None, "--max-pixels", min=784, help="pixel budget per frame"),
+    frame_mode: Optional[str] = typer.Option(None, "--frame-mode", help="exact or keyframe"),
+    blind: bool = typer.Option(False, "--blind", help="blind-video check: answer every question again with grey frames; report both accuracies and the share of answers that change"),
 ) -> None:
     """Per-task accuracy with the filter's metrics, greedy decoding; JSON and Markdown outputs."""
     from ..schemas.config import ConfigError, load_pipeline
+    from ..schemas.frame_policy import describe
     from .collate import templates_by_task
-    from .evaluate import evaluate
+    from .evaluate import evaluate, evaluation_frames
 
     if ctx.args and task_types is None:
         _fail(f"unexpected argument {ctx.args[0]!r}")
@@ -181,13 +202,24 @@ def evaluate_command(
         if backend not in ("hf", "vllm"):
             raise ValueError(f"unknown --backend {backend!r}; choose hf or vllm")
         selected = [task_types, *ctx.args] if task_types is not None else None
-        result = evaluate(model, prompts, out, split or None, cfg.frames, templates_by_task(cfg), limit, max_tokens, progress, backend, scoring=cfg.filter,
-                          task_types=selected, batch_size=batch_size, enforce_eager=enforce_eager)
+        frames, source, warning = evaluation_frames(model, cfg.frames, pipeline, dict(num_frames=num_frames, fps=fps, max_frames=max_frames,
+                                                                                      max_pixels=max_pixels, mode=frame_mode))
+        if warning:
+            typer.secho(f"rmsd-train: warning: {warning}", fg="yellow", err=True)
+        typer.echo(f"rmsd-train: frames: {describe(frames)} ({source})")
+        result = evaluate(model, prompts, out, split or None, frames, templates_by_task(cfg), limit, max_tokens, progress, backend, scoring=cfg.filter,
+                          task_types=selected, batch_size=batch_size, enforce_eager=enforce_eager, blind=blind, frames_source=source)
     except (ConfigError, FileNotFoundError, ValueError, ImportError) as exc:
         _fail(str(exc))
     closed = next(r for r in result["by_task"] if r["task_type"] == "(closed-ended)")
     accuracy = "-" if closed["accuracy"] is None else f"{100 * closed['accuracy']:.1f}%"
     typer.echo(f"rmsd-train: {result['questions']} questions, closed-ended accuracy {accuracy}; {out / 'eval.md'}")
+    if result["blind"] is not None:
+        from .evaluate import blind_summary
+
+        typer.echo(f"rmsd-train: {blind_summary(dict(result['blind'], warning=None))}")
+        if result["blind"]["warning"]:
+            typer.echo(f"rmsd-train: warning: {result['blind']['warning']}", err=True)
 
 
 @app.command()

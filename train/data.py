@@ -221,6 +221,22 @@ def _recorded_samples(out: Path, info: dict, hint: str, samples: Path | None = N
     raise SchemaError(f"{out}: the samples it was scored from ({where}) are not there{hint}")
 
 
+def data_frame_policy(mode: str, data: Path, samples: Path | None = None):
+    """The frame settings the teachers' samples were generated with (their rmsd-gen manifest's
+    ``frames``); None for ground truth (a prompts file records none) or an older manifest."""
+    if mode == "gt":
+        return None
+    from ..schemas.config import FramesConfig
+
+    def manifest(folder: Path) -> dict:
+        return json.loads((folder / MANIFEST_FILE).read_text()) if (folder / MANIFEST_FILE).exists() else {}
+
+    info = manifest(Path(data))
+    if "samples_dir" in info:  # an rmsd-filter output: the samples it scored
+        info = manifest(_recorded_samples(Path(data), info, MOVED_SAMPLES_HINT, samples))
+    return FramesConfig.model_validate(info["frames"]) if info.get("frames") else None
+
+
 def video_base(mode: str, data: Path, samples: Path | None = None) -> Path:
     """The folder the examples' relative video paths start from, found through the manifests
     (filter output -> its samples folder, or ``samples`` -> the prompts file rmsd-gen read); each

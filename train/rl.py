@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import sys
 import time
 from pathlib import Path
 
@@ -42,6 +43,7 @@ from ..gen.backends import GenerationRequest
 from ..gen.backends.hf import HFBackend
 from ..gen.frames import processor_video_kwargs
 from ..schemas.config import FilterConfig
+from ..schemas.frame_policy import save_frame_policy
 from ..schemas.tables import SchemaError
 from .collate import FrameCache, VideoSFTCollator, prompt_messages
 from .data import _samples_folder, _tables, curated_frame
@@ -49,6 +51,7 @@ from .discriminator import Discriminator, DiscriminatorReward, DiscriminatorTrai
 from .rewards import ContentReward, outer_format_reward, task_format_reward
 from .checkpoints import StrictResume, finished, last_checkpoint, save_final
 from .config import AdversarialConfig
+from .health import write_health_report
 
 RL_COLUMNS = ["prompt_id", "task_type", "question", "options", "answer", "video", "frame_timestamps"]
 DISCRIMINATOR_DIR = "discriminator"
@@ -279,10 +282,11 @@ def discriminator_stats(out: Path, log_history: list[dict]) -> dict:
 def run_rl(model_path: Path, processor, policy, data: Path, frame_cache: FrameCache, templates: dict | None, args: AdversarialConfig,
            resume: bool = True, split: str | None = "train", scoring: FilterConfig | None = None, samples: Path | None = None) -> Path:
     """Warm up the discriminator (``discriminator_warmup.json``), then GRPO with the adversarial
-    reward; save to ``final/`` (policy) and ``final/discriminator``, and the discriminator's summary
-    to ``discriminator_stats.json``. A killed run resumes from its newest checkpoint (no second
-    warm-up): the policy, the discriminator, both optimizers and the teacher draws continue where
-    they were. A run that already finished is left as it is."""
+    reward; save to ``final/`` (policy, its frame policy) and ``final/discriminator``, the
+    discriminator's summary to ``discriminator_stats.json`` and its health report (``train/health.py``)
+    beside them. A killed run resumes from its newest checkpoint (no second warm-up): the policy,
+    the discriminator, both optimizers and the teacher draws continue where they were. A run that
+    already finished is left as it is."""
     out = Path(args.output_dir)
     if resume and (done := finished(out)):
         return done
@@ -319,10 +323,19 @@ def run_rl(model_path: Path, processor, policy, data: Path, frame_cache: FrameCa
         processing_class=processor, frame_cache=frame_cache, templates=templates, discriminator=disc_reward,
     )
     trainer.train(resume_from_checkpoint=checkpoint)
-    if disc_reward is not None and main_process:
-        (out / STATS_FILE).write_text(json.dumps(discriminator_stats(out, trainer.state.log_history), indent=1))
-    save_disc = None if disc_reward is None else (lambda folder: disc_reward.trainer.disc.save(folder / DISCRIMINATOR_DIR, processor))
-    return save_final(trainer, processor, out, extra=save_disc)
+    if main_process:
+        if disc_reward is not None:
+            (out / STATS_FILE).write_text(json.dumps(discriminator_stats(out, trainer.state.log_history), indent=1))
+        warmup = json.loads((out / WARMUP_FILE).read_text()) if (out / WARMUP_FILE).exists() else None
+        for warning in write_health_report(out, trainer.state.log_history, warmup)[2]:
+            print(f"rmsd-train: warning: {warning}", file=sys.stderr)
+
+    def extra(folder: Path) -> None:
+        save_frame_policy(folder, frame_cache.frames)
+        if disc_reward is not None:
+            disc_reward.trainer.disc.save(folder / DISCRIMINATOR_DIR, processor)
+
+    return save_final(trainer, processor, out, extra=extra)
 
 
 __all__ = ["VideoGRPOTrainer", "discriminator_stats", "heldout_questions", "reward_functions", "rl_frame", "rollout_config", "run_rl",

@@ -19,6 +19,8 @@ from pathlib import Path
 import torch
 from trl import SFTTrainer
 
+from ..schemas.config import FramesConfig
+from ..schemas.frame_policy import save_frame_policy
 from .checkpoints import StrictResume, finished, last_checkpoint, save_final
 from .collate import IGNORE
 from .config import DistillSFTConfig
@@ -110,10 +112,10 @@ def _weighted_tokens(labels: torch.Tensor, weights: torch.Tensor) -> torch.Tenso
     return (tokens * weights.float().to(tokens.device)).sum()
 
 
-def run_sft(model, processor, dataset, collator, args: DistillSFTConfig, resume: bool = True) -> Path:
+def run_sft(model, processor, dataset, collator, args: DistillSFTConfig, resume: bool = True, frames: FramesConfig | None = None) -> Path:
     """Train, resuming from the newest checkpoint in ``args.output_dir`` if there is one; save to
-    ``final/`` (the model and processor only: auxiliary probes stay in the checkpoints). A run that
-    already finished is left as it is."""
+    ``final/`` the model, the processor and the frame policy it was trained with (``frames``;
+    auxiliary probes stay in the checkpoints). A run that already finished is left as it is."""
     out = Path(args.output_dir)
     if resume and (done := finished(out)):
         return done
@@ -126,4 +128,4 @@ def run_sft(model, processor, dataset, collator, args: DistillSFTConfig, resume:
     trainer.train(resume_from_checkpoint=checkpoint)
     if trainer._capture is not None:
         trainer._capture.handle.remove()  # the model leaves without the hook that fed the probes
-    return save_final(trainer, processor, out)
+    return save_final(trainer, processor, out, extra=None if frames is None else (lambda folder: save_frame_policy(folder, frames)))

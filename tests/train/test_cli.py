@@ -28,6 +28,10 @@ def test_sft_builds_its_student_trains_logs_and_eval_scores_the_result(bench_dir
     state = json.loads((out / "checkpoint-8" / "trainer_state.json").read_text())
     assert state["global_step"] == 8
     assert (out / "final" / "model.safetensors").exists()
+    from rmsd.schemas.config import load_pipeline
+    from rmsd.schemas.frame_policy import load_frame_policy
+
+    assert load_frame_policy(out / "final") == load_pipeline("demo", check_models=False).frames  # the frames it was trained with
     assert list((out / "runs").rglob("events.out.tfevents.*")), "TensorBoard logs"
     # the final checkpoint loads in transformers as any Hugging Face checkpoint
     from rmsd.models import load_model
@@ -40,7 +44,9 @@ def test_sft_builds_its_student_trains_logs_and_eval_scores_the_result(bench_dir
         capture_output=True, text=True,
     )
     assert done.returncode == 0, done.stderr[-2000:]
+    assert "rmsd-train: frames: 8 frames, <= 12544 px, exact (the checkpoint's training frames)" in done.stdout
     result = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    assert result["frames_source"] == "the checkpoint's training frames"
     tasks = {r["task_type"] for r in result["by_task"]}
     assert tasks == {"multiple_choice", "numerical", "temporal_grounding", "spatial_grounding", "ocr", "open_ended", "(closed-ended)"}
     assert "| multiple_choice |" in (tmp_path / "eval" / "eval.md").read_text()
