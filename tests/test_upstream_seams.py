@@ -30,6 +30,7 @@ SEAMS = {
     "VideoGRPOTrainer._generate_and_score_completions":
         "(self, inputs: list[dict[str, torch.Tensor | typing.Any]]) -> dict[str, torch.Tensor | typing.Any]",
     "VideoGRPOTrainer._tokenize_prompts": "(self, prompts: list)",
+    "VideoGRPOTrainer._generate_single_turn": "(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False)",
     "VideoGRPOTrainer._compute_loss": "(self, model, inputs)",
     "VideoGRPOTrainer._get_per_token_logps_and_entropies": (
         "(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None, compute_entropy=False, compute_aux_loss=False, "

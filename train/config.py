@@ -129,9 +129,20 @@ class AdversarialConfig(_RmsdTraining, GRPOConfig):
     beta: float = field(default=0.001, metadata={"help": "KL coefficient to the reference policy (GAD: 0.001)"})
     max_grad_norm: float = field(default=0.2, metadata={"help": "gradient clip of the policy and the discriminator (GAD: 0.2)"})
     logging_steps: float = field(default=1, metadata={"help": "log every N steps"})
+    rollouts: str = field(default="hf", metadata={
+        "help": "rollout engine: hf (transformers' generate, in the trainer) or vllm (a vLLM engine colocated in each training process, "
+                "serving the policy's weights after every update; video prompts built as rmsd-gen's vllm backend builds them)",
+        "choices": ["hf", "vllm"]})
+    rollout_memory: float = field(default=0.3, metadata={"help": "--rollouts vllm on a GPU: the share of its memory the engine takes"})
+    rollout_enforce_eager: bool = field(default=False, metadata={
+        "help": "--rollouts vllm: no torch.compile (the engine starts sooner, about 30 s on the CPU build, and generates slower)"})
 
     def __post_init__(self):
         self._rmsd_post_init()
+        if self.use_vllm:
+            raise ValueError("TRL's --use_vllm routes images only; for video rollouts on vLLM use --rollouts vllm")
+        if not 0.0 < self.rollout_memory < 1.0:
+            raise ValueError(f"--rollout-memory is a share of the GPU's memory, in (0, 1); got {self.rollout_memory}")
         if self.disc_warmup_steps < 0 or self.disc_warmup_check_steps < 1:
             raise ValueError("--disc-warmup-steps must be >= 0 and --disc-warmup-check-steps >= 1")
         if not 0.0 <= self.disc_warmup_target <= 1.0:

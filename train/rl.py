@@ -14,7 +14,8 @@ TRL 1.16's GRPOTrainer routes images only. ``VideoGRPOTrainer`` adds video at fo
   into micro-batches keep every row with its own video.
 
 Everything else (group-normalised advantages, KL to the reference, clipping, logging,
-checkpoints, accelerate) is TRL's.
+checkpoints, accelerate) is TRL's. With ``--rollouts vllm`` a fifth seam, ``_generate_single_turn``,
+samples the rollouts on a colocated vLLM engine that follows the policy's weights (``train/rollouts.py``).
 
 Rewards (``rmsd.train.rewards``): R = alpha*D + beta*R_outer + eta*R_task + delta*R_content with the
 paper's .4/.1/.1/.4. ``--no-discriminator`` gives the SFT+RL baseline (verifiable rewards only).
@@ -52,6 +53,7 @@ from .rewards import ContentReward, outer_format_reward, task_format_reward
 from .checkpoints import StrictResume, finished, last_checkpoint, save_final
 from .config import AdversarialConfig
 from .health import write_health_report
+from .rollouts import VLLMRollouts
 
 RL_COLUMNS = ["prompt_id", "task_type", "question", "options", "answer", "video", "frame_timestamps"]
 DISCRIMINATOR_DIR = "discriminator"
@@ -79,12 +81,14 @@ class VideoGRPOTrainer(StrictResume, GRPOTrainer):
     """GRPOTrainer whose rows are (video, question): see the module docstring for the seams. With a
     ``discriminator`` reward, each checkpoint holds it (weights, optimizer, teacher draws)."""
 
-    def __init__(self, *args, frame_cache: FrameCache, templates: dict | None = None, discriminator: DiscriminatorReward | None = None, **kwargs):
+    def __init__(self, *args, frame_cache: FrameCache, templates: dict | None = None, discriminator: DiscriminatorReward | None = None,
+                 rollouts: VLLMRollouts | None = None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.discriminator = discriminator
+        self.discriminator, self.rollouts = discriminator, rollouts
         self.frame_cache, self.templates = frame_cache, templates
         self._video_token_id = getattr(self.processing_class, "video_token_id", None)
         self._batch_frames: list | None = None
+        self._batch_messages: list | None = None
         self._video_rows: tuple[list[torch.Tensor], torch.Tensor] | None = None  # per-row pixels, (rows, 3) grid
 
     def _save_checkpoint(self, model, trial):
@@ -98,13 +102,30 @@ class VideoGRPOTrainer(StrictResume, GRPOTrainer):
     def _generate_and_score_completions(self, inputs):
         inputs = [dict(x, prompt=prompt_messages(x, self.templates)) for x in inputs]
         self._batch_frames = [self.frame_cache.get(x["video"], x.get("frame_timestamps")) for x in inputs]
+        self._batch_messages = [x["prompt"] for x in inputs]
         try:
             output = super()._generate_and_score_completions(inputs)
             pixels, grid = self._video_rows
             output["pixel_values_videos"], output["video_grid_thw"] = pixels, grid
         finally:
-            self._batch_frames, self._video_rows = None, None
+            self._batch_frames, self._batch_messages, self._video_rows = None, None, None
         return output
+
+    def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
+        """With ``rollouts`` (vLLM): the engine, serving the policy's current weights, samples one
+        completion per row (TRL's rows repeat each question ``num_generations`` times) from the
+        row's chat and frames; each rollout's seed derives from --seed, the step, the process and the row."""
+        if self.rollouts is None:
+            return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations, has_tool_images)
+        self.rollouts.sync(self.accelerator.unwrap_model(self.model), self.state.global_step)
+        base = self.args.seed * 1_000_003 + self.state.global_step * 10_007 + self.accelerator.process_index * 1_009
+        suppress = list(self.generation_kwargs.get("suppress_tokens") or [])
+        requests = [
+            GenerationRequest(str(i), messages, f.array, f.fps, f.timestamps, seeds=[(base + i) % 2**31], temperature=self.temperature,
+                              top_p=self.top_p, top_k=self.top_k or 0, max_tokens=self.max_completion_length, suppress_tokens=suppress)
+            for i, (messages, f) in enumerate(zip(self._batch_messages, self._batch_frames))
+        ]
+        return self.rollouts.generate(requests), None
 
     def _tokenize_prompts(self, prompts: list):
         processor = self.processing_class
@@ -205,7 +226,7 @@ def _rollouts(backend: HFBackend, rows: list[dict], frame_cache: FrameCache, tem
 
 
 def warm_up_discriminator(disc: DiscriminatorTrainer, policy, processor, frame: pl.DataFrame, pool: TeacherPool,
-                          frame_cache: FrameCache, templates: dict | None, s: AdversarialConfig) -> dict:
+                          frame_cache: FrameCache, templates: dict | None, s: AdversarialConfig, rollouts: VLLMRollouts | None = None) -> dict:
     """GAD's warm-up: D learns teacher-vs-student on the SFT student's own rollouts (sampled as in
     RL) before the policy moves, until it tells them apart on held-out pairs or its step budget ends.
 
@@ -221,7 +242,7 @@ def warm_up_discriminator(disc: DiscriminatorTrainer, policy, processor, frame: 
     the held-out ones), and every rank takes part in every update and check (D's update and its
     accuracy are collective, over all ranks' pairs): all ranks read the same accuracy and stop at
     the same step, a rank whose share is empty with no pairs."""
-    backend = HFBackend.from_model(policy, processor)
+    backend = rollouts.backend if rollouts is not None else HFBackend.from_model(policy, processor)
     policy.eval()
     rank = torch.distributed.get_rank() if disc.world > 1 else 0
     questions = [r for r in frame.to_dicts() if pool.responses.get(r["prompt_id"])]
@@ -299,6 +320,12 @@ def run_rl(model_path: Path, processor, policy, data: Path, frame_cache: FrameCa
     dataset = datasets.Dataset.from_polars(frame)
     disc_reward = None
     checkpoint = last_checkpoint(out) if resume else None
+    rollouts = None
+    if args.rollouts == "vllm":
+        from .rollouts import VLLMRollouts
+
+        rollouts = VLLMRollouts(model_path, memory=args.rollout_memory, use_gpu=torch.cuda.is_available(), dtype="bfloat16" if args.bf16 else "float32",
+                                enforce_eager=args.rollout_enforce_eager)
     if args.discriminator:
         pool = teacher_pool(data, samples=samples)
         saved = Path(checkpoint) / DISCRIMINATOR_DIR if checkpoint else None
@@ -314,13 +341,13 @@ def run_rl(model_path: Path, processor, policy, data: Path, frame_cache: FrameCa
                 (out / WARMUP_FILE).unlink(missing_ok=True)  # an earlier run's, in this folder (--no-resume)
         else:
             started = time.perf_counter()
-            warmup = warm_up_discriminator(disc, policy, processor, frame, pool, frame_cache, templates, args)
+            warmup = warm_up_discriminator(disc, policy, processor, frame, pool, frame_cache, templates, args, rollouts)
             if main_process:
                 out.mkdir(parents=True, exist_ok=True)
                 (out / WARMUP_FILE).write_text(json.dumps({**warmup, "seconds": time.perf_counter() - started}, indent=1))
     trainer = VideoGRPOTrainer(
         model=policy, args=rollout_config(args, processor), reward_funcs=reward_functions(disc_reward, scoring), train_dataset=dataset,
-        processing_class=processor, frame_cache=frame_cache, templates=templates, discriminator=disc_reward,
+        processing_class=processor, frame_cache=frame_cache, templates=templates, discriminator=disc_reward, rollouts=rollouts,
     )
     trainer.train(resume_from_checkpoint=checkpoint)
     if main_process:

@@ -25,6 +25,7 @@ class GenerationRequest:
     top_k: int = 0
     max_tokens: int = 128
     logprobs: int | None = None  # top-k alternatives per token to return (None: no per-token logprobs)
+    suppress_tokens: list[int] | None = None  # token ids never sampled (RL rollouts: the vision placeholders)
 
 
 @dataclass
@@ -36,6 +37,7 @@ class Completion:
     error: str | None = None  # why the sample failed (an API teacher out of retries); written as an error row
     logprobs: list | None = None  # per token: [{"token_id", "token", "logprob"}, ...], the sampled token first
     extra: dict = field(default_factory=dict)
+    token_ids: list[int] | None = None  # the generated token ids, end-of-sequence included (vllm backend; RL rollouts need them)
 
 
 def create_backend(teacher, model_path: str | None):

@@ -108,7 +108,8 @@ class HFBackend:
         """K completions per request; requests of one call must share their sampling settings."""
         first = requests[0]
         ks = {len(r.seeds) for r in requests}
-        if len(ks) != 1 or any((r.temperature, r.top_p, r.top_k, r.max_tokens) != (first.temperature, first.top_p, first.top_k, first.max_tokens) for r in requests):
+        settings = (first.temperature, first.top_p, first.top_k, first.max_tokens, first.suppress_tokens)
+        if len(ks) != 1 or any((r.temperature, r.top_p, r.top_k, r.max_tokens, r.suppress_tokens) != settings for r in requests):
             raise ValueError("one generate call needs one K and one set of sampling settings")
         k = ks.pop()
         inputs = self._inputs(requests)
@@ -127,6 +128,7 @@ class HFBackend:
             logits_processor=None if greedy else LogitsProcessorList([sampler]),
             pad_token_id=self.tokenizer.pad_token_id,
             eos_token_id=sorted(self.eos_ids),
+            suppress_tokens=first.suppress_tokens or None,
         )
         new_tokens = output[:, inputs["input_ids"].shape[1] :].cpu()
         step_logprobs = torch.stack(sampler.chosen_logprobs, dim=1).cpu() if sampler.chosen_logprobs else None
@@ -141,6 +143,6 @@ class HFBackend:
                 logprob = float(step_logprobs[row, :length].sum()) if step_logprobs is not None else None
                 text = self.tokenizer.decode(tokens[: end if end is not None else length], skip_special_tokens=True)
                 per_token = self._token_logprobs(sampler, row, length) if first.logprobs is not None and not greedy else None
-                row_completions.append(Completion(text, "length" if end is None else "stop", length, logprob, logprobs=per_token))
+                row_completions.append(Completion(text, "length" if end is None else "stop", length, logprob, logprobs=per_token, token_ids=tokens[:length]))
             results.append(row_completions)
         return results

@@ -18,10 +18,14 @@ import numpy as np
 from ..frames import video_metadata
 from . import Completion, GenerationRequest
 
+SUPPRESSED = -1.0e9  # logit bias of a suppressed token: never sampled, as transformers' suppress_tokens (-inf)
+
 
 class VLLMBackend:
     def __init__(self, model_path: str, dtype: str = "float32", tensor_parallel_size: int = 1, max_model_len: int | None = 8192,
-                 gpu_memory_utilization: float = 0.9, use_gpu: bool = False, enforce_eager: bool = False):
+                 gpu_memory_utilization: float = 0.9, use_gpu: bool = False, enforce_eager: bool = False, in_process: bool = False):
+        if in_process:  # the engine and its one worker in this process: weights reload from tensors here, unpickled (RL rollouts)
+            os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         if not use_gpu:
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB of KV cache on the CPU build
         try:
@@ -33,6 +37,8 @@ class VLLMBackend:
         self.processor = AutoProcessor.from_pretrained(model_path, local_files_only=True)
         self.model_type = AutoConfig.from_pretrained(model_path, local_files_only=True).model_type
         kwargs = dict(gpu_memory_utilization=gpu_memory_utilization) if use_gpu else {}
+        if in_process:
+            kwargs["distributed_executor_backend"] = "uni"
         self.llm = LLM(
             model=model_path,
             dtype=dtype,
@@ -63,6 +69,8 @@ class VLLMBackend:
         prompts, params, owners = [], [], []
         for i, r in enumerate(requests):
             base = dict(temperature=r.temperature, top_p=r.top_p, top_k=r.top_k if r.top_k > 0 else -1, max_tokens=r.max_tokens, logprobs=r.logprobs or 0)
+            if r.suppress_tokens:
+                base["logit_bias"] = {int(t): SUPPRESSED for t in r.suppress_tokens}
             consecutive = r.seeds == list(range(r.seeds[0], r.seeds[0] + len(r.seeds)))
             if consecutive:  # one request, shared prefill; vLLM seeds child k with seed + k
                 prompts.append(self._prompt(r))
@@ -80,10 +88,22 @@ class VLLMBackend:
                 completion = Completion(
                     o.text, "length" if o.finish_reason == "length" else "stop", len(o.token_ids),
                     None if o.cumulative_logprob is None else float(o.cumulative_logprob),
-                    logprobs=_token_logprobs(o) if requests[i].logprobs is not None else None,
+                    logprobs=_token_logprobs(o) if requests[i].logprobs is not None else None, token_ids=list(o.token_ids),
                 )
                 results[i][j if k is None else k] = completion
         return results
+
+
+    def load_weights(self, named_tensors) -> None:
+        """Serve new weights (a Hugging Face state dict's (name, tensor) pairs, in checkpoint naming):
+        each worker reloads them in place through vLLM's ``reload_weights``; cached prefixes and
+        video encodings of the old weights are dropped. Tensors cross no process boundary only with
+        ``in_process`` (vLLM pickles an RPC's arguments to its worker processes, and tensors do not
+        pickle through it)."""
+        weights = [(name, tensor.detach().to("cpu").contiguous()) for name, tensor in named_tensors]
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights, "is_checkpoint_format": True})
+        self.llm.reset_prefix_cache()
+        self.llm.llm_engine.reset_encoder_cache()  # the scheduler's record of cached video encodings too, not only the worker's
 
 
 def _token_logprobs(output) -> list[list[dict]]:

@@ -1,0 +1,124 @@
+"""RL rollouts on vLLM's CPU build (no mock): after a policy update the engine serves the new
+weights (its greedy output equals transformers' for the updated model, tied embeddings included,
+on text and on video prompts), and a short RL run with vLLM rollouts completes, saves and resumes."""
+
+import json
+import subprocess
+from importlib.util import find_spec
+
+import pytest
+import torch
+
+from rmsd.gen.backends import GenerationRequest
+from rmsd.gen.frames import sample_frames
+from rmsd.schemas.prompting import build_messages
+from tests.conftest import BIN
+from tests.train.test_resume import kill_after
+from tests.train.test_rl import distilled  # noqa: F401 (fixture)
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(find_spec("vllm") is None, reason="vLLM is not installed (make setup installs its CPU build on x86-64 only)"),
+]
+
+
+@pytest.fixture(scope="module")
+def tied_model(tmp_path_factory):
+    """The tiny preset with its output layer tied to its input embeddings."""
+    from rmsd.models import init_model, load_model
+
+    folder = init_model(tmp_path_factory.mktemp("tied") / "model", "tiny", seed=1)
+    model, processor = load_model(folder)
+    model.config.tie_word_embeddings = model.config.get_text_config().tie_word_embeddings = True
+    model.tie_weights()
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+def _updated(model):
+    """The model after a stand-in policy update: every weight moved."""
+    with torch.no_grad():
+        generator = torch.Generator().manual_seed(3)
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=generator))
+    return model
+
+
+def _video_requests(bench_dir, rows, suppress):
+    requests = []
+    for r in rows:
+        # 4 frames: 2 temporal patches, fewer than the merged grid's side, where vLLM and transformers
+        # place the text after the video at the same M-RoPE positions (README, eval's caveat)
+        f = sample_frames(bench_dir / r["video"], num_frames=4)
+        requests.append(GenerationRequest(r["prompt_id"], build_messages(r["question"], r["task_type"], r["options"]), f.array, f.fps, f.timestamps,
+                                          seeds=[0], temperature=0.0, max_tokens=12, suppress_tokens=suppress))
+    return requests
+
+
+def test_after_a_policy_update_the_engine_serves_the_new_weights(tied_model, bench_dir):
+    import polars as pl
+
+    from rmsd.gen.backends.hf import HFBackend
+    from rmsd.models import load_model
+    from rmsd.train.rollouts import VLLMRollouts
+
+    rollouts = VLLMRollouts(tied_model, enforce_eager=True)
+    model, processor = load_model(tied_model)
+    assert model.get_output_embeddings().weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()
+    texts = ["<|im_start|>user\nHow many red shapes are there?<|im_end|>\n<|im_start|>assistant\n", "<|im_start|>user\nWhat colour?<|im_end|>\n"]
+
+    def text_greedy_vllm():
+        from vllm import SamplingParams
+
+        outputs = rollouts.backend.llm.generate(texts, SamplingParams(temperature=0.0, max_tokens=12), use_tqdm=False)
+        return [list(o.outputs[0].token_ids) for o in outputs]
+
+    def text_greedy_hf():
+        answers = []
+        for text in texts:
+            ids = processor.tokenizer(text, return_tensors="pt")
+            out = model.generate(**ids, do_sample=False, max_new_tokens=12, eos_token_id=processor.tokenizer.eos_token_id)
+            answers.append(out[0, ids["input_ids"].shape[1] :].tolist())
+        return answers
+
+    before = text_greedy_vllm()
+    assert before == text_greedy_hf()
+    rollouts.sync(_updated(model), step=1)
+    after = text_greedy_vllm()
+    assert after != before and after == text_greedy_hf()  # the tied output layer moved with the embeddings
+
+    rows = pl.read_parquet(bench_dir / "prompts.parquet").to_dicts()[:8]
+    suppress = [processor.video_token_id, processor.image_token_id]
+    requests = _video_requests(bench_dir, rows, suppress)
+    hf = [c[0].token_ids for c in HFBackend.from_model(model, processor).generate(requests)]
+    assert rollouts.generate(requests) == hf
+    rollouts.sync(model, step=1)  # the same step: no reload
+    assert rollouts.synced_step == 1
+
+
+def _rl(*args):
+    return [str(BIN / "rmsd-train"), "rl", *map(str, args)]
+
+
+def test_rl_with_vllm_rollouts_trains_saves_and_resumes(tiny_model, distilled, tmp_path):
+    out = tmp_path / "rl"
+    command = _rl("--data", distilled, "--out", out, "--model", tiny_model, "--num-generations", 2, "--batch-size", 4, "--max-tokens", 12,
+                  "--disc-warmup-steps", 1, "--max-steps", 3, "--save-steps", 1, "--save-total-limit", 3, "--rollouts", "vllm", "--rollout-enforce-eager", "True")
+    kill_after(command, out / "checkpoint-1", timeout=600)
+    killed_at = {p.name: p.stat().st_mtime_ns for p in (out / "checkpoint-1").iterdir()}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    state = json.loads((out / "checkpoint-3" / "trainer_state.json").read_text())
+    assert state["global_step"] == 3 and (out / "final" / "model.safetensors").exists()
+    logged = [e for e in state["log_history"] if "completions/mean_length" in e]
+    assert len(logged) == 3 and all(0 < e["completions/mean_length"] <= 12 for e in logged)
+    assert all("rewards/discriminator_reward/mean" in e for e in logged)
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "checkpoint-1").iterdir()} == killed_at  # resumed from it, not started again
+
+
+def test_trls_own_vllm_flag_points_to_video_rollouts(tmp_path):
+    from rmsd.train.config import AdversarialConfig
+
+    with pytest.raises(ValueError, match="TRL's --use_vllm routes images only; for video rollouts on vLLM use --rollouts vllm"):
+        AdversarialConfig(output_dir=str(tmp_path), use_vllm=True)
