@@ -7,9 +7,13 @@ alike. Plain: TRL's SFTTrainer loss (its fused LM head, token mean). Weighted: r
 WeightedSFTTrainer (per-example weights, full logits). Goal: weighted within 10% of plain.
 
 RL (``--rl-steps``, 0 to skip): rmsd's VideoGRPOTrainer with the discriminator reward, N rollouts
-per question, KL to the reference; each part of a step is timed where it runs.
+per question, KL to the reference; each part of a step is timed where it runs, once per rollout
+engine of ``--rl-rollouts`` (hf: transformers' generate; vllm: a colocated vLLM engine, weight sync
+included in its generation time), same model, questions and settings, one after the other.
+Goals (issue 23, 2 cores): generation >= 3x faster with vllm, the whole step >= 1.5x.
 
     .venv/bin/python bench/train.py [--preset demo] [--batch 8] [--steps 20] [--rl-steps 4]
+    .venv/bin/python bench/train.py --preset bench --steps 0 --rl-steps 3 --batch 8 --rl-generations 8 --rl-tokens 128 --rl-rollouts hf,vllm
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ def main() -> None:
     parser.add_argument("--rl-steps", type=int, default=4, help="RL steps to time (0: skip)")
     parser.add_argument("--rl-generations", type=int, default=4, help="N rollouts per question")
     parser.add_argument("--rl-tokens", type=int, default=48, help="rollout length cap")
+    parser.add_argument("--rl-rollouts", default="hf", help="rollout engines to time, comma-separated: hf, vllm")
     args = parser.parse_args()
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
@@ -62,21 +67,30 @@ def main() -> None:
             trainer.model.train()
             trainer.current_gradient_accumulation_steps = 1
         times: dict[str, list[float]] = {"plain": [], "weighted": []}
-        for step in range(args.steps + 2):
+        for step in range(args.steps + 2 if args.steps else 0):
             for name, trainer, b in (("plain", plain, plain_batch), ("weighted", weighted, batch)):
                 start = time.perf_counter()
                 trainer.training_step(trainer.model, dict(b), None)
                 if step >= 2:  # warm-up
                     times[name].append(time.perf_counter() - start)
-        tokens = int(batch["attention_mask"].sum())
-        print(f"model preset {args.preset} ({sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters), batch {args.batch} "
-              f"({tokens} tokens, {batch['pixel_values_videos'].shape[0]} video patches), {args.steps} steps each, interleaved")
-        p, w = statistics.median(times["plain"]), statistics.median(times["weighted"])
-        print(f"plain TRL SFT step:   {p * 1000:.1f} ms (median)")
-        print(f"weighted SFT step:    {w * 1000:.1f} ms (median)")
-        print(f"weighted / plain = {w / p:.3f} (goal <= 1.10): {'PASS' if w / p <= 1.10 else 'FAIL'}")
+        if args.steps:
+            sft_summary(args, model, batch, times)
         if args.rl_steps:
-            rl_step_split(args, model, processor, prompts, tmp)
+            totals = {engine: rl_step_split(args, processor, prompts, tmp, engine) for engine in args.rl_rollouts.split(",")}
+            if {"hf", "vllm"} <= set(totals):
+                (hf_gen, hf_total), (vl_gen, vl_total) = totals["hf"], totals["vllm"]
+                print(f"vllm / hf: generation {hf_gen / vl_gen:.2f}x faster (goal >= 3x): {'PASS' if hf_gen >= 3 * vl_gen else 'FAIL'}; "
+                      f"whole step {hf_total / vl_total:.2f}x faster (goal >= 1.5x): {'PASS' if hf_total >= 1.5 * vl_total else 'FAIL'}")
+
+
+def sft_summary(args, model, batch, times) -> None:
+    tokens = int(batch["attention_mask"].sum())
+    print(f"model preset {args.preset} ({sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters), batch {args.batch} "
+          f"({tokens} tokens, {batch['pixel_values_videos'].shape[0]} video patches), {args.steps} steps each, interleaved")
+    p, w = statistics.median(times["plain"]), statistics.median(times["weighted"])
+    print(f"plain TRL SFT step:   {p * 1000:.1f} ms (median)")
+    print(f"weighted SFT step:    {w * 1000:.1f} ms (median)")
+    print(f"weighted / plain = {w / p:.3f} (goal <= 1.10): {'PASS' if w / p <= 1.10 else 'FAIL'}")
 
 
 def _timed(times: dict, name: str, fn):
@@ -89,9 +103,10 @@ def _timed(times: dict, name: str, fn):
     return wrapper
 
 
-def rl_step_split(args, model, processor, prompts: Path, tmp: Path) -> None:
+def rl_step_split(args, processor, prompts: Path, tmp: Path, engine: str = "hf") -> tuple[float, float]:
     """One RL configuration, its steps timed part by part (the parts nest: discriminator inside
-    rewards inside scoring; policy update = the rest of the step)."""
+    rewards inside scoring; policy update = the rest of the step), rollouts on ``engine``; returns
+    the mean generation and whole-step seconds."""
     import json
 
     import datasets
@@ -107,11 +122,13 @@ def rl_step_split(args, model, processor, prompts: Path, tmp: Path) -> None:
     gt = datasets.Dataset.from_polars(questions)
     # the teacher pool: ground-truth answers (the bench times the machinery, not the teacher)
     pool = TeacherPool({r["prompt_id"]: [(f"<think>seen</think><answer>{r['answer']}</answer>", 1.0, 1.0)] for r in questions.to_dicts()})
-    path = init_model(tmp / "rl-student", args.preset, seed=0)
+    path = tmp / "rl-student"
+    if not path.exists():
+        init_model(path, args.preset, seed=0)
     policy, processor = load_model(path)
     cache = FrameCache(FramesConfig(num_frames=8), video_base("gt", prompts))
     disc = DiscriminatorTrainer(Discriminator.from_student(path), VideoSFTCollator(processor, cache))
-    config = rollout_config(AdversarialConfig(output_dir=str(tmp / "rl"), num_generations=args.rl_generations, per_device_train_batch_size=args.batch,
+    config = rollout_config(AdversarialConfig(output_dir=str(tmp / f"rl-{engine}"), num_generations=args.rl_generations, per_device_train_batch_size=args.batch,
                                               max_steps=args.rl_steps, max_completion_length=args.rl_tokens, learning_rate=1e-5, report_to=[]), processor)
     reward_funcs = reward_functions(DiscriminatorReward(disc, pool))
     times: dict[str, float] = {}
@@ -126,9 +143,15 @@ def rl_step_split(args, model, processor, prompts: Path, tmp: Path) -> None:
             total = time.perf_counter() - times.pop("_start")
             steps.append(dict(times, total=total))
 
+    rollouts = None
+    if engine == "vllm":
+        from rmsd.train.rollouts import VLLMRollouts
+
+        gpu = torch.cuda.is_available()
+        rollouts = VLLMRollouts(path, use_gpu=gpu, dtype="bfloat16" if gpu and config.bf16 else "float32")
     trainer = VideoGRPOTrainer(
         model=policy, args=config, train_dataset=gt, processing_class=processor, frame_cache=cache, callbacks=[Split()],
-        reward_funcs=reward_funcs,
+        reward_funcs=reward_funcs, rollouts=rollouts,
     )
     trainer._generate = _timed(times, "generation", trainer._generate)
     trainer._calculate_rewards = _timed(times, "rewards", trainer._calculate_rewards)
@@ -148,12 +171,18 @@ def rl_step_split(args, model, processor, prompts: Path, tmp: Path) -> None:
         "policy update (forward, backward, optimizer)": mean["total"] - mean["generate+score"],
     }
     n = config.per_device_train_batch_size
-    print(f"RL step: {n} rollouts ({n // config.num_generations} questions x N={config.num_generations}), "
+    print(f"RL step, {engine} rollouts: {n} rollouts ({n // config.num_generations} questions x N={config.num_generations}), "
           f"up to {config.max_completion_length} tokens, KL beta {config.beta}; mean of steps 2..{len(steps)}:")
     for name, value in parts.items():
         print(f"  {name:46s} {value:7.2f} s  {100 * value / mean['total']:5.1f}%")
     print(f"  {'total':46s} {mean['total']:7.2f} s")
     print(json.dumps({k: round(v, 3) for k, v in parts.items()}))
+    if rollouts is not None:
+        del rollouts, trainer
+        import gc
+
+        gc.collect()
+    return mean["generation"], mean["total"]
 
 
 if __name__ == "__main__":
