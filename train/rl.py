@@ -92,11 +92,14 @@ class VideoGRPOTrainer(StrictResume, GRPOTrainer):
         self._video_rows: tuple[list[torch.Tensor], torch.Tensor] | None = None  # per-row pixels, (rows, 3) grid
 
     def _save_checkpoint(self, model, trial):
-        if self.discriminator is not None:  # before the Trainer's trainer_state.json, which marks a checkpoint whole
-            from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+        from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-            folder = Path(self.args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}" / DISCRIMINATOR_DIR
-            self.discriminator.save_state(folder, self.processing_class, weights=self.is_world_process_zero())
+        folder = Path(self.args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        if self.discriminator is not None:  # before the Trainer's trainer_state.json, which marks a checkpoint whole
+            self.discriminator.save_state(folder / DISCRIMINATOR_DIR, self.processing_class, weights=self.is_world_process_zero())
+        if self.is_world_process_zero():
+            folder.mkdir(parents=True, exist_ok=True)
+            save_frame_policy(folder, self.frame_cache.frames)
         super()._save_checkpoint(model, trial)
 
     def _generate_and_score_completions(self, inputs):

@@ -36,10 +36,11 @@ class WeightedSFTTrainer(StrictResume, SFTTrainer):
     after training); the model's gradients, the vision tower's included, are averaged as usual.
     """
 
-    def __init__(self, *args, visual_aux: float = 0.0, **kwargs):
+    def __init__(self, *args, visual_aux: float = 0.0, frames: FramesConfig | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.loss_is_scaled_for_ga = True  # compute_loss divides by the whole step's weighted token count
         self.visual_aux, self.probe, self._capture = visual_aux, None, None
+        self.frames = frames  # the frame policy, saved in every checkpoint
         if visual_aux > 0:
             from .visual_aux import TokenCapture, VisualProbe
 
@@ -55,14 +56,17 @@ class WeightedSFTTrainer(StrictResume, SFTTrainer):
         return optimizer
 
     def _save_checkpoint(self, model, trial):
-        if self.probe is not None and self.is_world_process_zero():  # before the Trainer's trainer_state.json, which marks a checkpoint whole
+        if self.is_world_process_zero():  # before the Trainer's trainer_state.json, which marks a checkpoint whole
             from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
             from .visual_aux import PROBE_FILE
 
             folder = Path(self.args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
             folder.mkdir(parents=True, exist_ok=True)
-            torch.save(self.probe.state_dict(), folder / PROBE_FILE)
+            if self.probe is not None:
+                torch.save(self.probe.state_dict(), folder / PROBE_FILE)
+            if self.frames is not None:
+                save_frame_policy(folder, self.frames)
         super()._save_checkpoint(model, trial)
 
     def load_probe(self, checkpoint: str | None) -> None:
@@ -114,14 +118,15 @@ def _weighted_tokens(labels: torch.Tensor, weights: torch.Tensor) -> torch.Tenso
 
 def run_sft(model, processor, dataset, collator, args: DistillSFTConfig, resume: bool = True, frames: FramesConfig | None = None) -> Path:
     """Train, resuming from the newest checkpoint in ``args.output_dir`` if there is one; save to
-    ``final/`` the model, the processor and the frame policy it was trained with (``frames``;
-    auxiliary probes stay in the checkpoints). A run that already finished is left as it is."""
+    ``final/`` the model, the processor and the frame policy it was trained with (``frames``, also in
+    every checkpoint; auxiliary probes stay in the checkpoints). A run that already finished is left as it is."""
     out = Path(args.output_dir)
     if resume and (done := finished(out)):
         return done
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     trainer = WeightedSFTTrainer(
         model=model, args=args, train_dataset=dataset, data_collator=collator, processing_class=processor, visual_aux=args.visual_aux,
+        frames=frames,
     )
     checkpoint = last_checkpoint(out) if resume else None
     trainer.load_probe(checkpoint)

@@ -31,7 +31,8 @@ def test_sft_builds_its_student_trains_logs_and_eval_scores_the_result(bench_dir
     from rmsd.schemas.config import load_pipeline
     from rmsd.schemas.frame_policy import load_frame_policy
 
-    assert load_frame_policy(out / "final") == load_pipeline("demo", check_models=False).frames  # the frames it was trained with
+    frames = load_pipeline("demo", check_models=False).frames
+    assert load_frame_policy(out / "final") == load_frame_policy(out / "checkpoint-4") == frames  # the frames it was trained with
     assert list((out / "runs").rglob("events.out.tfevents.*")), "TensorBoard logs"
     # the final checkpoint loads in transformers as any Hugging Face checkpoint
     from rmsd.models import load_model

@@ -137,6 +137,7 @@ def test_rl_with_the_discriminator_trains_saves_and_logs(tiny_model, distilled, 
     assert warmup["target"] == 0.6 and warmup["target_reached"] == (warmup["checks"][0]["accuracy"] > 0.6) and warmup["seconds"] > 0
     for folder in (out / "checkpoint-2", out / "final"):
         assert (folder / "discriminator" / "score_head.safetensors").exists()
+        assert (folder / "rmsd_frames.json").exists()  # the frame policy it was trained with
     tags = _scalars(out)
     for tag in ("train/discriminator/accuracy", "train/discriminator/margin", "train/discriminator/loss", "train/discriminator/reward_std",
                 "train/discriminator/reward_min", "train/discriminator/reward_max", "train/rewards/discriminator_reward/mean",
