@@ -115,7 +115,7 @@ def evaluation_frames(model: Path, pipeline_frames: FramesConfig, pipeline: str,
     base, source = (trained, "the checkpoint's training frames") if trained is not None else (pipeline_frames, f"pipeline {pipeline}'s")
     given = {k: v for k, v in options.items() if v is not None}
     if given:
-        flags = [f"--{k.replace('_', '-')} {v}" for k, v in given.items()]
+        flags = [f"--{'frame-mode' if k == 'mode' else k.replace('_', '-')} {v}" for k, v in given.items()]  # as the CLI spells them
         source += f", with {', '.join(flags)}"
         if "fps" in given and "num_frames" not in given:
             given["num_frames"] = None

@@ -25,8 +25,8 @@ def test_a_checkpoints_frames_are_the_evaluations_default_and_an_option_override
     assert frames == FramesConfig(num_frames=64, max_pixels=56 * 56) and source.endswith("with --num-frames 64")
     assert warning == f"this evaluation takes frames as 64 frames, <= 3136 px, exact; the checkpoint's training frames ({tmp_path}) were 16 frames, <= 3136 px, exact"
 
-    frames, _, _ = evaluation_frames(tmp_path, FramesConfig(), "demo", {"fps": 2.0})
-    assert (frames.num_frames, frames.fps) == (None, 2.0)
+    frames, source, _ = evaluation_frames(tmp_path, FramesConfig(), "demo", {"fps": 2.0, "mode": "keyframe"})
+    assert (frames.num_frames, frames.fps, frames.mode) == (None, 2.0, "keyframe") and source.endswith("with --fps 2.0, --frame-mode keyframe")
 
 
 def test_a_model_rmsd_did_not_train_is_evaluated_with_the_pipelines_frames(tmp_path):
