@@ -10,7 +10,7 @@ PIP := $(BIN)/python -m pip install --quiet --constraint constraints.txt
 QUIET_PIP := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 DEMO_DIR ?= runs/demo
 
-.PHONY: setup teacher demo ablation test bench clean
+.PHONY: setup teacher demo ablation test lint bench clean
 setup: $(SETUP_STAMP)
 
 $(SETUP_STAMP):
@@ -138,8 +138,13 @@ ablation: teacher
 # Two workers, one file each at a time (a module's fixtures stay in one process), one thread each:
 # most tests wait on subprocesses, Ray and engine starts, so two at once use the 2 cores (996 s -> 712 s
 # measured on 2 cores); one thread each keeps two trainings from oversubscribing them.
-test: setup
+test: setup lint
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest tests -n 2 --dist loadfile --durations=25
+
+# ruff (pinned in the dev extra; configured in pyproject.toml): lint and formatting, run by `make test`
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 bench: setup
 	$(BIN)/python bench/frames.py

@@ -92,8 +92,13 @@ def build_tokenizer(vocab_size: int = 1024):
 
 def build_model(preset: str = "tiny", seed: int = 0):
     """A randomly initialised Qwen2-VL model, its tokenizer and processor."""
-    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLImageProcessor, Qwen2VLProcessor
-    from transformers import Qwen2VLVideoProcessor
+    from transformers import (
+        Qwen2VLConfig,
+        Qwen2VLForConditionalGeneration,
+        Qwen2VLImageProcessor,
+        Qwen2VLProcessor,
+        Qwen2VLVideoProcessor,
+    )
 
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; known: {sorted(PRESETS)}")
@@ -111,14 +116,22 @@ def build_model(preset: str = "tiny", seed: int = 0):
             num_key_value_heads=p["kv_heads"],
             head_dim=HEAD_DIM,
             max_position_embeddings=4096,
-            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [half // 4, 3 * half // 8, 3 * half // 8]},
+            rope_parameters={
+                "rope_type": "default",
+                "rope_theta": 10000.0,
+                "mrope_section": [half // 4, 3 * half // 8, 3 * half // 8],
+            },
             bos_token_id=ids["<|endoftext|>"],
             eos_token_id=ids["<|im_end|>"],
             pad_token_id=ids["<|endoftext|>"],
             tie_word_embeddings=False,
         ),
         vision_config=dict(
-            depth=p["v_depth"], embed_dim=p["v_embed"], num_heads=p["v_heads"], hidden_size=p["hidden"], mlp_ratio=2,
+            depth=p["v_depth"],
+            embed_dim=p["v_embed"],
+            num_heads=p["v_heads"],
+            hidden_size=p["hidden"],
+            mlp_ratio=2,
         ),
         image_token_id=ids["<|image_pad|>"],
         video_token_id=ids["<|video_pad|>"],
@@ -140,7 +153,9 @@ def build_model(preset: str = "tiny", seed: int = 0):
     return model, processor
 
 
-def init_model(out: str | os.PathLike, preset: str = "tiny", seed: int = 0, vision_from: str | os.PathLike | None = None) -> Path:
+def init_model(
+    out: str | os.PathLike, preset: str = "tiny", seed: int = 0, vision_from: str | os.PathLike | None = None
+) -> Path:
     """Write a model folder (weights, config, tokenizer, processor); atomic: the folder appears whole.
     ``vision_from``: a checkpoint of the same preset whose vision tower the new model starts with."""
     import shutil
@@ -177,7 +192,11 @@ def ensure_model(path: str | os.PathLike, init: str | None) -> Path:
     if init is None:
         raise FileNotFoundError(f"model folder {path} does not exist")
     # said out loud: a mistyped path or RMSD_HOME otherwise turns into an untrained model silently
-    print(f"rmsd: {path} does not exist: building the {init!r} preset there (random weights, from its config)", file=sys.stderr, flush=True)
+    print(
+        f"rmsd: {path} does not exist: building the {init!r} preset there (random weights, from its config)",
+        file=sys.stderr,
+        flush=True,
+    )
     try:
         return init_model(path, init)
     except FileExistsError:  # another process built it meanwhile
@@ -189,10 +208,16 @@ def load_model(path: str | os.PathLike, dtype: str = "float32", device: str = "c
     a checkpoint that misses weights of the model, or holds others, is refused."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    model, info = AutoModelForImageTextToText.from_pretrained(str(path), dtype=getattr(torch, dtype), local_files_only=True, output_loading_info=True)
-    partial = {name: keys for name in ("missing_keys", "unexpected_keys", "mismatched_keys") if (keys := info.get(name))}
+    model, info = AutoModelForImageTextToText.from_pretrained(
+        str(path), dtype=getattr(torch, dtype), local_files_only=True, output_loading_info=True
+    )
+    partial = {
+        name: keys for name in ("missing_keys", "unexpected_keys", "mismatched_keys") if (keys := info.get(name))
+    }
     if partial:  # transformers logs these and goes on with random weights where keys were missed: refused here
-        details = "; ".join(f"{len(keys)} {name.replace('_', ' ')} (e.g. {sorted(map(str, keys))[0]})" for name, keys in partial.items())
+        details = "; ".join(
+            f"{len(keys)} {name.replace('_', ' ')} (e.g. {sorted(map(str, keys))[0]})" for name, keys in partial.items()
+        )
         raise ValueError(f"{path}: the checkpoint's weights do not match its model class: {details}")
     processor = AutoProcessor.from_pretrained(str(path), local_files_only=True)
     return model.to(device).eval(), processor

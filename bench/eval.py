@@ -38,7 +38,9 @@ def worker(args) -> None:
     from rmsd.train.collate import templates_by_task
 
     if args.worker == "before":
-        torch.set_num_threads(os.cpu_count() or 1)  # what rmsd-train eval gave the hf backend, whatever OMP_NUM_THREADS said
+        torch.set_num_threads(
+            os.cpu_count() or 1
+        )  # what rmsd-train eval gave the hf backend, whatever OMP_NUM_THREADS said
     parts = dict.fromkeys(["decode frames", "processor", "generate"], 0.0)
 
     def timed(name, fn):
@@ -48,6 +50,7 @@ def worker(args) -> None:
                 return fn(*a, **k)
             finally:
                 parts[name] += time.perf_counter() - start
+
         return wrapper
 
     evaluate.decode_prompts = timed("decode frames", evaluate.decode_prompts)
@@ -56,8 +59,16 @@ def worker(args) -> None:
     cfg = load_pipeline("demo", None, check_models=False)
     rows = evaluate.split_prompts(args.prompts, "test", task_types=CLOSED)
     start = time.perf_counter()
-    answered = evaluate.answer_prompts(args.model, rows, args.prompts.parent, cfg.frames, templates_by_task(cfg), args.max_tokens,
-                                       batch_size=args.batch_size, progress=False)
+    answered = evaluate.answer_prompts(
+        args.model,
+        rows,
+        args.prompts.parent,
+        cfg.frames,
+        templates_by_task(cfg),
+        args.max_tokens,
+        batch_size=args.batch_size,
+        progress=False,
+    )
     seconds = time.perf_counter() - start
     parts["generate"] -= parts["processor"]  # the processor runs inside generate
     digest = hashlib.sha256(json.dumps(answered.select("prompt_id", "text").rows()).encode()).hexdigest()[:12]
@@ -67,9 +78,24 @@ def worker(args) -> None:
 def run(arm: str, prompts: Path, model: Path, max_tokens: int, batch_size: int, copies: int) -> list[dict]:
     """``copies`` evaluations of ``arm`` at once (2: each with OMP_NUM_THREADS=1, as the ablation's --jobs 2 gives them)."""
     env = {**os.environ, **({"OMP_NUM_THREADS": "1"} if copies > 1 else {})}
-    command = [sys.executable, __file__, "--worker", arm, "--prompts", str(prompts), "--model", str(model),
-               "--max-tokens", str(max_tokens), "--batch-size", str(batch_size)]
-    started = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) for _ in range(copies)]
+    command = [
+        sys.executable,
+        __file__,
+        "--worker",
+        arm,
+        "--prompts",
+        str(prompts),
+        "--model",
+        str(model),
+        "--max-tokens",
+        str(max_tokens),
+        "--batch-size",
+        str(batch_size),
+    ]
+    started = [
+        subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        for _ in range(copies)
+    ]
     outputs = [p.communicate()[0] for p in started]
     if any(p.returncode for p in started):
         raise SystemExit(f"a {arm} evaluation failed; run it alone: {' '.join(command)}")
@@ -81,7 +107,9 @@ def main() -> None:
     parser.add_argument("--videos", type=int, default=100, help="test-set videos (five closed-ended questions each)")
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--batch-sizes", type=int, nargs="+", help="also time the current code alone at these batch sizes")
+    parser.add_argument(
+        "--batch-sizes", type=int, nargs="+", help="also time the current code alone at these batch sizes"
+    )
     parser.add_argument("--no-pair", action="store_true", help="skip the two-at-once runs (before takes minutes there)")
     parser.add_argument("--worker", choices=["before", "after"], help=argparse.SUPPRESS)
     parser.add_argument("--prompts", type=Path, help=argparse.SUPPRESS)
@@ -99,8 +127,11 @@ def main() -> None:
         tmp = Path(tmp)
         prompts = synthesise(tmp / "bench", args.videos, seed=3, workers=2, progress=False, split="test")
         model = init_model(tmp / "model", "demo")
-        print(f"{5 * args.videos} closed-ended prompts, demo preset (random weights), {args.max_tokens} new tokens each, {os.cpu_count()} cores, "
-              f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, load average {os.getloadavg()[0]:.1f} before the start", flush=True)
+        print(
+            f"{5 * args.videos} closed-ended prompts, demo preset (random weights), {args.max_tokens} new tokens each, {os.cpu_count()} cores, "
+            f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, load average {os.getloadavg()[0]:.1f} before the start",
+            flush=True,
+        )
         # (arm, batch size, evaluations at once): before is the old thread count at the old batch size
         runs = [("before", 16, 1), ("after", BATCH_SIZE, 1)]
         runs += [("after", b, 1) for b in args.batch_sizes or [] if b != BATCH_SIZE]
@@ -110,20 +141,28 @@ def main() -> None:
             for key in runs if round_ % 2 == 0 else runs[::-1]:
                 out = run(*key[:1], prompts, model, args.max_tokens, *key[1:])
                 results.setdefault(key, []).extend(out)
-                print(f"  round {round_ + 1}: {key[0]:6s} batch {key[1]:3d}, {key[2]} at once: "
-                      + ", ".join(f"{o['seconds']:.1f} s ({o['threads']} threads)" for o in out), flush=True)
+                print(
+                    f"  round {round_ + 1}: {key[0]:6s} batch {key[1]:3d}, {key[2]} at once: "
+                    + ", ".join(f"{o['seconds']:.1f} s ({o['threads']} threads)" for o in out),
+                    flush=True,
+                )
         print("where the time goes, mean of the runs alone:")
         for key, outs in results.items():
             if key[2] == 1:
                 parts = {k: sum(o["parts"][k] for o in outs) / len(outs) for k in outs[0]["parts"]}
                 total = sum(o["seconds"] for o in outs) / len(outs)
-                print(f"  {key[0]:6s} batch {key[1]:3d}: {total:6.1f} s = " + ", ".join(f"{k} {v:.1f} s ({100 * v / total:.0f}%)" for k, v in parts.items())
-                      + f", the rest {total - sum(parts.values()):.1f} s (model load, tables)")
+                print(
+                    f"  {key[0]:6s} batch {key[1]:3d}: {total:6.1f} s = "
+                    + ", ".join(f"{k} {v:.1f} s ({100 * v / total:.0f}%)" for k, v in parts.items())
+                    + f", the rest {total - sum(parts.values()):.1f} s (model load, tables)"
+                )
         for copies in sorted({k[2] for k in results}):
             before = min(o["seconds"] for o in results[("before", 16, copies)])
             for key in (k for k in results if k[2] == copies):
                 best = min(o["seconds"] for o in results[key])
-                print(f"{copies} at once, {key[0]:6s} batch {key[1]:3d}: best {best:6.1f} s per evaluation, before / this = {before / best:.2f}x")
+                print(
+                    f"{copies} at once, {key[0]:6s} batch {key[1]:3d}: best {best:6.1f} s per evaluation, before / this = {before / best:.2f}x"
+                )
         print("same answers in every run:", len({o["answers"] for outs in results.values() for o in outs}) == 1)
 
 

@@ -106,7 +106,11 @@ def write_corpus(folder: Path, rows: int, seed: int = 0, prompts_per_slice: int 
                 error=pl.lit(None, pl.String),
                 run_id=pl.lit("bench"),
             ).drop("p", "truth")
-            write_table(to_table(frame.to_dict(as_series=False), "samples"), folder / f"samples-{teacher}-{s:06d}.parquet", "samples")
+            write_table(
+                to_table(frame.to_dict(as_series=False), "samples"),
+                folder / f"samples-{teacher}-{s:06d}.parquet",
+                "samples",
+            )
             written += frame.height
     return written
 
@@ -191,7 +195,9 @@ def python_baseline(rows: list[dict], tau: float = 0.3) -> list[dict]:
             g, _ = _parse(r["task_type"], r["answer"])
             correct = _metric(r["task_type"], v, g)
             q = float(outer and task_ok) * correct
-        out.append({"prompt_id": r["prompt_id"], "teacher": r["teacher"], "v": v, "q": q, "correct": correct, "kept": q >= tau})
+        out.append(
+            {"prompt_id": r["prompt_id"], "teacher": r["teacher"], "v": v, "q": q, "correct": correct, "kept": q >= tau}
+        )
     groups, counts = defaultdict(list), Counter()
     for s in out:
         groups[s["prompt_id"]].append(s)
@@ -280,10 +286,14 @@ def _one_worker(child: str, *args: object) -> dict:
 def _steps(samples: Path, work: Path, groups: int) -> None:
     work.mkdir(parents=True, exist_ok=True)
     result = _one_worker(STEPS_CHILD, samples, work, groups)
-    print(f"steps, one worker, CPU per row over {result['rows']:,} rows (best of 3), and per group of {result['small_rows']:,} rows:")
+    print(
+        f"steps, one worker, CPU per row over {result['rows']:,} rows (best of 3), and per group of {result['small_rows']:,} rows:"
+    )
     for step, us in result["per_row"].items():
         print(f"  {step:16s} {us * 1e6:6.3f} us per row   {result['fixed'][step] * 1e3:6.1f} ms per small group")
-    print(f"  {'all':16s} {sum(result['per_row'].values()) * 1e6:6.3f} us per row   {sum(result['fixed'].values()) * 1e3:6.1f} ms per small group")
+    print(
+        f"  {'all':16s} {sum(result['per_row'].values()) * 1e6:6.3f} us per row   {sum(result['fixed'].values()) * 1e3:6.1f} ms per small group"
+    )
 
 
 # This code's worker against another checkout's, in one process, group by group: each shard group
@@ -328,12 +338,16 @@ print(json.dumps({"rows": rows, "this": totals["this"] / rows, "other": totals["
 
 def _against(samples: Path, other: Path, work: Path, groups: int, passes: int) -> None:
     if not (other / "filter" / "run.py").exists():
-        sys.exit(f"--against {other}: not an rmsd checkout (no filter/run.py); make one with `git worktree add DIR COMMIT`")
+        sys.exit(
+            f"--against {other}: not an rmsd checkout (no filter/run.py); make one with `git worktree add DIR COMMIT`"
+        )
     work.mkdir(parents=True, exist_ok=True)
     r = _one_worker(AGAINST_CHILD, samples, other.resolve(), work, groups, passes)
-    print(f"one worker, this code against {other}, alternating group by group ({r['pairs']} pairs, {r['rows']:,} rows, CPU time): "
-          f"{r['this'] * 1e6:.3f} against {r['other'] * 1e6:.3f} us per row = {r['ratio']:.3f}x (median of the pairs {r['median']:.3f}x); "
-          f"wall time {r['wall_ratio']:.3f}x")
+    print(
+        f"one worker, this code against {other}, alternating group by group ({r['pairs']} pairs, {r['rows']:,} rows, CPU time): "
+        f"{r['this'] * 1e6:.3f} against {r['other'] * 1e6:.3f} us per row = {r['ratio']:.3f}x (median of the pairs {r['median']:.3f}x); "
+        f"wall time {r['wall_ratio']:.3f}x"
+    )
 
 
 def _watch(job: subprocess.Popen, every: float = 0.05, find_every: int = 10) -> tuple[float, float]:
@@ -382,7 +396,9 @@ def _run(samples: Path, out: Path, subset: list[dict]) -> dict:
     """One timed run of the job, then the row-by-row baseline on ``subset``, back to back."""
     bandwidth, reads = _probe()
     load_before = os.getloadavg()[0]
-    job = subprocess.Popen([sys.executable, "-c", CHILD, str(samples), str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    job = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(samples), str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     peak, worker_cpu = _watch(job)
     stdout, stderr = job.communicate()
     if job.returncode:
@@ -392,22 +408,38 @@ def _run(samples: Path, out: Path, subset: list[dict]) -> dict:
     t = time.perf_counter()
     python_baseline(subset)
     python_rate = len(subset) / (time.perf_counter() - t)
-    return {**result, "rate": result["samples"] / result["seconds"], "peak": peak, "python_rate": python_rate,
-            "bandwidth": bandwidth, "reads": reads, "load_before": load_before, "load_after": os.getloadavg()[0]}
+    return {
+        **result,
+        "rate": result["samples"] / result["seconds"],
+        "peak": peak,
+        "python_rate": python_rate,
+        "bandwidth": bandwidth,
+        "reads": reads,
+        "load_before": load_before,
+        "load_after": os.getloadavg()[0],
+    }
 
 
 def _report(r: dict, subset: int) -> None:
-    print(f"rmsd-filter (Polars): {r['samples']:,} rows in {r['seconds']:.1f} s = {r['rate'] / 1e6:.2f} M rows/s, "
-          f"peak RSS {r['peak']:.2f} GB (the job's processes together, {os.cpu_count()} workers), kept {r['kept'] / r['samples']:.1%}, "
-          f"load average {r['load_before']:.2f} before, {r['load_after']:.2f} after")
+    print(
+        f"rmsd-filter (Polars): {r['samples']:,} rows in {r['seconds']:.1f} s = {r['rate'] / 1e6:.2f} M rows/s, "
+        f"peak RSS {r['peak']:.2f} GB (the job's processes together, {os.cpu_count()} workers), kept {r['kept'] / r['samples']:.1%}, "
+        f"load average {r['load_before']:.2f} before, {r['load_after']:.2f} after"
+    )
     # CPU time (the job's and its workers') does not count the time other processes held the cores: rows per CPU-second
     # bound what the job reaches with the cores to itself
-    print(f"  CPU time {r['cpu_seconds']:.1f} s = {r['cpu_seconds'] / r['samples'] * 1e6:.2f} us per row "
-          f"({r['samples'] / r['cpu_seconds'] / 1e6:.2f} M rows per CPU-second); machine before it: copy {r['bandwidth']:.1f} GB/s, "
-          f"random reads {r['reads']:.0f} M/s")
+    print(
+        f"  CPU time {r['cpu_seconds']:.1f} s = {r['cpu_seconds'] / r['samples'] * 1e6:.2f} us per row "
+        f"({r['samples'] / r['cpu_seconds'] / 1e6:.2f} M rows per CPU-second); machine before it: copy {r['bandwidth']:.1f} GB/s, "
+        f"random reads {r['reads']:.0f} M/s"
+    )
     print(f"row-by-row Python (score only, no I/O, {subset:,} rows): {r['python_rate'] / 1e6:.3f} M rows/s")
-    print(f"speed-up: {r['rate'] / r['python_rate']:.1f}x (goal >= 5x): {'PASS' if r['rate'] >= 5 * r['python_rate'] else 'FAIL'}")
-    print(f"throughput goal >= 1 M rows/s: {'PASS' if r['rate'] >= 1e6 else 'FAIL'}; memory goal < 3 GB: {'PASS' if r['peak'] < 3 else 'FAIL'}")
+    print(
+        f"speed-up: {r['rate'] / r['python_rate']:.1f}x (goal >= 5x): {'PASS' if r['rate'] >= 5 * r['python_rate'] else 'FAIL'}"
+    )
+    print(
+        f"throughput goal >= 1 M rows/s: {'PASS' if r['rate'] >= 1e6 else 'FAIL'}; memory goal < 3 GB: {'PASS' if r['peak'] < 3 else 'FAIL'}"
+    )
 
 
 def _summary(runs: list[dict]) -> None:
@@ -418,27 +450,60 @@ def _summary(runs: list[dict]) -> None:
     cpu = sorted(r["cpu_seconds"] / r["samples"] * 1e6 for r in runs)
     met = sum(r["rate"] >= 1e6 for r in runs)
     each = ", ".join(f"{r['rate'] / 1e6:.2f}" for r in runs)
-    print(f"{len(runs)} runs: {each} M rows/s (median {statistics.median(rates):.2f}, "
-          f"{rates[0]:.2f}-{rates[-1]:.2f}); CPU {cpu[0]:.2f}-{cpu[-1]:.2f} us per row; speed-up {speedups[0]:.1f}-{speedups[-1]:.1f}x "
-          f"(median {statistics.median(speedups):.1f}x); peak memory up to {max(r['peak'] for r in runs):.2f} GB; "
-          f">= 1 M rows/s in {met} of {len(runs)}")
+    print(
+        f"{len(runs)} runs: {each} M rows/s (median {statistics.median(rates):.2f}, "
+        f"{rates[0]:.2f}-{rates[-1]:.2f}); CPU {cpu[0]:.2f}-{cpu[-1]:.2f} us per row; speed-up {speedups[0]:.1f}-{speedups[-1]:.1f}x "
+        f"(median {statistics.median(speedups):.1f}x); peak memory up to {max(r['peak'] for r in runs):.2f} GB; "
+        f">= 1 M rows/s in {met} of {len(runs)}"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=10_000_000)
     parser.add_argument("--baseline-rows", type=int, default=300_000)
-    parser.add_argument("--repeat", type=int, default=1, metavar="N",
-                        help="time the job N times, each followed by the baseline, and summarise (the median and the range)")
-    parser.add_argument("--workdir", type=Path, default=None, help="keep the corpus here (default: a temp folder); a corpus found there is reused")
-    parser.add_argument("--slice-prompts", type=int, default=PROMPTS_PER_SLICE, metavar="N",
-                        help=f"prompts per rmsd-gen slice in the written corpus (default {PROMPTS_PER_SLICE:,}; rmsd-gen's own default is 64)")
-    parser.add_argument("--steps", type=int, default=0, metavar="GROUPS",
-                        help="also time the job's steps one by one on this many shard groups (one worker), and their fixed cost per group")
-    parser.add_argument("--against", type=Path, default=None, metavar="DIR",
-                        help="also time one worker of this code against one of the rmsd checkout in DIR (e.g. a git worktree of another commit), "
-                             "alternating group by group in one process")
-    parser.add_argument("--against-groups", type=int, default=6, metavar="N", help="shard groups for --against (default 6; 5 passes after a warm-up)")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        metavar="N",
+        help="time the job N times, each followed by the baseline, and summarise (the median and the range)",
+    )
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="keep the corpus here (default: a temp folder); a corpus found there is reused",
+    )
+    parser.add_argument(
+        "--slice-prompts",
+        type=int,
+        default=PROMPTS_PER_SLICE,
+        metavar="N",
+        help=f"prompts per rmsd-gen slice in the written corpus (default {PROMPTS_PER_SLICE:,}; rmsd-gen's own default is 64)",
+    )
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=0,
+        metavar="GROUPS",
+        help="also time the job's steps one by one on this many shard groups (one worker), and their fixed cost per group",
+    )
+    parser.add_argument(
+        "--against",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="also time one worker of this code against one of the rmsd checkout in DIR (e.g. a git worktree of another commit), "
+        "alternating group by group in one process",
+    )
+    parser.add_argument(
+        "--against-groups",
+        type=int,
+        default=6,
+        metavar="N",
+        help="shard groups for --against (default 6; 5 passes after a warm-up)",
+    )
     args = parser.parse_args()
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
@@ -450,7 +515,9 @@ def main() -> None:
             write_corpus(samples, args.rows, prompts_per_slice=args.slice_prompts)
         total = pl.scan_parquet(samples / "*.parquet").select(pl.len()).collect().item()
         size = sum(p.stat().st_size for p in samples.glob("*.parquet")) / 1e9
-        print(f"corpus: {total:,} rows in {len(list(samples.glob('*.parquet')))} shards, {size:.2f} GB on disk ({time.perf_counter() - t:.0f} s to write)")
+        print(
+            f"corpus: {total:,} rows in {len(list(samples.glob('*.parquet')))} shards, {size:.2f} GB on disk ({time.perf_counter() - t:.0f} s to write)"
+        )
 
         subset = pl.scan_parquet(samples / "*.parquet").head(args.baseline_rows).collect().to_dicts()
         runs = []

@@ -49,8 +49,10 @@ def main() -> None:
         video = Path(tmp) / "bench.mp4"
         started = time.perf_counter()
         make_video(video)
-        print(f"video: {SECONDS} s {WIDTH}x{HEIGHT} {FPS} fps, keyframe every {GOP_SECONDS} s, "
-              f"{video.stat().st_size / 1e6:.1f} MB, encoded in {time.perf_counter() - started:.1f} s")
+        print(
+            f"video: {SECONDS} s {WIDTH}x{HEIGHT} {FPS} fps, keyframe every {GOP_SECONDS} s, "
+            f"{video.stat().st_size / 1e6:.1f} MB, encoded in {time.perf_counter() - started:.1f} s"
+        )
         times: dict[str, float] = {}
         for mode in ("all", "exact", "keyframe"):
             runs = []
@@ -61,8 +63,12 @@ def main() -> None:
             times[mode] = statistics.median(runs)
             print(f"{mode:>9}: {times[mode]:.3f} s median of {args.repeats}  timestamps {frames.timestamps[:3]}...")
         exact, key = times["all"] / times["exact"], times["all"] / times["keyframe"]
-        print(f"exact is {exact:.1f}x faster than decoding every frame (goal >= 2x): {'PASS' if exact >= 2 else 'FAIL'}")
-        print(f"keyframe is {key:.1f}x faster than decoding every frame (goal >= 10x): {'PASS' if key >= 10 else 'FAIL'}")
+        print(
+            f"exact is {exact:.1f}x faster than decoding every frame (goal >= 2x): {'PASS' if exact >= 2 else 'FAIL'}"
+        )
+        print(
+            f"keyframe is {key:.1f}x faster than decoding every frame (goal >= 10x): {'PASS' if key >= 10 else 'FAIL'}"
+        )
 
 
 if __name__ == "__main__":

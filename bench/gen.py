@@ -30,7 +30,17 @@ def requests(bench: Path, rows: list[dict], k: int, max_tokens: int) -> list[Gen
     for i, row in enumerate(rows):
         f = sample_frames(bench / row["video"], num_frames=16)
         messages = build_messages(row["question"], row["task_type"], row["options"])
-        out.append(GenerationRequest(row["prompt_id"], messages, f.array, f.fps, f.timestamps, seeds=list(range(1000 * i, 1000 * i + k)), max_tokens=max_tokens))
+        out.append(
+            GenerationRequest(
+                row["prompt_id"],
+                messages,
+                f.array,
+                f.fps,
+                f.timestamps,
+                seeds=list(range(1000 * i, 1000 * i + k)),
+                max_tokens=max_tokens,
+            )
+        )
     return out
 
 
@@ -53,8 +63,10 @@ def main() -> None:
         rows = read_table(prompts, "prompts").to_pylist()[: args.prompts]
         model_dir = init_model(tmp / "model", "bench")
         params = sum(p.numel() for p in build_model("bench")[0].parameters())
-        print(f"model: Qwen2-VL from config, {params / 1e6:.0f} M parameters, random weights; {len(rows)} prompts, 16 frames, "
-              f"{args.max_tokens} new tokens per sample, {args.batch} prompts per call")
+        print(
+            f"model: Qwen2-VL from config, {params / 1e6:.0f} M parameters, random weights; {len(rows)} prompts, 16 frames, "
+            f"{args.max_tokens} new tokens per sample, {args.batch} prompts per call"
+        )
         results: dict[tuple[str, int], float] = {}
         for name in ("hf", "vllm"):
             if name == "hf":

@@ -32,8 +32,8 @@ from rmsd.gen.synth import synthesise
 from rmsd.models import build_model
 from rmsd.schemas.config import FramesConfig
 from rmsd.train.collate import FrameCache, VideoSFTCollator
-from rmsd.train.data import sft_dataset, video_base
 from rmsd.train.config import AdversarialConfig, DistillSFTConfig
+from rmsd.train.data import sft_dataset, video_base
 from rmsd.train.sft import WeightedSFTTrainer
 
 
@@ -57,11 +57,26 @@ def main() -> None:
         examples = [dict(dataset[i], weight=0.5 + (i % 3) * 0.25) for i in range(args.batch)]
         batch = collator(examples)
         plain_batch = {k: v for k, v in batch.items() if k != "weights"}
-        def config(out):
-            return DistillSFTConfig(output_dir=str(out), mode="weighted", per_device_train_batch_size=args.batch, learning_rate=1e-4)
 
-        weighted = WeightedSFTTrainer(model=copy.deepcopy(model), args=config(tmp / "w"), train_dataset=dataset, data_collator=collator, processing_class=processor)
-        plain = SFTTrainer(model=copy.deepcopy(model), args=config(tmp / "p"), train_dataset=dataset, data_collator=collator, processing_class=processor)
+        def config(out):
+            return DistillSFTConfig(
+                output_dir=str(out), mode="weighted", per_device_train_batch_size=args.batch, learning_rate=1e-4
+            )
+
+        weighted = WeightedSFTTrainer(
+            model=copy.deepcopy(model),
+            args=config(tmp / "w"),
+            train_dataset=dataset,
+            data_collator=collator,
+            processing_class=processor,
+        )
+        plain = SFTTrainer(
+            model=copy.deepcopy(model),
+            args=config(tmp / "p"),
+            train_dataset=dataset,
+            data_collator=collator,
+            processing_class=processor,
+        )
         for trainer in (weighted, plain):
             trainer.create_optimizer_and_scheduler(num_training_steps=args.steps)
             trainer.model.train()
@@ -76,17 +91,23 @@ def main() -> None:
         if args.steps:
             sft_summary(args, model, batch, times)
         if args.rl_steps:
-            totals = {engine: rl_step_split(args, processor, prompts, tmp, engine) for engine in args.rl_rollouts.split(",")}
+            totals = {
+                engine: rl_step_split(args, processor, prompts, tmp, engine) for engine in args.rl_rollouts.split(",")
+            }
             if {"hf", "vllm"} <= set(totals):
                 (hf_gen, hf_total), (vl_gen, vl_total) = totals["hf"], totals["vllm"]
-                print(f"vllm / hf: generation {hf_gen / vl_gen:.2f}x faster (goal >= 3x): {'PASS' if hf_gen >= 3 * vl_gen else 'FAIL'}; "
-                      f"whole step {hf_total / vl_total:.2f}x faster (goal >= 1.5x): {'PASS' if hf_total >= 1.5 * vl_total else 'FAIL'}")
+                print(
+                    f"vllm / hf: generation {hf_gen / vl_gen:.2f}x faster (goal >= 3x): {'PASS' if hf_gen >= 3 * vl_gen else 'FAIL'}; "
+                    f"whole step {hf_total / vl_total:.2f}x faster (goal >= 1.5x): {'PASS' if hf_total >= 1.5 * vl_total else 'FAIL'}"
+                )
 
 
 def sft_summary(args, model, batch, times) -> None:
     tokens = int(batch["attention_mask"].sum())
-    print(f"model preset {args.preset} ({sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters), batch {args.batch} "
-          f"({tokens} tokens, {batch['pixel_values_videos'].shape[0]} video patches), {args.steps} steps each, interleaved")
+    print(
+        f"model preset {args.preset} ({sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters), batch {args.batch} "
+        f"({tokens} tokens, {batch['pixel_values_videos'].shape[0]} video patches), {args.steps} steps each, interleaved"
+    )
     p, w = statistics.median(times["plain"]), statistics.median(times["weighted"])
     print(f"plain TRL SFT step:   {p * 1000:.1f} ms (median)")
     print(f"weighted SFT step:    {w * 1000:.1f} ms (median)")
@@ -100,6 +121,7 @@ def _timed(times: dict, name: str, fn):
             return fn(*a, **k)
         finally:
             times[name] = times.get(name, 0.0) + time.perf_counter() - start
+
     return wrapper
 
 
@@ -121,15 +143,30 @@ def rl_step_split(args, processor, prompts: Path, tmp: Path, engine: str = "hf")
     questions = questions.with_columns(frame_timestamps=pl.lit(None, pl.List(pl.Float64))).select(RL_COLUMNS)
     gt = datasets.Dataset.from_polars(questions)
     # the teacher pool: ground-truth answers (the bench times the machinery, not the teacher)
-    pool = TeacherPool({r["prompt_id"]: [(f"<think>seen</think><answer>{r['answer']}</answer>", 1.0, 1.0)] for r in questions.to_dicts()})
+    pool = TeacherPool(
+        {
+            r["prompt_id"]: [(f"<think>seen</think><answer>{r['answer']}</answer>", 1.0, 1.0)]
+            for r in questions.to_dicts()
+        }
+    )
     path = tmp / "rl-student"
     if not path.exists():
         init_model(path, args.preset, seed=0)
     policy, processor = load_model(path)
     cache = FrameCache(FramesConfig(num_frames=8), video_base("gt", prompts))
     disc = DiscriminatorTrainer(Discriminator.from_student(path), VideoSFTCollator(processor, cache))
-    config = rollout_config(AdversarialConfig(output_dir=str(tmp / f"rl-{engine}"), num_generations=args.rl_generations, per_device_train_batch_size=args.batch,
-                                              max_steps=args.rl_steps, max_completion_length=args.rl_tokens, learning_rate=1e-5, report_to=[]), processor)
+    config = rollout_config(
+        AdversarialConfig(
+            output_dir=str(tmp / f"rl-{engine}"),
+            num_generations=args.rl_generations,
+            per_device_train_batch_size=args.batch,
+            max_steps=args.rl_steps,
+            max_completion_length=args.rl_tokens,
+            learning_rate=1e-5,
+            report_to=[],
+        ),
+        processor,
+    )
     reward_funcs = reward_functions(DiscriminatorReward(disc, pool))
     times: dict[str, float] = {}
     steps: list[dict] = []
@@ -150,8 +187,14 @@ def rl_step_split(args, processor, prompts: Path, tmp: Path, engine: str = "hf")
         gpu = torch.cuda.is_available()
         rollouts = VLLMRollouts(path, use_gpu=gpu, dtype="bfloat16" if gpu and config.bf16 else "float32")
     trainer = VideoGRPOTrainer(
-        model=policy, args=config, train_dataset=gt, processing_class=processor, frame_cache=cache, callbacks=[Split()],
-        reward_funcs=reward_funcs, rollouts=rollouts,
+        model=policy,
+        args=config,
+        train_dataset=gt,
+        processing_class=processor,
+        frame_cache=cache,
+        callbacks=[Split()],
+        reward_funcs=reward_funcs,
+        rollouts=rollouts,
     )
     trainer._generate = _timed(times, "generation", trainer._generate)
     trainer._calculate_rewards = _timed(times, "rewards", trainer._calculate_rewards)
@@ -171,8 +214,10 @@ def rl_step_split(args, processor, prompts: Path, tmp: Path, engine: str = "hf")
         "policy update (forward, backward, optimizer)": mean["total"] - mean["generate+score"],
     }
     n = config.per_device_train_batch_size
-    print(f"RL step, {engine} rollouts: {n} rollouts ({n // config.num_generations} questions x N={config.num_generations}), "
-          f"up to {config.max_completion_length} tokens, KL beta {config.beta}; mean of steps 2..{len(steps)}:")
+    print(
+        f"RL step, {engine} rollouts: {n} rollouts ({n // config.num_generations} questions x N={config.num_generations}), "
+        f"up to {config.max_completion_length} tokens, KL beta {config.beta}; mean of steps 2..{len(steps)}:"
+    )
     for name, value in parts.items():
         print(f"  {name:46s} {value:7.2f} s  {100 * value / mean['total']:5.1f}%")
     print(f"  {'total':46s} {mean['total']:7.2f} s")

@@ -45,7 +45,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import polars as pl
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from calibrate import CLOSED, calibrate, pipelines_with  # noqa: E402
@@ -57,9 +56,30 @@ BIN = Path(sys.executable).parent
 STEP_CHOICES, RULE3_SEEDS = (300, 600), (0, 1)
 SFT = ["--lr", "2e-3", "--batch-size", "16", "--save-steps", "100000", "--gradient_checkpointing", "False"]
 RL_STEPS = 120
-RL = ["--num-generations", "4", "--batch-size", "8", "--max-tokens", "48", "--max-steps", str(RL_STEPS), "--lr", "2e-4",
-      "--disc-lr", "2e-4", "--disc-warmup-steps", "64", "--disc-warmup-target", "0.6", "--disc-warmup-check-steps", "8",
-      "--save-steps", "100000", "--gradient_checkpointing", "False"]
+RL = [
+    "--num-generations",
+    "4",
+    "--batch-size",
+    "8",
+    "--max-tokens",
+    "48",
+    "--max-steps",
+    str(RL_STEPS),
+    "--lr",
+    "2e-4",
+    "--disc-lr",
+    "2e-4",
+    "--disc-warmup-steps",
+    "64",
+    "--disc-warmup-target",
+    "0.6",
+    "--disc-warmup-check-steps",
+    "8",
+    "--save-steps",
+    "100000",
+    "--gradient_checkpointing",
+    "False",
+]
 KS, TAUS, TAU = (1, 2, 4, 8), (0.0, 0.2, 0.3, 0.5), 0.3
 SWEEP_SEEDS = 1  # the K and tau sweeps run on the first seed only (docs/benchmark.md: the time budget)
 HEADLINE_MARGIN = 0.20  # rule 1: teacher greedy - prior on the validation set
@@ -72,14 +92,33 @@ ENV = {"TOKENIZERS_PARALLELISM": "false"}
 def run(cmd: list, log: Path, env: dict | None = None) -> None:
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("w") as f:
-        done = subprocess.run([str(c) for c in cmd], stdout=f, stderr=subprocess.STDOUT, env={**os.environ, **ENV, **(env or {})}, cwd=ROOT)
+        done = subprocess.run(
+            [str(c) for c in cmd],
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **ENV, **(env or {})},
+            cwd=ROOT,
+        )
     if done.returncode:
         raise RuntimeError(f"failed ({done.returncode}): {' '.join(map(str, cmd))}; log {log}")
 
 
 def synth(out: Path, seed: int, num: int, split: str | None = None) -> Path:
     if not (out / "prompts.parquet").exists():
-        run([BIN / "rmsd-gen", "synth", "--out", out, "--seed", seed, "--num", num, *(["--split", split] if split else [])], out.parent / "logs" / f"synth-{out.name}.log")
+        run(
+            [
+                BIN / "rmsd-gen",
+                "synth",
+                "--out",
+                out,
+                "--seed",
+                seed,
+                "--num",
+                num,
+                *(["--split", split] if split else []),
+            ],
+            out.parent / "logs" / f"synth-{out.name}.log",
+        )
     return out / "prompts.parquet"
 
 
@@ -87,16 +126,49 @@ def by_task(evaluation: Path) -> dict[str, float]:
     return {r["task_type"]: r["accuracy"] for r in json.loads((evaluation / "eval.json").read_text())["by_task"]}
 
 
-def evaluate(model: Path, prompts: Path, out: Path, split: str, log: Path, threads: int = 2, task_types=CLOSED) -> dict[str, float]:
+def evaluate(
+    model: Path, prompts: Path, out: Path, split: str, log: Path, threads: int = 2, task_types=CLOSED
+) -> dict[str, float]:
     if not (out / "eval.json").exists():
-        run([BIN / "rmsd-train", "eval", "--model", model, "--prompts", prompts, "--split", split, "--task-types", *task_types, "--out", out,
-             "--no-progress"], log, {"OMP_NUM_THREADS": str(threads)})
+        run(
+            [
+                BIN / "rmsd-train",
+                "eval",
+                "--model",
+                model,
+                "--prompts",
+                prompts,
+                "--split",
+                split,
+                "--task-types",
+                *task_types,
+                "--out",
+                out,
+                "--no-progress",
+            ],
+            log,
+            {"OMP_NUM_THREADS": str(threads)},
+        )
     return by_task(out)
 
 
 def prior(prompts: Path, fit_on: Path, split: str, out: Path, log: Path) -> dict[str, float]:
     if not (out / "eval.json").exists():
-        run([BIN / "rmsd-train", "prior", "--prompts", prompts, "--split", split, "--fit-prompts", fit_on, "--out", out], log)
+        run(
+            [
+                BIN / "rmsd-train",
+                "prior",
+                "--prompts",
+                prompts,
+                "--split",
+                split,
+                "--fit-prompts",
+                fit_on,
+                "--out",
+                out,
+            ],
+            log,
+        )
     return by_task(out)
 
 
@@ -106,23 +178,57 @@ def design(out: Path, benchmark: Path, home: Path) -> dict:
     if path.exists():
         return json.loads(path.read_text())
     validation = synth(out / "validation", VALIDATION["seed"], VALIDATION["num"], "validation")
-    teacher = evaluate(home / "models" / "demo-teacher", validation, out / "eval" / "teacher-validation", "validation",
-                       out / "logs" / "eval-teacher-validation.log")
-    baseline = prior(validation, benchmark / "prompts.parquet", "validation", out / "eval" / "prior-validation", out / "logs" / "prior-validation.log")
-    rule1 = {t: {"teacher": teacher.get(t), "prior": baseline.get(t), "headline": (teacher.get(t) or 0) - (baseline.get(t) or 0) >= HEADLINE_MARGIN}
-             for t in CLOSED}
+    teacher = evaluate(
+        home / "models" / "demo-teacher",
+        validation,
+        out / "eval" / "teacher-validation",
+        "validation",
+        out / "logs" / "eval-teacher-validation.log",
+    )
+    baseline = prior(
+        validation,
+        benchmark / "prompts.parquet",
+        "validation",
+        out / "eval" / "prior-validation",
+        out / "logs" / "prior-validation.log",
+    )
+    rule1 = {
+        t: {
+            "teacher": teacher.get(t),
+            "prior": baseline.get(t),
+            "headline": (teacher.get(t) or 0) - (baseline.get(t) or 0) >= HEADLINE_MARGIN,
+        }
+        for t in CLOSED
+    }
     headline = [t for t in CLOSED if rule1[t]["headline"]]
     print(f"  rule 1: headline task types {headline}", flush=True)
     if not headline:
-        raise SystemExit("rule 1 admits no task type: the teacher does not beat the prior by 20 points on any; see " + str(out / "eval"))
+        raise SystemExit(
+            "rule 1 admits no task type: the teacher does not beat the prior by 20 points on any; see "
+            + str(out / "eval")
+        )
     # the sweep samples the headline questions only (the others' answers do not enter rule 2)
-    pl.read_parquet(validation).filter(pl.col("task_type").is_in(headline)).write_parquet(validation.with_name("headline.parquet"))
-    calibration = calibrate("demo", validation.with_name("headline.parquet"), "validation", out / "calibration", task_types=headline,
-                            env={"RMSD_HOME": str(home)})
+    pl.read_parquet(validation).filter(pl.col("task_type").is_in(headline)).write_parquet(
+        validation.with_name("headline.parquet")
+    )
+    calibration = calibrate(
+        "demo",
+        validation.with_name("headline.parquet"),
+        "validation",
+        out / "calibration",
+        task_types=headline,
+        env={"RMSD_HOME": str(home)},
+    )
     print(f"  rule 2: temperature {calibration['temperature']}", flush=True)
     commit = lambda *args: subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()  # noqa: E731
-    result = {"headline": headline, "rule1": rule1, "temperature": calibration["temperature"], "calibration": calibration,
-              "registered_in": commit("log", "-1", "--format=%h", "--", "docs/benchmark.md"), "head": commit("rev-parse", "--short", "HEAD")}
+    result = {
+        "headline": headline,
+        "rule1": rule1,
+        "temperature": calibration["temperature"],
+        "calibration": calibration,
+        "registered_in": commit("log", "-1", "--format=%h", "--", "docs/benchmark.md"),
+        "head": commit("rev-parse", "--short", "HEAD"),
+    }
     path.write_text(json.dumps(result, indent=1) + "\n")
     return result
 
@@ -144,10 +250,18 @@ def rule3(out: Path, benchmark: Path, init: Path, chosen: dict, jobs: int) -> di
     for candidate in STEP_CHOICES:
         train = ceiling_training(init, benchmark, candidate)
         with ThreadPoolExecutor(jobs) as pool:
-            scores = pool.map(lambda seed: student(out, f"ceiling-{candidate}steps", seed, train, (validation, None), threads, "validation"), RULE3_SEEDS)
+            scores = pool.map(
+                lambda seed: student(
+                    out, f"ceiling-{candidate}steps", seed, train, (validation, None), threads, "validation"
+                ),
+                RULE3_SEEDS,
+            )
             trials[candidate] = dict(zip(RULE3_SEEDS, scores))
-        print(f"  rule 3: {candidate} steps, ceiling on validation {[round(100 * v, 1) for v in trials[candidate].values()]} "
-              f"against the prior's {100 * prior_score:.1f}", flush=True)
+        print(
+            f"  rule 3: {candidate} steps, ceiling on validation {[round(100 * v, 1) for v in trials[candidate].values()]} "
+            f"against the prior's {100 * prior_score:.1f}",
+            flush=True,
+        )
         if min(trials[candidate].values()) - prior_score >= HEADLINE_MARGIN:
             steps = candidate
             break
@@ -168,8 +282,10 @@ def test_sets(out: Path, headline: list[str]) -> tuple[Path, Path | None]:
     prompts = pl.read_parquet(synth(out / "test-set", TEST_SEED, num, "test"))
     first = prompts["video"].unique(maintain_order=True).head(OTHERS_VIDEOS)
     others = [t for t in CLOSED if t not in headline]
-    files = {"headline": prompts.filter(pl.col("task_type").is_in(headline)),
-             "others": prompts.filter(pl.col("task_type").is_in(others) & pl.col("video").is_in(first.to_list()))}
+    files = {
+        "headline": prompts.filter(pl.col("task_type").is_in(headline)),
+        "others": prompts.filter(pl.col("task_type").is_in(others) & pl.col("video").is_in(first.to_list())),
+    }
     for name, frame in files.items():
         frame.write_parquet(out / "test-set" / f"{name}.parquet")
     return out / "test-set" / "headline.parquet", (out / "test-set" / "others.parquet") if others else None
@@ -182,8 +298,25 @@ def generate(out: Path, benchmark: Path, home: Path, temperature: float) -> tupl
     env = {"RMSD_HOME": str(home)}
     for name, config, pipeline in ((f"samples-k{max(KS)}", pipelines, "demo"), ("samples-pool", pool, "demo-pool")):
         if not (out / name / "_manifest.json").exists():
-            run([BIN / "rmsd-gen", "run", "--pipeline", pipeline, "--config", config, "--prompts", benchmark / "prompts.parquet",
-                 "--split", "train", "--out", out / name, "--no-progress"], out / "logs" / f"gen-{name}.log", env)
+            run(
+                [
+                    BIN / "rmsd-gen",
+                    "run",
+                    "--pipeline",
+                    pipeline,
+                    "--config",
+                    config,
+                    "--prompts",
+                    benchmark / "prompts.parquet",
+                    "--split",
+                    "train",
+                    "--out",
+                    out / name,
+                    "--no-progress",
+                ],
+                out / "logs" / f"gen-{name}.log",
+                env,
+            )
     import pyarrow.compute as pc
 
     from rmsd.gen.writer import shard_stats
@@ -209,8 +342,24 @@ def generate(out: Path, benchmark: Path, home: Path, temperature: float) -> tupl
 def filtered(out: Path, pipelines: Path, samples: str, tau: float, pipeline: str = "demo") -> Path:
     folder = out / f"filtered-{samples.removeprefix('samples-')}-tau{tau}"
     if not (folder / "_manifest.json").exists():
-        run([BIN / "rmsd-filter", "run", "--pipeline", pipeline, "--config", pipelines, "--samples", out / samples,
-             "--out", folder, "--tau", tau, "--no-progress"], out / "logs" / f"filter-{folder.name}.log")
+        run(
+            [
+                BIN / "rmsd-filter",
+                "run",
+                "--pipeline",
+                pipeline,
+                "--config",
+                pipelines,
+                "--samples",
+                out / samples,
+                "--out",
+                folder,
+                "--tau",
+                tau,
+                "--no-progress",
+            ],
+            out / "logs" / f"filter-{folder.name}.log",
+        )
     return folder
 
 
@@ -222,23 +371,45 @@ def ceiling_training(init: Path, benchmark: Path, steps: int) -> list:
     return [*sft_training(init, steps), "--mode", "gt", "--data", benchmark / "prompts.parquet"]
 
 
-def student(out: Path, name: str, seed: int, train: list, tests: tuple[Path, Path | None], threads: int, split: str = "test") -> float:
+def student(
+    out: Path, name: str, seed: int, train: list, tests: tuple[Path, Path | None], threads: int, split: str = "test"
+) -> float:
     """Train (SFT or RL) unless done, evaluate unless done; the headline accuracy on ``split``."""
     folder = out / "students" / f"{name}-s{seed}"
     if not (folder / "final" / "config.json").exists():
         start = time.perf_counter()
-        run([*train, "--out", folder, "--seed", seed], out / "logs" / f"{name}-s{seed}.log", {"OMP_NUM_THREADS": str(threads)})
+        run(
+            [*train, "--out", folder, "--seed", seed],
+            out / "logs" / f"{name}-s{seed}.log",
+            {"OMP_NUM_THREADS": str(threads)},
+        )
         (folder / "seconds.txt").write_text(f"{time.perf_counter() - start:.1f}\n")
     headline, others = tests
-    result = evaluate(folder / "final", headline, out / "eval" / f"{name}-s{seed}", split, out / "logs" / f"eval-{name}-s{seed}.log", threads)
+    result = evaluate(
+        folder / "final",
+        headline,
+        out / "eval" / f"{name}-s{seed}",
+        split,
+        out / "logs" / f"eval-{name}-s{seed}.log",
+        threads,
+    )
     if others:
-        evaluate(folder / "final", others, out / "eval" / f"{name}-s{seed}-others", split, out / "logs" / f"eval-{name}-s{seed}-others.log", threads)
+        evaluate(
+            folder / "final",
+            others,
+            out / "eval" / f"{name}-s{seed}-others",
+            split,
+            out / "logs" / f"eval-{name}-s{seed}-others.log",
+            threads,
+        )
     return result["(closed-ended)"]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--demo", type=Path, default=ROOT / "runs" / "demo", help="the demo's folder (benchmark, teacher)")
+    parser.add_argument(
+        "--demo", type=Path, default=ROOT / "runs" / "demo", help="the demo's folder (benchmark, teacher)"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "ablation")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--jobs", type=int, default=2, help="trainings at once, each with cores/jobs threads")
@@ -249,7 +420,10 @@ def main() -> None:
     out, demo = args.out.resolve(), args.demo.resolve()
     benchmark, home = demo / "benchmark", demo / "home"
     if args.report_only:
-        results = {k: {int(s): v for s, v in seeds.items()} for k, seeds in json.loads((out / "results.json").read_text()).items()}
+        results = {
+            k: {int(s): v for s, v in seeds.items()}
+            for k, seeds in json.loads((out / "results.json").read_text()).items()
+        }
         seconds = float((out / "seconds.txt").read_text()) if (out / "seconds.txt").exists() else 0.0
         write_results(results, out, args.results, seconds)
         return
@@ -262,23 +436,54 @@ def main() -> None:
     chosen = design(out, benchmark, home)
     init = out / "student-init"
     if not (init / "config.json").exists():
-        run([BIN / "rmsd-train", "init-model", "--out", init, "--preset", "demo", "--vision-from", home / "models" / "demo-teacher"], out / "logs" / "init.log")
-    print(f"== design: rule 3, the students' SFT steps, from the ground-truth student alone ({args.jobs} at a time)", flush=True)
+        run(
+            [
+                BIN / "rmsd-train",
+                "init-model",
+                "--out",
+                init,
+                "--preset",
+                "demo",
+                "--vision-from",
+                home / "models" / "demo-teacher",
+            ],
+            out / "logs" / "init.log",
+        )
+    print(
+        f"== design: rule 3, the students' SFT steps, from the ground-truth student alone ({args.jobs} at a time)",
+        flush=True,
+    )
     budget = rule3(out, benchmark, init, chosen, args.jobs)
     if args.design_only:
         print(json.dumps({**{k: chosen[k] for k in ("headline", "temperature", "rule1")}, "rule3": budget}, indent=1))
         return
     tests = test_sets(out, chosen["headline"])
-    print(f"== teacher samples at T={chosen['temperature']} (K=8, and the pool's 2+2) and the K=1/2/4 subsets", flush=True)
+    print(
+        f"== teacher samples at T={chosen['temperature']} (K=8, and the pool's 2+2) and the K=1/2/4 subsets", flush=True
+    )
     pipelines, pool = generate(out, benchmark, home, chosen["temperature"])
     print("== rmsd-filter for each K and tau, and the pool", flush=True)
-    folders = {(k, TAU): filtered(out, pipelines, f"samples-k{k}", TAU) for k in KS} | {(4, t): filtered(out, pipelines, "samples-k4", t) for t in TAUS}
+    folders = {(k, TAU): filtered(out, pipelines, f"samples-k{k}", TAU) for k in KS} | {
+        (4, t): filtered(out, pipelines, "samples-k4", t) for t in TAUS
+    }
     pooled = filtered(out, pool, "samples-pool", TAU, "demo-pool")
     print("== references: the prior and the teacher's greedy answers on the test set", flush=True)
     for name, split_file in (("", tests[0]), ("-others", tests[1])):
         if split_file:
-            prior(split_file, benchmark / "prompts.parquet", "test", out / "eval" / f"prior{name}", out / "logs" / f"prior{name}.log")
-            evaluate(home / "models" / "demo-teacher", split_file, out / "eval" / f"teacher{name}", "test", out / "logs" / f"eval-teacher{name}.log")
+            prior(
+                split_file,
+                benchmark / "prompts.parquet",
+                "test",
+                out / "eval" / f"prior{name}",
+                out / "logs" / f"prior{name}.log",
+            )
+            evaluate(
+                home / "models" / "demo-teacher",
+                split_file,
+                out / "eval" / f"teacher{name}",
+                "test",
+                out / "logs" / f"eval-teacher{name}.log",
+            )
     sft = sft_training(init, budget["steps"])
     d = folders[(4, TAU)]
     core = {
@@ -298,14 +503,32 @@ def main() -> None:
 
     def one(name: str, seed: int, train: list) -> None:
         results.setdefault(name, {})[seed] = student(out, name, seed, train, tests, threads)
-        print(f"  {name} seed {seed}: {100 * results[name][seed]:.1f}%  ({(time.perf_counter() - started) / 60:.1f} min)", flush=True)
+        print(
+            f"  {name} seed {seed}: {100 * results[name][seed]:.1f}%  ({(time.perf_counter() - started) / 60:.1f} min)",
+            flush=True,
+        )
 
-    rl = {name: [BIN / "rmsd-train", "rl", "--data", d, *RL, *extra] for name, extra in (("E", []), ("F", ["--no-discriminator"]))}
+    rl = {
+        name: [BIN / "rmsd-train", "rl", "--data", d, *RL, *extra]
+        for name, extra in (("E", []), ("F", ["--no-discriminator"]))
+    }
     stages = [
-        (f"{len(core) * len(args.seeds)} SFT students (A-D, the pool, the ceiling)", [(n, s, c) for s in args.seeds for n, c in core.items()]),
-        (f"{2 * len(args.seeds)} RL students from D (E: with the discriminator, F: without)",
-         [(n, s, [*c, "--model", out / "students" / f"D-s{s}" / "final"]) for s in args.seeds for n, c in rl.items()]),
-        (f"{len(sweeps) * SWEEP_SEEDS} SFT students of the K and tau sweeps", [(n, s, c) for s in args.seeds[:SWEEP_SEEDS] for n, c in sweeps.items()]),
+        (
+            f"{len(core) * len(args.seeds)} SFT students (A-D, the pool, the ceiling)",
+            [(n, s, c) for s in args.seeds for n, c in core.items()],
+        ),
+        (
+            f"{2 * len(args.seeds)} RL students from D (E: with the discriminator, F: without)",
+            [
+                (n, s, [*c, "--model", out / "students" / f"D-s{s}" / "final"])
+                for s in args.seeds
+                for n, c in rl.items()
+            ],
+        ),
+        (
+            f"{len(sweeps) * SWEEP_SEEDS} SFT students of the K and tau sweeps",
+            [(n, s, c) for s in args.seeds[:SWEEP_SEEDS] for n, c in sweeps.items()],
+        ),
     ]
     for title, jobs in stages:
         print(f"== {title}, {args.jobs} at a time", flush=True)
@@ -324,7 +547,9 @@ def _stats(values: dict[int, float]) -> tuple[float, float]:
 
 def changed_share(out: Path, before: str, after: str, seed: int) -> float:
     """Share of headline test questions whose parsed answer differs between two students."""
-    read = lambda name: pl.read_parquet(out / "eval" / f"{name}-s{seed}" / "responses.parquet").select("prompt_id", "normalised")  # noqa: E731
+    read = lambda name: pl.read_parquet(out / "eval" / f"{name}-s{seed}" / "responses.parquet").select(
+        "prompt_id", "normalised"
+    )  # noqa: E731
     joined = read(before).join(read(after), on="prompt_id", suffix="_after")
     return joined.select((pl.col("normalised").ne_missing(pl.col("normalised_after"))).mean()).item()
 
@@ -347,8 +572,12 @@ def write_results(results: dict, out: Path, results_md: Path, seconds: float) ->
     stats = {name: _stats(v) for name, v in results.items()}
     get = lambda name: stats[alias.get(name, name)]  # noqa: E731
     rows = {
-        "A": "single sample (K=1 draw, no filter)", "B": "K=4, no filter, uniform", "C": "K=4 + tau filter, uniform",
-        "D": "K=4 + tau filter + quality weights (R-MSD SFT)", "E": "D + adversarial RL (R-MSD)", "F": "D + RL without the discriminator",
+        "A": "single sample (K=1 draw, no filter)",
+        "B": "K=4, no filter, uniform",
+        "C": "K=4 + tau filter, uniform",
+        "D": "K=4 + tau filter + quality weights (R-MSD SFT)",
+        "E": "D + adversarial RL (R-MSD)",
+        "F": "D + RL without the discriminator",
         "pool": "D's recipe on the pool: teacher k=2 + its early checkpoint k=2",
     }
     seeds = sorted(next(iter(results.values())))
@@ -356,10 +585,13 @@ def write_results(results: dict, out: Path, results_md: Path, seconds: float) ->
     questions = json.loads((out / "eval" / "prior" / "eval.json").read_text())["questions"]
     ceiling = get("ceiling")
     room = ceiling[0] - get("A")[0]
-    budget = json.loads((out / "rule3.json").read_text()) if (out / "rule3.json").exists() else {"steps": 300, "met": None}
+    budget = (
+        json.loads((out / "rule3.json").read_text()) if (out / "rule3.json").exists() else {"steps": 300, "met": None}
+    )
 
     def headroom(name: str) -> str:  # a ceiling at or below A leaves nothing to recover: a ratio would only flip signs
         return f"{(get(name)[0] - get('A')[0]) / room + 0.0:+.2f}" if room > 0 else "n/a"  # + 0.0: no "-0.00"
+
     lines = [
         "# Results: the R-MSD ablation on the synthetic benchmark (v3)",
         "",
@@ -375,16 +607,25 @@ def write_results(results: dict, out: Path, results_md: Path, seconds: float) ->
         "",
         "Headroom recovered: (run - A) / (ceiling - A); n/a when the ceiling does not beat A.",
         "",
-        "| run | what | accuracy (%) | headroom recovered |", "| --- | --- | ---: | ---: |",
+        "| run | what | accuracy (%) | headroom recovered |",
+        "| --- | --- | ---: | ---: |",
         f"| prior | the best constant answer per question template of the benchmark's train split, no video | {reference['prior']:.1f} | |",
         f"| teacher | the teacher's greedy answers | {reference['teacher']:.1f} | |",
     ]
     lines += [f"| {n} | {what} | {get(n)[0]:.1f} +- {get(n)[1]:.1f} | {headroom(n)} |" for n, what in rows.items()]
-    lines += [f"| ceiling | the same student, initialisation and steps, trained on the ground truth | {ceiling[0]:.1f} +- {ceiling[1]:.1f} | {headroom('ceiling')} |"]
+    lines += [
+        f"| ceiling | the same student, initialisation and steps, trained on the ground truth | {ceiling[0]:.1f} +- {ceiling[1]:.1f} | {headroom('ceiling')} |"
+    ]
     first = seeds[0]
     sweep = lambda name: 100 * results[alias.get(name, name)][first]  # noqa: E731
-    lines += ["", f"The K and tau sweeps, seed {first} only (K=4 and tau 0.3 are D's seed-{first} run; D's sd over seeds is "
-              f"{get('D')[1]:.1f} points):", "", "| K (tau 0.3, quality weights) | accuracy (%) |", "| ---: | ---: |"]
+    lines += [
+        "",
+        f"The K and tau sweeps, seed {first} only (K=4 and tau 0.3 are D's seed-{first} run; D's sd over seeds is "
+        f"{get('D')[1]:.1f} points):",
+        "",
+        "| K (tau 0.3, quality weights) | accuracy (%) |",
+        "| ---: | ---: |",
+    ]
     lines += [f"| {k} | {sweep(f'K{k}'):.1f} |" for k in KS]
     lines += ["", "| tau (K=4, quality weights) | accuracy (%) |", "| ---: | ---: |"]
     lines += [f"| {t} | {sweep(f'tau{t}'):.1f} |" for t in TAUS]
@@ -392,50 +633,111 @@ def write_results(results: dict, out: Path, results_md: Path, seconds: float) ->
     lines += ["", "## The target (registered in docs/benchmark.md)", ""]
     for name, x in (("C", c), ("E", e)):
         margin = 2 * max(a[1], x[1])
-        lines.append(f"- {name} - A = {x[0] - a[0]:+.1f} against twice the larger sd, 2 x {max(a[1], x[1]):.1f} = {margin:.1f}: "
-                     f"**{'met' if x[0] - a[0] > margin else 'not met'}**.")
+        lines.append(
+            f"- {name} - A = {x[0] - a[0]:+.1f} against twice the larger sd, 2 x {max(a[1], x[1]):.1f} = {margin:.1f}: "
+            f"**{'met' if x[0] - a[0] > margin else 'not met'}**."
+        )
     order = d[0] >= c[0] >= b[0] >= a[0]
-    lines.append(f"- D >= C >= B >= A (means): {d[0]:.1f} / {c[0]:.1f} / {b[0]:.1f} / {a[0]:.1f}: **{'holds' if order else 'does not hold'}**"
-                 + ("" if order else " (" + ", ".join(f"{x} < {y}" for x, y, vx, vy in (("D", "C", d, c), ("C", "B", c, b), ("B", "A", b, a))
-                                                      if vx[0] < vy[0]) + ")") + ".")
-    lines.append(f"- The ceiling minus the prior: {ceiling[0] - reference['prior']:+.1f} points (required: at least 20).")
+    lines.append(
+        f"- D >= C >= B >= A (means): {d[0]:.1f} / {c[0]:.1f} / {b[0]:.1f} / {a[0]:.1f}: **{'holds' if order else 'does not hold'}**"
+        + (
+            ""
+            if order
+            else " ("
+            + ", ".join(
+                f"{x} < {y}" for x, y, vx, vy in (("D", "C", d, c), ("C", "B", c, b), ("B", "A", b, a)) if vx[0] < vy[0]
+            )
+            + ")"
+        )
+        + "."
+    )
+    lines.append(
+        f"- The ceiling minus the prior: {ceiling[0] - reference['prior']:+.1f} points (required: at least 20)."
+    )
     kept = results_md.read_text().split(ANALYSIS, 1) if results_md.exists() else []
     if len(kept) == 2:
         lines.append("- What explains the outcome: the last section, *What the run shows*.")
-    lines += ["", "![ablation](results.png)", "", "## The adversarial stage", "",
-              "Share of headline test answers (parsed) that RL changes, same seed; the discriminator's held-out accuracy and margin "
-              "at the end of its warm-up (target 0.6, at most 64 steps), and over RL training (from `discriminator_stats.json`).", "",
-              "| seed | D -> E changed | D -> F changed | warm-up steps | held-out accuracy | margin | reward sd over RL (mean) |",
-              "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines += [
+        "",
+        "![ablation](results.png)",
+        "",
+        "## The adversarial stage",
+        "",
+        "Share of headline test answers (parsed) that RL changes, same seed; the discriminator's held-out accuracy and margin "
+        "at the end of its warm-up (target 0.6, at most 64 steps), and over RL training (from `discriminator_stats.json`).",
+        "",
+        "| seed | D -> E changed | D -> F changed | warm-up steps | held-out accuracy | margin | reward sd over RL (mean) |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for seed in seeds:
         fig = discriminator_figures(out, seed)
         warm = fig.get("warmup", {})
         rl = fig.get("rl", {})
         fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
-        lines.append(f"| {seed} | {100 * changed_share(out, 'D', 'E', seed):.1f}% | {100 * changed_share(out, 'D', 'F', seed):.1f}% | "
-                     f"{warm.get('steps_taken', '-')} | {fmt(warm.get('accuracy'))} | {fmt(warm.get('margin'))} | {fmt((rl.get('reward_std') or {}).get('mean'))} |")
-    lines += ["", "## Per seed (headline, %)", "", "| run | " + " | ".join(f"seed {s}" for s in seeds) + " |", "| --- |" + " ---: |" * len(seeds)]
-    lines += [f"| {n} | " + " | ".join(f"{100 * v:.1f}" for _, v in sorted(results[n].items())) + " |" for n in sorted(results)]
+        lines.append(
+            f"| {seed} | {100 * changed_share(out, 'D', 'E', seed):.1f}% | {100 * changed_share(out, 'D', 'F', seed):.1f}% | "
+            f"{warm.get('steps_taken', '-')} | {fmt(warm.get('accuracy'))} | {fmt(warm.get('margin'))} | {fmt((rl.get('reward_std') or {}).get('mean'))} |"
+        )
+    lines += [
+        "",
+        "## Per seed (headline, %)",
+        "",
+        "| run | " + " | ".join(f"seed {s}" for s in seeds) + " |",
+        "| --- |" + " ---: |" * len(seeds),
+    ]
+    lines += [
+        f"| {n} | " + " | ".join(f"{100 * v:.1f}" for _, v in sorted(results[n].items())) + " |"
+        for n in sorted(results)
+    ]
     others = [t for t in CLOSED if t not in headline]
     per_task = {}
     for name in ["prior", "teacher", *sorted(results)]:
         runs = [name] if name in ("prior", "teacher") else [f"{name}-s{seed}" for seed in sorted(results[name])]
-        per_run = [{**by_task(out / "eval" / r), **(by_task(out / "eval" / f"{r}-others") if others else {})} for r in runs]
+        per_run = [
+            {**by_task(out / "eval" / r), **(by_task(out / "eval" / f"{r}-others") if others else {})} for r in runs
+        ]
         per_task[name] = {t: 100 * statistics.mean(p.get(t) or 0 for p in per_run) for t in CLOSED}
-    lines += ["", "## Per task type (mean over seeds, %)", "",
-              f"Headline task types ({', '.join(headline)}) on all {questions // len(headline):,} test videos; "
-              + (f"the others ({', '.join(others)}) on the first {OTHERS_VIDEOS} (sd <= 2.9 points)." if others else "no other task type."), "",
-              "| run | " + " | ".join(CLOSED) + " |", "| --- |" + " ---: |" * len(CLOSED)]
+    lines += [
+        "",
+        "## Per task type (mean over seeds, %)",
+        "",
+        f"Headline task types ({', '.join(headline)}) on all {questions // len(headline):,} test videos; "
+        + (
+            f"the others ({', '.join(others)}) on the first {OTHERS_VIDEOS} (sd <= 2.9 points)."
+            if others
+            else "no other task type."
+        ),
+        "",
+        "| run | " + " | ".join(CLOSED) + " |",
+        "| --- |" + " ---: |" * len(CLOSED),
+    ]
     lines += [f"| {name} | " + " | ".join(f"{per_task[name][t]:.1f}" for t in CLOSED) + " |" for name in per_task]
     rule1 = chosen["rule1"]
-    lines += ["", "## Rule 1: the headline task types (validation set, teacher only)", "",
-              "| task type | teacher greedy | prior | teacher - prior | headline |", "| --- | ---: | ---: | ---: | --- |"]
-    lines += [f"| {t} | {100 * (r['teacher'] or 0):.1f} | {100 * (r['prior'] or 0):.1f} | {100 * ((r['teacher'] or 0) - (r['prior'] or 0)):+.1f} | "
-              f"{'yes' if r['headline'] else 'no'} |" for t, r in rule1.items()]
-    lines += ["", "## Rule 2: the sampling temperature (experiments/calibrate.py)", "", (out / "calibration" / "calibration.md").read_text().strip()]
+    lines += [
+        "",
+        "## Rule 1: the headline task types (validation set, teacher only)",
+        "",
+        "| task type | teacher greedy | prior | teacher - prior | headline |",
+        "| --- | ---: | ---: | ---: | --- |",
+    ]
+    lines += [
+        f"| {t} | {100 * (r['teacher'] or 0):.1f} | {100 * (r['prior'] or 0):.1f} | {100 * ((r['teacher'] or 0) - (r['prior'] or 0)):+.1f} | "
+        f"{'yes' if r['headline'] else 'no'} |"
+        for t, r in rule1.items()
+    ]
+    lines += [
+        "",
+        "## Rule 2: the sampling temperature (experiments/calibrate.py)",
+        "",
+        (out / "calibration" / "calibration.md").read_text().strip(),
+    ]
     report = (out / f"filtered-k4-tau{TAU}" / "report" / "report.md").read_text()
-    lines += ["", f"## The teacher's reliability on the training corpus (rmsd-filter report, K=4, tau {TAU})", "",
-              report.split("\n", 1)[1].split("![quality]")[0].strip().replace(str(out), "runs/ablation")]
+    lines += [
+        "",
+        f"## The teacher's reliability on the training corpus (rmsd-filter report, K=4, tau {TAU})",
+        "",
+        report.split("\n", 1)[1].split("![quality]")[0].strip().replace(str(out), "runs/ablation"),
+    ]
     results_md.parent.mkdir(parents=True, exist_ok=True)
     if len(kept) == 2:  # the hand-written reading of a run survives --report-only
         lines += ["", ANALYSIS + kept[1].rstrip("\n")]
@@ -449,7 +751,10 @@ def write_results(results: dict, out: Path, results_md: Path, seconds: float) ->
     axes[0].legend(loc="lower right")
     axes[0].set_title("ablation (headline)")
     axes[0].set_ylabel("test accuracy (%)")
-    for ax, xs, key, title in ((axes[1], KS, "K{}", f"K (tau 0.3), seed {first}"), (axes[2], TAUS, "tau{}", f"tau (K=4), seed {first}")):
+    for ax, xs, key, title in (
+        (axes[1], KS, "K{}", f"K (tau 0.3), seed {first}"),
+        (axes[2], TAUS, "tau{}", f"tau (K=4), seed {first}"),
+    ):
         ax.plot([str(x) for x in xs], [sweep(key.format(x)) for x in xs], marker="o")
         ax.set_title(title)
     fig.tight_layout()

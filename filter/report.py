@@ -24,15 +24,36 @@ PAPER = {
     "format_violation_rate": "0.01 overall, 0.10 temporal",
 }
 SUM_COLUMNS = [
-    "questions", "sum_q", "sumsq_q", "sum_intra_sigma", "unanimous", "samples", "outer_violations",
-    "task_violations", "sum_agreement", "kept", "sum_correct", "labelled", *(f"hist_{i}" for i in range(BINS)),
+    "questions",
+    "sum_q",
+    "sumsq_q",
+    "sum_intra_sigma",
+    "unanimous",
+    "samples",
+    "outer_violations",
+    "task_violations",
+    "sum_agreement",
+    "kept",
+    "sum_correct",
+    "labelled",
+    *(f"hist_{i}" for i in range(BINS)),
 ]
 
 
 # The aggregations below are built once (expressions are immutable): building them for every shard
 # group costs more Python than the groupings' own calls.
 _COUNTS = ("samples", "outer_violations", "task_violations", "sum_agreement", "kept", "sum_correct", "labelled")
-_ADDITIVE = ["samples", "sum_q", "sumsq_q", "outer_violations", "task_violations", "sum_agreement", "kept", "sum_correct", "labelled"]
+_ADDITIVE = [
+    "samples",
+    "sum_q",
+    "sumsq_q",
+    "outer_violations",
+    "task_violations",
+    "sum_agreement",
+    "kept",
+    "sum_correct",
+    "labelled",
+]
 _QUESTION_SUMS = (
     pl.col("_row", "_prompt").first(),
     pl.len().alias("samples"),
@@ -105,7 +126,12 @@ def partial_stats(scored: pl.DataFrame) -> pl.DataFrame:
     # grouped on the task type and teacher as the scoring's categoricals (integers) where it gives
     # them; the sums as strings (partial sums of groups with categories of their own are combined)
     columns = ["task_type", "teacher", "unanimous", *_ADDITIVE]
-    per_task = pl.concat([_per_task(q.select(columns)).with_columns(pl.col("task_type", "teacher").cast(pl.String)) for q in (questions, pooled)])
+    per_task = pl.concat(
+        [
+            _per_task(q.select(columns)).with_columns(pl.col("task_type", "teacher").cast(pl.String))
+            for q in (questions, pooled)
+        ]
+    )
     all_tasks = per_task.group_by("teacher", maintain_order=True).agg(*_ALL_TASKS)
     return pl.concat([per_task, all_tasks.select(per_task.columns)])
 
@@ -127,8 +153,17 @@ def finish_stats(partials: list[pl.DataFrame]) -> pl.DataFrame:
 
 
 STAT_COLUMNS = [
-    "questions", "samples", "mean_quality", "sigma_quality", "intra_sigma", "outer_violation_rate",
-    "task_violation_rate", "agreement_rate", "unanimous_rate", "kept_share", "accuracy",
+    "questions",
+    "samples",
+    "mean_quality",
+    "sigma_quality",
+    "intra_sigma",
+    "outer_violation_rate",
+    "task_violation_rate",
+    "agreement_rate",
+    "unanimous_rate",
+    "kept_share",
+    "accuracy",
 ]
 
 
@@ -142,12 +177,21 @@ def write_report(stats: pl.DataFrame, dropped: pl.DataFrame, out: Path, header: 
     """report.json, report.md and PNG plots in ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     rows = [
-        {"task_type": r["task_type"], "teacher": r["teacher"], **{c: _clean(r[c]) for c in STAT_COLUMNS},
-         "quality_histogram": [int(r[f"hist_{i}"]) for i in range(BINS)]}
+        {
+            "task_type": r["task_type"],
+            "teacher": r["teacher"],
+            **{c: _clean(r[c]) for c in STAT_COLUMNS},
+            "quality_histogram": [int(r[f"hist_{i}"]) for i in range(BINS)],
+        }
         for r in stats.iter_rows(named=True)
     ]
     reasons = {r["reason"]: r["len"] for r in dropped.group_by("reason").len().sort("reason").iter_rows(named=True)}
-    report = {**header, "paper": PAPER, "dropped_prompts": {"total": dropped.height, "by_reason": reasons}, "stats": rows}
+    report = {
+        **header,
+        "paper": PAPER,
+        "dropped_prompts": {"total": dropped.height, "by_reason": reasons},
+        "stats": rows,
+    }
     paths = {"json": out / "report.json", "markdown": out / "report.md"}
     paths["json"].write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
     paths["markdown"].write_text(_markdown(report))
@@ -189,7 +233,9 @@ def _markdown(report: dict) -> str:
         f"The paper's teacher (Qwen3-VL-235B): mean quality {paper['mean_quality']}, sigma {paper['sigma_quality']} across "
         f"questions; intra-question sigma {paper['intra_sigma']}; format violations {paper['format_violation_rate']}.",
         "",
-        "Prompts without a kept sample: " + (", ".join(f"{k} {v}" for k, v in report["dropped_prompts"]["by_reason"].items()) or "none") + ".",
+        "Prompts without a kept sample: "
+        + (", ".join(f"{k} {v}" for k, v in report["dropped_prompts"]["by_reason"].items()) or "none")
+        + ".",
         "",
         "![quality](quality_hist.png) ![format](format_violations.png) ![sigma](sigma.png)",
         "",
@@ -216,11 +262,18 @@ def _plots(stats: pl.DataFrame, out: Path) -> dict[str, Path]:
 
     fig, axes = plt.subplots(1, max(len(tasks), 1), figsize=(2.6 * max(len(tasks), 1), 2.6), sharey=True, squeeze=False)
     for ax, row in zip(axes[0], pooled.iter_rows(named=True)):
-        ax.bar([(i + 0.5) / BINS for i in range(BINS)], [row[f"hist_{i}"] for i in range(BINS)], width=1 / BINS, color="#4c72b0")
+        ax.bar(
+            [(i + 0.5) / BINS for i in range(BINS)],
+            [row[f"hist_{i}"] for i in range(BINS)],
+            width=1 / BINS,
+            color="#4c72b0",
+        )
         ax.set_title(row["task_type"], fontsize=8)
         ax.set_xlabel("question quality", fontsize=8)
     axes[0][0].set_ylabel("questions")
-    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.2, top=0.88, wspace=0.08)  # fixed margins: tight_layout draws the figure twice
+    fig.subplots_adjust(
+        left=0.08, right=0.98, bottom=0.2, top=0.88, wspace=0.08
+    )  # fixed margins: tight_layout draws the figure twice
     paths["quality_hist"] = out / "quality_hist.png"
     fig.savefig(paths["quality_hist"], dpi=90)
     plt.close(fig)
@@ -245,7 +298,9 @@ def _plots(stats: pl.DataFrame, out: Path) -> dict[str, Path]:
 
     fig, ax = plt.subplots(figsize=(7, 3))
     xs = range(len(tasks))
-    ax.bar([x - 0.2 for x in xs], pooled["sigma_quality"].fill_null(0).to_list(), width=0.4, label="sigma across questions")
+    ax.bar(
+        [x - 0.2 for x in xs], pooled["sigma_quality"].fill_null(0).to_list(), width=0.4, label="sigma across questions"
+    )
     ax.bar([x + 0.2 for x in xs], pooled["intra_sigma"].fill_null(0).to_list(), width=0.4, label="intra-question sigma")
     ax.axhline(0.22, color="C0", ls="--", lw=0.8, label="paper across 0.22")
     ax.axhspan(0.07, 0.15, color="C1", alpha=0.15, label="paper intra 0.07-0.15")

@@ -36,7 +36,14 @@ import pyarrow.parquet as pq
 from ..schemas.config import PipelineConfig
 from ..schemas.files import temp_dir_beside, write_json
 from ..schemas.manifests import (
-    MANIFEST_FILE, RunRefused, check_apart, file_record, folder_lock, record_path, samples_unfinished, withdraw_completion,
+    MANIFEST_FILE,
+    RunRefused,
+    check_apart,
+    file_record,
+    folder_lock,
+    record_path,
+    samples_unfinished,
+    withdraw_completion,
 )
 from ..schemas.tables import SchemaError, check_files, schema_for, shard_paths, with_string_views, write_table
 from .page import page_data, write_page
@@ -93,13 +100,18 @@ class Batch:
     groups: int
 
 
-def plan_batches(groups: list[tuple[str, list[Path]]], footers: dict[Path, pq.FileMetaData], batch_rows: int = BATCH_ROWS) -> list[Batch]:
+def plan_batches(
+    groups: list[tuple[str, list[Path]]], footers: dict[Path, pq.FileMetaData], batch_rows: int = BATCH_ROWS
+) -> list[Batch]:
     """Consecutive groups merged into batches (``groups`` in ``shard_groups``' order; ``footers``:
     each file's, for its rows and uncompressed bytes). Files of another naming than rmsd-gen's form
     a batch of their own."""
+
     def size(files: list[Path]) -> tuple[int, int]:
         meta = [footers[f] for f in files]
-        return sum(m.num_rows for m in meta), sum(m.row_group(i).total_byte_size for m in meta for i in range(m.num_row_groups))
+        return sum(m.num_rows for m in meta), sum(
+            m.row_group(i).total_byte_size for m in meta for i in range(m.num_row_groups)
+        )
 
     sizes = {key: size(files) for key, files in groups}
     rows_cap = max(1, min(batch_rows, -(-sum(r for r, _ in sizes.values()) // MIN_BATCHES)))
@@ -107,14 +119,23 @@ def plan_batches(groups: list[tuple[str, list[Path]]], footers: dict[Path, pq.Fi
     rows = size_bytes = 0
     for key, files in groups:
         group_rows, group_bytes = sizes[key]
-        fits = batches and _OTHER not in (key, batches[-1][-1][0]) and rows + group_rows <= rows_cap and size_bytes + group_bytes <= BATCH_BYTES
+        fits = (
+            batches
+            and _OTHER not in (key, batches[-1][-1][0])
+            and rows + group_rows <= rows_cap
+            and size_bytes + group_bytes <= BATCH_BYTES
+        )
         if not fits:
             batches.append([])
             rows = size_bytes = 0
         batches[-1].append((key, files))
         rows, size_bytes = rows + group_rows, size_bytes + group_bytes
     return [
-        Batch(members[0][0] if len(members) == 1 else f"{members[0][0]}-{members[-1][0]}", [str(f) for _, fs in members for f in fs], len(members))
+        Batch(
+            members[0][0] if len(members) == 1 else f"{members[0][0]}-{members[-1][0]}",
+            [str(f) for _, fs in members for f in fs],
+            len(members),
+        )
         for members in batches
     ]
 
@@ -138,7 +159,9 @@ def _arrow(frame: pl.DataFrame, table: str) -> pa.Table:
     schema, types = _arrow_schema(table), frame.schema
     categorical = {f.name for f in schema if isinstance(types[f.name], (pl.Categorical, pl.Enum))}
     data = frame.select(n for n in schema.names if n not in categorical).to_arrow(compat_level=pl.CompatLevel.newest())
-    columns = [_dictionary(frame[f.name]) if f.name in categorical else data.column(f.name).cast(f.type) for f in schema]
+    columns = [
+        _dictionary(frame[f.name]) if f.name in categorical else data.column(f.name).cast(f.type) for f in schema
+    ]
     fields = [f.with_type(c.type) for f, c in zip(schema, columns)]
     return pa.Table.from_arrays(columns, schema=pa.schema(fields, metadata=schema.metadata))
 
@@ -152,7 +175,9 @@ def _dictionary(series: pl.Series) -> pa.DictionaryArray:
     """A categorical (or enumeration) column as an Arrow dictionary of strings: its codes index its
     categories."""
     categories = series.dtype.categories  # ordered by code
-    categories = (categories if isinstance(categories, pl.Series) else categories.to_series()).to_arrow().cast(pa.string())
+    categories = (
+        (categories if isinstance(categories, pl.Series) else categories.to_series()).to_arrow().cast(pa.string())
+    )
     return pa.DictionaryArray.from_arrays(series.to_physical().to_arrow(), categories)
 
 
@@ -173,7 +198,9 @@ def write_curated(scored: pl.DataFrame, path: Path) -> int:
     """Write the kept samples' keys and weights (curated v3), by PyArrow's writer as the scored
     shards are (0.121 against 0.135 us per row by Polars' own, and two-thirds the size: PyArrow
     dictionary-encodes the teacher, task type and weights); returns their number."""
-    curated = scored.lazy().filter("kept").select(schema_for("curated").names).collect()  # lazy: filters only these columns
+    curated = (
+        scored.lazy().filter("kept").select(schema_for("curated").names).collect()
+    )  # lazy: filters only these columns
     write_table(_arrow(curated, "curated"), path, "curated")
     return curated.height
 
@@ -312,12 +339,16 @@ def run_filter(
             held.enter_context(folder_lock(samples_dir, shared=True))
         except RunRefused:
             if not allow_incomplete:
-                raise RunRefused(f"{samples_dir}: rmsd-gen is writing these samples now; wait for it to end, or pass --allow-incomplete to score what is there") from None
+                raise RunRefused(
+                    f"{samples_dir}: rmsd-gen is writing these samples now; wait for it to end, or pass --allow-incomplete to score what is there"
+                ) from None
         groups = shard_groups(samples_dir, check=False)
         files = [f for _, group in groups for f in group]
         unfinished = samples_unfinished(samples_dir, files)
         if unfinished and not allow_incomplete:
-            raise RunRefused(f"{samples_dir}: {unfinished}; finish it (rerun the same rmsd-gen command), or pass --allow-incomplete to score what is there")
+            raise RunRefused(
+                f"{samples_dir}: {unfinished}; finish it (rerun the same rmsd-gen command), or pass --allow-incomplete to score what is there"
+            )
         source = _samples_identity(samples_dir, files)
         held.enter_context(folder_lock(out))  # the input checked: the output folder is made, and is this run's
         for stale in out.glob(".tmp-*"):  # what a killed run left
@@ -330,7 +361,9 @@ def run_filter(
         local_pool = not use_ray and workers > 1 and len(groups) > 1
         context = _worker_context() if local_pool else None  # first: the server imports while the shards are checked
         batches = plan_batches(groups, dict(zip(files, check_files(files, "samples"))), batch_rows)
-        results = _score_batches(batches, len(groups), pipeline, staging, use_ray, address, progress, workers, local_pool, context)
+        results = _score_batches(
+            batches, len(groups), pipeline, staging, use_ray, address, progress, workers, local_pool, context
+        )
 
         dropped = pl.concat([r["dropped"] for r in results]).sort("prompt_id")
         write_table(dropped.to_arrow().cast(schema_for("dropped")), staging / "dropped_prompts.parquet", "dropped")
@@ -345,15 +378,26 @@ def run_filter(
         }
         header = {
             "pipeline": pipeline_name,
-            **record_path("samples_dir", samples_dir, out),  # relative first: moved together, they still find each other
+            **record_path(
+                "samples_dir", samples_dir, out
+            ),  # relative first: moved together, they still find each other
             "tau": pipeline.filter.tau,
             "tau_by_task": pipeline.filter.tau_by_task,
             "counts": counts,
         }
         report_paths = write_report(stats, dropped, staging / "report", header)
-        report_paths["page"] = write_page(staging / "report", json.loads(report_paths["json"].read_text()),
-                                          page_data(sorted((staging / "scored").glob("*.parquet")), files, dropped, samples_dir,
-                                                    [Path(p) for p in pipeline.media_roots], pipeline.frames.mode))
+        report_paths["page"] = write_page(
+            staging / "report",
+            json.loads(report_paths["json"].read_text()),
+            page_data(
+                sorted((staging / "scored").glob("*.parquet")),
+                files,
+                dropped,
+                samples_dir,
+                [Path(p) for p in pipeline.media_roots],
+                pipeline.frames.mode,
+            ),
+        )
         if _samples_identity(samples_dir, files) != source:
             raise RunRefused(f"{samples_dir}: the samples changed while they were scored; run rmsd-filter again")
         manifest = {
@@ -364,13 +408,29 @@ def run_filter(
             "input_complete": unfinished is None,
             **({"input_unfinished": unfinished} if unfinished else {}),
             "input_shards": source["shards"],
-            "outputs": {"scored": "scored/", "curated": "curated/", "dropped": "dropped_prompts.parquet", **{k: str(v.relative_to(staging)) for k, v in report_paths.items()}},
-            "files": {p.relative_to(staging).as_posix(): file_record(p) for p in sorted(staging.rglob("*")) if p.is_file()},
+            "outputs": {
+                "scored": "scored/",
+                "curated": "curated/",
+                "dropped": "dropped_prompts.parquet",
+                **{k: str(v.relative_to(staging)) for k, v in report_paths.items()},
+            },
+            "files": {
+                p.relative_to(staging).as_posix(): file_record(p) for p in sorted(staging.rglob("*")) if p.is_file()
+            },
             "complete": True,
         }
         _swap_in(staging, out, manifest)
     report = json.loads((out / "report" / "report.json").read_text())
-    return FilterSummary(out, counts["samples"], counts["kept"], counts["prompts"], dropped.height, len(groups), time.time() - started, report)
+    return FilterSummary(
+        out,
+        counts["samples"],
+        counts["kept"],
+        counts["prompts"],
+        dropped.height,
+        len(groups),
+        time.time() - started,
+        report,
+    )
 
 
 RESULT = ("scored", "curated", "report", "dropped_prompts.parquet")  # what a run writes in --out, beside its manifest
@@ -395,7 +455,9 @@ def _samples_identity(samples_dir: Path, files: list[Path]) -> dict:
     return {"manifest_sha256": _input_manifest_hash(samples_dir), "shards": {f.name: f.stat().st_size for f in files}}
 
 
-def _score_batches(batches, groups, pipeline, out, use_ray, address, progress, workers, local_pool, context) -> list[dict]:
+def _score_batches(
+    batches, groups, pipeline, out, use_ray, address, progress, workers, local_pool, context
+) -> list[dict]:
     """Every batch's statistics, in order; each batch's shards written in ``out``."""
     from tqdm import tqdm
 
@@ -406,7 +468,9 @@ def _score_batches(batches, groups, pipeline, out, use_ray, address, progress, w
 
         started_ray = not ray.is_initialized()
         if started_ray:
-            ray.init(address=address, include_dashboard=False, logging_level="WARNING") if address else ray.init(include_dashboard=False, logging_level="WARNING")
+            ray.init(address=address, include_dashboard=False, logging_level="WARNING") if address else ray.init(
+                include_dashboard=False, logging_level="WARNING"
+            )
         try:
             task = ray.remote(score_group)
             refs = [task.remote(b.name, b.files, pipeline, str(out)) for b in batches]
@@ -426,7 +490,7 @@ def _score_batches(batches, groups, pipeline, out, use_ray, address, progress, w
         except BrokenProcessPool as exc:
             raise RuntimeError(
                 "a worker process ended abruptly (killed, e.g. out of memory, or it could not start). A script that "
-                "calls run_filter must do so under `if __name__ == \"__main__\":` (each worker imports the script); "
+                'calls run_filter must do so under `if __name__ == "__main__":` (each worker imports the script); '
                 "workers=1 (--workers 1) scores in this process"
             ) from exc
     else:

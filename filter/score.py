@@ -13,7 +13,16 @@ import numpy as np
 import polars as pl
 
 from ..schemas.config import FilterConfig
-from ..schemas.grammar import ANSWER_CODE, PARSED_COLUMNS, add_response_parts, as_categories, integer_codes as codes, parse_answers
+from ..schemas.grammar import (
+    ANSWER_CODE,
+    PARSED_COLUMNS,
+    add_response_parts,
+    as_categories,
+    parse_answers,
+)
+from ..schemas.grammar import (
+    integer_codes as codes,
+)
 from ..schemas.metrics import score_parsed, taus
 from ..schemas.tables import SAMPLES_SCHEMA
 
@@ -52,7 +61,9 @@ _RUN_FIELDS = ("answer", "task_type", "options")
 _CHANGES = tuple(pl.col(c).ne_missing(pl.col(c).shift()).alias(f"_new_{c}") for c in _RUN_FIELDS)
 _RUNS = (
     ((pl.int_range(pl.len()) == 0) | pl.any_horizontal(f"_new_{c}" for c in _RUN_FIELDS)).alias("_start"),
-    pl.col("_new_options").cum_sum().alias("_option_run"),  # the options compared once, for the labels and the parser's dedupe
+    pl.col("_new_options")
+    .cum_sum()
+    .alias("_option_run"),  # the options compared once, for the labels and the parser's dedupe
 )
 _RUN = (pl.col("_start").cum_sum() - 1).alias("_run")
 _LABELS = pl.col("normalised", *(f"v{i}" for i in range(4)))
@@ -65,11 +76,15 @@ def _parse(samples: pl.DataFrame) -> pl.DataFrame:
     labels go through one ``parse_answers`` call: its per-call cost is paid once per group."""
     frame = add_response_parts(samples, "text")
     runs = samples.select(*_RUN_FIELDS, *_CHANGES).select(*_RUN_FIELDS, *_RUNS)
-    texts = pl.concat([
-        frame.select(pl.col("answer_text").alias("_text"), "task_type", "options").hstack([runs["_option_run"]]),
-        runs.filter("_start").select(pl.col("answer").alias("_text"), "task_type", "options", "_option_run"),
-    ])
-    parsed = parse_answers(texts, "_text", option_runs="_option_run", only=(*_PARSED, ANSWER_CODE), categorical=True).select(*_PARSED, ANSWER_CODE)
+    texts = pl.concat(
+        [
+            frame.select(pl.col("answer_text").alias("_text"), "task_type", "options").hstack([runs["_option_run"]]),
+            runs.filter("_start").select(pl.col("answer").alias("_text"), "task_type", "options", "_option_run"),
+        ]
+    )
+    parsed = parse_answers(
+        texts, "_text", option_runs="_option_run", only=(*_PARSED, ANSWER_CODE), categorical=True
+    ).select(*_PARSED, ANSWER_CODE)
     run = runs.select(_RUN)["_run"]
     labels = parsed.slice(frame.height).select(_LABELS.gather(run).name.prefix("gt_"))
     return frame.hstack(parsed.slice(0, frame.height)).hstack(labels)
@@ -82,11 +97,17 @@ def _group_keys(frame: pl.DataFrame) -> pl.DataFrame:
     answer has a code of its own), and the same within the row's teacher (``_answered_teacher``,
     ``_same_teacher_answer``)."""
     keys = frame.select(
-        _prompt=codes("prompt_id"), _teacher=codes("teacher", frame.schema["teacher"]), _answer=pl.col(ANSWER_CODE), _answered=pl.col("error").is_null()
+        _prompt=codes("prompt_id"),
+        _teacher=codes("teacher", frame.schema["teacher"]),
+        _answer=pl.col(ANSWER_CODE),
+        _answered=pl.col("error").is_null(),
     )
     prompts, teachers, answers = (keys[c].max() + 1 if keys.height else 1 for c in ("_prompt", "_teacher", "_answer"))
     keys = keys.with_columns(_prompt_teacher=pl.col("_prompt") * teachers + pl.col("_teacher"))
-    pairs = keys.select(_prompt_answer=pl.col("_prompt") * answers + pl.col("_answer"), _prompt_teacher_answer=pl.col("_prompt_teacher") * answers + pl.col("_answer"))
+    pairs = keys.select(
+        _prompt_answer=pl.col("_prompt") * answers + pl.col("_answer"),
+        _prompt_teacher_answer=pl.col("_prompt_teacher") * answers + pl.col("_answer"),
+    )
     answered = keys["_answered"]
     return keys.select("_prompt", "_prompt_teacher").with_columns(
         _answered_pool=_counts(keys["_prompt"], prompts, answered),
@@ -109,14 +130,20 @@ def _counts(key: pl.Series, size: int, where: pl.Series | None = None) -> pl.Ser
         table = np.bincount(rows if where is None else rows[where.to_numpy()], minlength=size)
         return pl.Series(key.name, table[rows].astype(np.uint32))
     counted = pl.len() if where is None else pl.col(where.name).cast(pl.UInt32).sum()
-    return pl.DataFrame([key, *([where] if where is not None else [])]).select(counted.over(key.name).cast(pl.UInt32)).to_series()
+    return (
+        pl.DataFrame([key, *([where] if where is not None else [])])
+        .select(counted.over(key.name).cast(pl.UInt32))
+        .to_series()
+    )
 
 
 def _indices(key: pl.Series) -> np.ndarray:
     """An integer key (UInt64, below 2**63, no nulls: ``_group_keys``') as numpy's index type: its
     memory as it is, no copy."""
     if key.dtype != pl.UInt64 or key.has_nulls():
-        raise TypeError(f"{key.name}: a group key is UInt64 without nulls, not {key.dtype} with {key.null_count()} nulls")
+        raise TypeError(
+            f"{key.name}: a group key is UInt64 without nulls, not {key.dtype} with {key.null_count()} nulls"
+        )
     return key.to_numpy().view(np.intp)
 
 
@@ -137,11 +164,13 @@ def _per_prompt(frame: pl.DataFrame) -> pl.DataFrame:
     kept, quality = frame["kept"].to_numpy(), frame["quality"].to_numpy()
     top = np.full(size, -np.inf)
     np.maximum.at(top, prompt[kept], quality[kept])
-    return pl.DataFrame({
-        "_total": np.bincount(prompt, frame["_raw"].fill_null(0.0).to_numpy(), size)[prompt],
-        "_prompt_kept": np.bincount(prompt[kept], minlength=size)[prompt].astype(np.uint32),
-        "_top_quality": top[prompt],
-    }).with_columns(pl.col("_top_quality").replace(-np.inf, None))
+    return pl.DataFrame(
+        {
+            "_total": np.bincount(prompt, frame["_raw"].fill_null(0.0).to_numpy(), size)[prompt],
+            "_prompt_kept": np.bincount(prompt[kept], minlength=size)[prompt].astype(np.uint32),
+            "_top_quality": top[prompt],
+        }
+    ).with_columns(pl.col("_top_quality").replace(-np.inf, None))
 
 
 def _best(frame: pl.DataFrame, tie: pl.Expr) -> pl.Series:
@@ -177,8 +206,10 @@ def _scoring(tau: float, tau_by_task: tuple[tuple[str, float], ...], seed: int) 
         "open_kept": pl.col("kept") & ~ranked & (pl.col("task_type") == "open_ended"),
         "weight": {
             # a prompt whose kept samples all have q = 0 (only possible with tau = 0) weighs them uniformly
-            "weight": pl.when(pl.col("_total") > 0).then(pl.col("_raw") / pl.col("_total"))
-            .when(pl.col("kept") & (pl.col("_total") == 0)).then(1.0 / pl.col("_prompt_kept"))
+            "weight": pl.when(pl.col("_total") > 0)
+            .then(pl.col("_raw") / pl.col("_total"))
+            .when(pl.col("kept") & (pl.col("_total") == 0))
+            .then(1.0 / pl.col("_prompt_kept"))
             .otherwise(0.0),
             "_top": pl.col("kept") & (pl.col("quality") == pl.col("_top_quality")),
         },
@@ -187,7 +218,11 @@ def _scoring(tau: float, tau_by_task: tuple[tuple[str, float], ...], seed: int) 
     }
 
 
-_LABEL_SOURCE = pl.when(CLOSED & pl.col("gt_normalised").is_not_null()).then(pl.lit("ground_truth", LABEL_SOURCES)).alias("label_source")
+_LABEL_SOURCE = (
+    pl.when(CLOSED & pl.col("gt_normalised").is_not_null())
+    .then(pl.lit("ground_truth", LABEL_SOURCES))
+    .alias("label_source")
+)
 _VALID = (pl.col("outer_ok") & pl.col("task_ok")).fill_null(False).alias("valid")
 
 
@@ -220,7 +255,9 @@ def score_samples(samples: pl.DataFrame, cfg: FilterConfig, keys: bool = False) 
     steps = _scoring(cfg.tau, tuple(sorted(cfg.tau_by_task.items())), cfg.seed)
     # the task type and the teacher as categoricals: hashed once here, then compared (task types, a
     # dozen times), grouped on and written (dictionary-encoded, from their codes) as integers
-    frame = _parse(samples.with_columns(as_categories(c) for c in ("task_type", "teacher") if samples.schema[c] == pl.String))
+    frame = _parse(
+        samples.with_columns(as_categories(c) for c in ("task_type", "teacher") if samples.schema[c] == pl.String)
+    )
     frame = frame.with_columns(_LABEL_SOURCE)
     if cfg.pseudo_label == "majority":
         frame = _majority_labels(frame.with_columns(_VALID)).drop("valid")
@@ -229,12 +266,18 @@ def score_samples(samples: pl.DataFrame, cfg: FilterConfig, keys: bool = False) 
     if cfg.open_ended_weighting == "agreement":  # opt-in; the paper's uniform weights otherwise
         from .embeddings import agreement_weights
 
-        frame = frame.with_columns(_raw=pl.when(steps["open_kept"]).then(agreement_weights(frame)).otherwise(pl.col("_raw")))
+        frame = frame.with_columns(
+            _raw=pl.when(steps["open_kept"]).then(agreement_weights(frame)).otherwise(pl.col("_raw"))
+        )
     frame = frame.hstack(_per_prompt(frame)).with_columns(**steps["weight"])
     frame = frame.with_columns(_best(frame, steps["tie"]))
     restore = () if keys else tuple(c for c in ("task_type", "teacher") if samples.schema[c] != frame.schema[c])
     return frame.select(
-        *(pl.col(f.name).cast(pl.String) if f.name in restore else f.name for f in SAMPLES_SCHEMA if f.name in samples.columns),
+        *(
+            pl.col(f.name).cast(pl.String) if f.name in restore else f.name
+            for f in SAMPLES_SCHEMA
+            if f.name in samples.columns
+        ),
         *_SCORES[keys],
         *(_KEYS if keys else ()),
     )
@@ -247,8 +290,12 @@ def dropped_prompts(scored: pl.DataFrame) -> pl.DataFrame:
     if "_prompt_kept" in scored.columns:  # the rows of the prompts without a kept sample: few
         scored = scored[scored.select((pl.col("_prompt_kept") == 0).arg_true()).to_series()]
     key = "_prompt" if "_prompt" in scored.columns else "prompt_id"
-    per_prompt = scored.with_row_index("_row").group_by(key, maintain_order=True).agg(*_PER_PROMPT).filter(~pl.col("_any_kept"))
-    per_prompt = per_prompt.drop(key).hstack(scored.select(pl.col("prompt_id", "task_type").gather(per_prompt["_row"]).cast(pl.String)))
+    per_prompt = (
+        scored.with_row_index("_row").group_by(key, maintain_order=True).agg(*_PER_PROMPT).filter(~pl.col("_any_kept"))
+    )
+    per_prompt = per_prompt.drop(key).hstack(
+        scored.select(pl.col("prompt_id", "task_type").gather(per_prompt["_row"]).cast(pl.String))
+    )
     return per_prompt.select("prompt_id", "task_type", _REASON, "num_samples", "best_quality")
 
 
@@ -261,8 +308,12 @@ _PER_PROMPT = (
     pl.col("quality").max().alias("best_quality"),
 )
 _REASON = (
-    pl.when(~pl.col("_any_answered")).then(pl.lit("all_errors")).when(~pl.col("_any_valid")).then(pl.lit("no_valid_format"))
-    .otherwise(pl.lit("below_tau")).alias("reason")
+    pl.when(~pl.col("_any_answered"))
+    .then(pl.lit("all_errors"))
+    .when(~pl.col("_any_valid"))
+    .then(pl.lit("no_valid_format"))
+    .otherwise(pl.lit("below_tau"))
+    .alias("reason")
 )
 
 

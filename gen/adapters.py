@@ -116,7 +116,10 @@ def from_video_r1(record: dict, index: int, source: str) -> dict | Refusal:
     problem_type = str(record.get("problem_type", "")).strip().lower()
     task = VIDEO_R1_TASKS.get(problem_type)
     if task is None:
-        return Refusal(where, f"problem_type {record.get('problem_type')!r} has no rmsd task type (known: {sorted(VIDEO_R1_TASKS)})")
+        return Refusal(
+            where,
+            f"problem_type {record.get('problem_type')!r} has no rmsd task type (known: {sorted(VIDEO_R1_TASKS)})",
+        )
     if not record.get("path") or not record.get("problem"):
         return Refusal(where, "missing 'path' or 'problem'")
     options = None
@@ -203,7 +206,9 @@ def read_json_prompts(path: Path) -> tuple[list[dict], list[Refusal]]:
         elif "prompt_id" in record:
             results = [_complete(record)]
         else:
-            results = [Refusal(f"{path}: record {i}", "unknown format (expected rmsd prompts, Video-R1 or LLaVA-Video fields)")]
+            results = [
+                Refusal(f"{path}: record {i}", "unknown format (expected rmsd prompts, Video-R1 or LLaVA-Video fields)")
+            ]
         for r in results:
             (refused if isinstance(r, Refusal) else rows).append(r)
     return [_complete(r) for r in rows], refused
@@ -229,7 +234,11 @@ def _read(path: Path) -> tuple[list[dict], list[Refusal]]:
 def _select(rows: list[dict], refused: list[Refusal], path: Path, split: str | None, limit: int | None) -> list[dict]:
     """The rows of ``split`` (None: all), the first ``limit``; an error naming the file if none is left."""
     if not rows:
-        why = f": all {len(refused)} records were refused (first, {refused[0].source}: {refused[0].reason})" if refused else ""
+        why = (
+            f": all {len(refused)} records were refused (first, {refused[0].source}: {refused[0].reason})"
+            if refused
+            else ""
+        )
         raise SchemaError(f"{path}: no prompts in the file{why}")
     if split is not None:
         chosen = [r for r in rows if r.get("split") == split]
@@ -245,7 +254,9 @@ def _select(rows: list[dict], refused: list[Refusal], path: Path, split: str | N
     return rows
 
 
-def load_prompts(path: str | Path, split: str | None = None, limit: int | None = None) -> tuple[list[dict], list[Refusal]]:
+def load_prompts(
+    path: str | Path, split: str | None = None, limit: int | None = None
+) -> tuple[list[dict], list[Refusal]]:
     """Rows of the prompts schema from any supported file (those of ``split``, the first ``limit``
     of them), and the rows refused with reasons. Everything that makes the file unusable raises
     ``SchemaError`` (``FileNotFoundError`` for a missing file) naming the file, and the row and field."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -25,7 +24,11 @@ def synth(
     num: int = typer.Option(200, "--num", min=1, help="number of videos (each gets one question of every task type)"),
     seed: int = typer.Option(0, "--seed", help="same seed, same benchmark"),
     workers: int = typer.Option(2, "--workers", min=1, help="processes encoding videos"),
-    split: Optional[str] = typer.Option(None, "--split", help="put every video in this split (e.g. test: a test set on a seed of its own); default: train/validation/test 80/10/10 per video"),
+    split: str | None = typer.Option(
+        None,
+        "--split",
+        help="put every video in this split (e.g. test: a test set on a seed of its own); default: train/validation/test 80/10/10 per video",
+    ),
 ) -> None:
     """Write the synthetic video-QA benchmark: real H.264 mp4 files and prompts.parquet."""
     from .synth import synthesise
@@ -40,23 +43,47 @@ def teacher_frame_warnings(cfg) -> list[str]:
     from ..schemas.frame_policy import load_frame_policy, policy_warning
 
     found = [(t, t.model.path) for t in cfg.teachers if t.model is not None and Path(t.model.path).is_dir()]
-    warnings = [policy_warning(cfg.frames, load_frame_policy(path), "this run", f"teacher {t.id}'s training frames ({path})") for t, path in found]
+    warnings = [
+        policy_warning(cfg.frames, load_frame_policy(path), "this run", f"teacher {t.id}'s training frames ({path})")
+        for t, path in found
+    ]
     return [w for w in warnings if w]
 
 
 @app.command()
 def run(
     pipeline: str = typer.Option(..., "--pipeline", help="pipeline name in pipelines.yaml"),
-    prompts: Optional[Path] = typer.Option(None, "--prompts", help="prompts: rmsd Parquet, Video-R1 JSON/JSONL or LLaVA-Video JSON (default: the pipeline's)"),
-    out: Optional[Path] = typer.Option(None, "--out", help="output folder of the shards (default: runs/<pipeline>/samples)"),
-    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="only the first N prompts"),
-    split: Optional[str] = typer.Option(None, "--split", help="only prompts of this split (e.g. train: keep evaluation prompts out of the training data)"),
-    config: Optional[Path] = typer.Option(None, "--config", help="pipelines file (default: ./pipelines.yaml, else the packaged one)"),
-    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (default: a local Ray instance)"),
+    prompts: Path | None = typer.Option(
+        None,
+        "--prompts",
+        help="prompts: rmsd Parquet, Video-R1 JSON/JSONL or LLaVA-Video JSON (default: the pipeline's)",
+    ),
+    out: Path | None = typer.Option(
+        None, "--out", help="output folder of the shards (default: runs/<pipeline>/samples)"
+    ),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="only the first N prompts"),
+    split: str | None = typer.Option(
+        None,
+        "--split",
+        help="only prompts of this split (e.g. train: keep evaluation prompts out of the training data)",
+    ),
+    config: Path | None = typer.Option(
+        None, "--config", help="pipelines file (default: ./pipelines.yaml, else the packaged one)"
+    ),
+    address: str | None = typer.Option(
+        None, "--address", help="Ray cluster address (default: a local Ray instance)"
+    ),
     media_root: list[Path] = typer.Option([], "--media-root", help="extra folder videos may be read from (repeatable)"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar with samples/s"),
-    retry_errors: bool = typer.Option(False, "--retry-errors", help="also regenerate the samples recorded as errors, in place, with their seeds"),
-    retry_matching: Optional[str] = typer.Option(None, "--retry-errors-matching", metavar="REGEX", help="regenerate only the error samples whose error this regular expression finds (implies --retry-errors)"),
+    retry_errors: bool = typer.Option(
+        False, "--retry-errors", help="also regenerate the samples recorded as errors, in place, with their seeds"
+    ),
+    retry_matching: str | None = typer.Option(
+        None,
+        "--retry-errors-matching",
+        metavar="REGEX",
+        help="regenerate only the error samples whose error this regular expression finds (implies --retry-errors)",
+    ),
 ) -> None:
     """Sample K responses per prompt from each teacher of the pipeline and write Parquet shards.
 
@@ -82,8 +109,15 @@ def run(
         for warning in teacher_frame_warnings(cfg):
             typer.secho(f"rmsd-gen: warning: {warning}", fg="yellow", err=True)
         summary = run_job(
-            cfg, pipeline, prompts_path, out or Path("runs") / pipeline / "samples", limit=limit, split=split, address=address,
-            media_roots=[str(p.resolve()) for p in media_root], progress=progress,
+            cfg,
+            pipeline,
+            prompts_path,
+            out or Path("runs") / pipeline / "samples",
+            limit=limit,
+            split=split,
+            address=address,
+            media_roots=[str(p.resolve()) for p in media_root],
+            progress=progress,
             retry_errors=retry_matching if retry_matching is not None else "" if retry_errors else None,
         )
     except (ConfigError, SchemaError, JobMismatchError, RunRefused, FileNotFoundError, re.error) as exc:
@@ -102,7 +136,9 @@ def run(
     if summary.failed_shards:
         for failure in summary.failed_shards:
             typer.secho(f"rmsd-gen: failed {failure}", fg="red", err=True)
-        typer.secho(f"rmsd-gen: {len(summary.failed_shards)} shards failed; rerun the same command to retry", fg="red", err=True)
+        typer.secho(
+            f"rmsd-gen: {len(summary.failed_shards)} shards failed; rerun the same command to retry", fg="red", err=True
+        )
         raise typer.Exit(EXIT_INCOMPLETE)
     if not summary.complete:
         raise typer.Exit(EXIT_INCOMPLETE)
@@ -112,8 +148,14 @@ def run(
 
 @app.command()
 def validate(
-    config: Optional[Path] = typer.Option(None, "--config", help="pipelines file (default: ./pipelines.yaml, else the packaged one)"),
-    check_models: bool = typer.Option(False, "--check-models/--no-check-models", help="also require every model folder to exist and every API key variable to be set"),
+    config: Path | None = typer.Option(
+        None, "--config", help="pipelines file (default: ./pipelines.yaml, else the packaged one)"
+    ),
+    check_models: bool = typer.Option(
+        False,
+        "--check-models/--no-check-models",
+        help="also require every model folder to exist and every API key variable to be set",
+    ),
 ) -> None:
     """Validate every pipeline of a pipelines file and list them."""
     from ..schemas.config import ConfigError, load_pipeline, pipeline_names

@@ -34,12 +34,27 @@ from tqdm import tqdm
 
 from ..models import ensure_model
 from ..schemas.config import PipelineConfig
-from ..schemas.manifests import check_apart, folder_lock, model_fingerprint, record_path, withdraw_completion
+from ..schemas.manifests import (
+    MANIFEST_FILE,
+    check_apart,
+    folder_lock,
+    model_fingerprint,
+    record_path,
+    withdraw_completion,
+)
 from ..schemas.prompting import build_messages
 from ..schemas.tables import TASK_TYPES, to_table, write_table
 from .adapters import Refusal, load_prompts
 from .frames import DecodedPrompt, decode_prompts
-from .writer import MANIFEST_FILE, error_samples, finished_shards, prepare_output, replace_samples, shard_name, shard_stats, write_json
+from .writer import (
+    error_samples,
+    finished_shards,
+    prepare_output,
+    replace_samples,
+    shard_name,
+    shard_stats,
+    write_json,
+)
 
 log = logging.getLogger("rmsd.gen")
 
@@ -56,7 +71,9 @@ def sample_seed(base: int, prompt_id: str, teacher: str, index: int) -> int:
 def prompts_digest(rows: list[dict]) -> str:
     h = hashlib.sha256()
     for r in rows:
-        h.update(json.dumps([r["prompt_id"], r["video"], r["question"], r["options"], r["answer"], r["task_type"]]).encode())
+        h.update(
+            json.dumps([r["prompt_id"], r["video"], r["question"], r["options"], r["answer"], r["task_type"]]).encode()
+        )
     return h.hexdigest()
 
 
@@ -117,7 +134,9 @@ class TeacherEngine:
             template = self.pipeline.templates[route.template]
             request = GenerationRequest(
                 prompt_id=p.row["prompt_id"],
-                messages=build_messages(p.row["question"], p.row["task_type"], p.row["options"], template.system, template.user),
+                messages=build_messages(
+                    p.row["question"], p.row["task_type"], p.row["options"], template.system, template.user
+                ),
                 frames=p.frames.array,
                 fps=p.frames.fps,
                 timestamps=p.frames.timestamps,
@@ -137,8 +156,15 @@ class TeacherEngine:
                 for (p, req, indices), samples in zip(batch, completions):
                     for k, seed, c in zip(indices, req.seeds, samples):
                         rows[(p.row["prompt_id"], k)] = self._row(
-                            p, k, seed, text=c.text, finish_reason=c.finish_reason, num_tokens=c.num_tokens,
-                            cumulative_logprob=c.cumulative_logprob, error=c.error, logprobs=c.logprobs,
+                            p,
+                            k,
+                            seed,
+                            text=c.text,
+                            finish_reason=c.finish_reason,
+                            num_tokens=c.num_tokens,
+                            cumulative_logprob=c.cumulative_logprob,
+                            error=c.error,
+                            logprobs=c.logprobs,
                         )
         order = {p.row["prompt_id"]: i for i, p in enumerate(mine)}
         return [rows[key] for key in sorted(rows, key=lambda key: (order[key[0]], key[1]))]
@@ -270,7 +296,9 @@ def run_job(
     prompts_path = Path(prompts_path).resolve()
     check_apart(out, {"prompts file": prompts_path})
     retry = re.compile(retry_errors) if retry_errors is not None else None
-    rows, refused = load_prompts(prompts_path, split=split, limit=limit)  # no prompt selected: an error, before the folder is touched
+    rows, refused = load_prompts(
+        prompts_path, split=split, limit=limit
+    )  # no prompt selected: an error, before the folder is touched
     config_hash = pipeline.gen_hash()
     digest = prompts_digest(rows)
     run_id = hashlib.sha256(f"{config_hash}/{digest}".encode()).hexdigest()[:16]
@@ -279,7 +307,11 @@ def run_job(
             if t.model is not None:
                 ensure_model(t.model.path, t.model.init)
         identity = {
-            "pipeline": pipeline_name, "config_hash": config_hash, "prompts_digest": digest, "prompts": len(rows), "run_id": run_id,
+            "pipeline": pipeline_name,
+            "config_hash": config_hash,
+            "prompts_digest": digest,
+            "prompts": len(rows),
+            "run_id": run_id,
             "model_fingerprints": _model_fingerprints(pipeline),  # a checkpoint swapped at its path is another job
         }
         prepare_output(out, identity)
@@ -289,7 +321,10 @@ def run_job(
         plan = _plan(pipeline, rows)
         expected = sum(sum(counts.values()) for _, _, counts in plan)
         done = finished_shards(out)
-        todo = [SliceWork(i, chunk, {t: n for t, n in counts.items() if shard_name(t, i) not in done}) for i, chunk, counts in plan]
+        todo = [
+            SliceWork(i, chunk, {t: n for t, n in counts.items() if shard_name(t, i) not in done})
+            for i, chunk, counts in plan
+        ]
         todo = [work for work in todo if work.samples]
         if retry is not None:
             todo += _retry_work(out, plan, done, retry)
@@ -298,9 +333,15 @@ def run_job(
         if writes:
             withdraw_completion(out)  # first: while shards change, no reader takes the folder for complete
         if todo:
-            _run_slices(pipeline, todo, run_id, prompts_path, out, address, media_roots or [], summary, expected, progress)
+            _run_slices(
+                pipeline, todo, run_id, prompts_path, out, address, media_roots or [], summary, expected, progress
+            )
         stats = shard_stats(out)
-        summary.samples, summary.error_samples, summary.errors_by_reason = stats["samples"], stats["error_samples"], stats["errors_by_reason"]
+        summary.samples, summary.error_samples, summary.errors_by_reason = (
+            stats["samples"],
+            stats["error_samples"],
+            stats["errors_by_reason"],
+        )
         summary.wall_seconds = time.time() - started
         if writes:
             _write_manifest(pipeline, prompts_path, out, identity, summary, stats)  # last: the completion record
@@ -310,21 +351,37 @@ def run_job(
 def _model_fingerprints(pipeline: PipelineConfig) -> dict[str, dict | str | None]:
     """Each teacher's identity: its checkpoint's fingerprint (``model_fingerprint``), or an API
     teacher's endpoint and model name."""
-    return {t.id: model_fingerprint(t.model.path) if t.model else f"{t.api.base_url} {t.api.model}" for t in pipeline.teachers}
+    return {
+        t.id: model_fingerprint(t.model.path) if t.model else f"{t.api.base_url} {t.api.model}"
+        for t in pipeline.teachers
+    }
 
 
 def _retry_work(out: Path, plan, done: set[str], matching: re.Pattern) -> list[SliceWork]:
     """The error samples of the finished shards whose error ``matching`` finds, slice by slice."""
     work = []
     for index, chunk, counts in plan:
-        only = {t: found for t in counts if shard_name(t, index) in done and (found := error_samples(out / shard_name(t, index), matching))}
+        only = {
+            t: found
+            for t in counts
+            if shard_name(t, index) in done and (found := error_samples(out / shard_name(t, index), matching))
+        }
         if only:
             wanted = {prompt for found in only.values() for prompt in found}
-            work.append(SliceWork(index, [r for r in chunk if r["prompt_id"] in wanted], {t: sum(map(len, found.values())) for t, found in only.items()}, only))
+            work.append(
+                SliceWork(
+                    index,
+                    [r for r in chunk if r["prompt_id"] in wanted],
+                    {t: sum(map(len, found.values())) for t, found in only.items()},
+                    only,
+                )
+            )
     return work
 
 
-def _run_slices(pipeline, todo: list[SliceWork], run_id, prompts_path, out, address, extra_roots, summary, expected, progress) -> None:
+def _run_slices(
+    pipeline, todo: list[SliceWork], run_id, prompts_path, out, address, extra_roots, summary, expected, progress
+) -> None:
     temp = _start_ray(address, pipeline)
     try:
         engines = {}
@@ -340,7 +397,14 @@ def _run_slices(pipeline, todo: list[SliceWork], run_id, prompts_path, out, addr
         roots = [str(prompts_path.parent), *pipeline.media_roots, *extra_roots]
         base = str(prompts_path.parent)
         remaining = sum(n for work in todo if work.only is None for n in work.samples.values())
-        bar = tqdm(total=expected, initial=expected - remaining, unit="sample", desc="rmsd-gen", disable=not progress, smoothing=0.1)
+        bar = tqdm(
+            total=expected,
+            initial=expected - remaining,
+            unit="sample",
+            desc="rmsd-gen",
+            disable=not progress,
+            smoothing=0.1,
+        )
         pending: dict = {}  # generation ref -> (place in todo, slice index, teacher, expected rows, indices retried or None)
         queue = deque(todo)
         inflight: dict[int, int] = {}  # position in todo -> shards still generating
@@ -393,7 +457,9 @@ def _write_manifest(pipeline, prompts_path, out, identity, summary, stats) -> No
         **record_path("prompts_path", prompts_path, out),  # relative first: moved together, they still find each other
         "models": {t.id: t.model.path if t.model else f"{t.api.base_url} {t.api.model}" for t in pipeline.teachers},
         "files": stats.pop("files"),  # the completion record: every shard's bytes, sha256 and rows
-        "sampling": {task: {**pipeline.route(task).model_dump(), "teachers": pipeline.teachers_for(task)} for task in TASK_TYPES},
+        "sampling": {
+            task: {**pipeline.route(task).model_dump(), "teachers": pipeline.teachers_for(task)} for task in TASK_TYPES
+        },
         "frames": pipeline.frames.model_dump(),
         "versions": _versions(),
         "python": platform.python_version(),
@@ -405,7 +471,8 @@ def _write_manifest(pipeline, prompts_path, out, identity, summary, stats) -> No
             "failed_shards": len(summary.failed_shards),
         },
         "timings": {
-            "wall_seconds_last_run": round(summary.wall_seconds, 3), "shards_written_last_run": summary.written_shards,
+            "wall_seconds_last_run": round(summary.wall_seconds, 3),
+            "shards_written_last_run": summary.written_shards,
             "samples_retried_last_run": summary.retried_samples,
         },
         "complete": summary.complete,

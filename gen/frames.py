@@ -66,7 +66,9 @@ def processor_video_kwargs(model_type: str, timestamps: list[list[float]], fps: 
     return {}
 
 
-def target_times(duration: float, num_frames: int | None = None, fps: float | None = None, max_frames: int = 64) -> list[float]:
+def target_times(
+    duration: float, num_frames: int | None = None, fps: float | None = None, max_frames: int = 64
+) -> list[float]:
     """Centres of equal segments of the video: N of them, or duration*fps of them capped at max_frames."""
     if duration <= 0:
         raise VideoError("empty", "video has zero duration")
@@ -247,7 +249,9 @@ def resolve_video(video: str, base: Path, media_roots: list[Path]) -> Path:
     for root in media_roots:
         if path.is_relative_to(root.resolve()):
             return path
-    raise VideoError("refused", f"{path} is outside the media roots {[str(r) for r in media_roots]} (add one with --media-root)")
+    raise VideoError(
+        "refused", f"{path} is outside the media roots {[str(r) for r in media_roots]} (add one with --media-root)"
+    )
 
 
 @dataclass
@@ -257,7 +261,9 @@ class DecodedPrompt:
     error: str | None  # "<kind>: <message>" when the video could not be used
 
 
-def decode_prompts(rows: list[dict], frames_cfg: dict, base: str | Path, roots: list[str | Path]) -> list[DecodedPrompt]:
+def decode_prompts(
+    rows: list[dict], frames_cfg: dict, base: str | Path, roots: list[str | Path]
+) -> list[DecodedPrompt]:
     """Frames of every prompt (``frames_cfg``: sample_frames' keyword arguments); each distinct
     video is decoded once, however many questions ask about it."""
     cache: dict[Path, Frames | VideoError] = {}

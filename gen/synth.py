@@ -30,8 +30,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import multiprocessing
 import json
+import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
@@ -117,6 +117,7 @@ PLACEMENT_TRIES = 20
 
 def _overlap(a: Shape, b: Shape) -> bool:
     """Whether either shape touches the other at the first frame of one of them."""
+
     def touch(frame: int) -> bool:
         if not (a.first <= frame <= a.last and b.first <= frame <= b.last):
             return False
@@ -210,7 +211,11 @@ def write_mp4(file, frames, fps: int | Fraction, keyframe_interval: int, crf: in
     """Encode RGB uint8 frames (H x W x 3 arrays, H and W even: yuv420p) as H.264 mp4 into ``file``, a
     path or a writable binary file object (``io.BytesIO``). ``fps`` may be a Fraction (a sampling rate)."""
     with av.open(file, mode="w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=fps, options={"crf": str(crf), "g": str(keyframe_interval), "keyint_min": str(keyframe_interval)})
+        stream = container.add_stream(
+            "libx264",
+            rate=fps,
+            options={"crf": str(crf), "g": str(keyframe_interval), "keyint_min": str(keyframe_interval)},
+        )
         stream.pix_fmt = "yuv420p"
         stream.thread_count = 1  # deterministic bytes
         for i, array in enumerate(frames):
@@ -309,10 +314,23 @@ def make_questions(scene: Scene, rng: np.random.Generator) -> list[dict]:
             {"target": asdict(where), "frame_size": [WIDTH, HEIGHT]},
             f"{_phrase(where)} starts at x {x1}, y {y1}, {where.size} pixels wide",
         ),
-        ("ocr", "Which word is written in the video?", None, scene.word.upper(), {}, f"the word {scene.word.upper()} is written at the bottom"),
+        (
+            "ocr",
+            "Which word is written in the video?",
+            None,
+            scene.word.upper(),
+            {},
+            f"the word {scene.word.upper()} is written at the bottom",
+        ),
         ("open_ended", "Describe what happens in the video.", None, describe(scene), {}, f"I see {listed}"),
     ]
-    scene_meta = {"shapes": [asdict(s) for s in shapes], "word": scene.word, "word_frames": [scene.word_first, scene.word_last], "fps": FPS, "num_frames": NUM_FRAMES}
+    scene_meta = {
+        "shapes": [asdict(s) for s in shapes],
+        "word": scene.word,
+        "word_frames": [scene.word_first, scene.word_last],
+        "fps": FPS,
+        "num_frames": NUM_FRAMES,
+    }
     rows = []
     for task_type, text, opts, answer, extra, reasoning in questions:
         rows.append(
@@ -331,10 +349,17 @@ def make_questions(scene: Scene, rng: np.random.Generator) -> list[dict]:
     return rows
 
 
-SCENE_LABELS = {"occupancy": len(COLOURS) + len(SHAPES) + 1, "count": 4, "word": len(WORDS), "direction": len(DIRECTIONS) + 1}
+SCENE_LABELS = {
+    "occupancy": len(COLOURS) + len(SHAPES) + 1,
+    "count": 4,
+    "word": len(WORDS),
+    "direction": len(DIRECTIONS) + 1,
+}
 
 
-def scene_labels(scene_meta: dict, times: list[float], grid: tuple[int, int], frame_size: tuple[int, int] = (WIDTH, HEIGHT)) -> dict:
+def scene_labels(
+    scene_meta: dict, times: list[float], grid: tuple[int, int], frame_size: tuple[int, int] = (WIDTH, HEIGHT)
+) -> dict:
     """What can be seen in a scene at ``times``, for auxiliary visual supervision of a from-scratch
     model (the demo teacher's bootstrap; see rmsd.train.visual_aux).
 
@@ -369,7 +394,12 @@ def scene_labels(scene_meta: dict, times: list[float], grid: tuple[int, int], fr
     direction = np.zeros(len(colours), dtype=np.int64)
     for shape in shapes:
         direction[colours.index(shape.colour)] = 1 + list(DIRECTIONS).index(shape.direction)
-    return {"occupancy": occupancy, "count": len(shapes) - 1, "word": WORDS.index(scene_meta["word"]), "direction": direction}
+    return {
+        "occupancy": occupancy,
+        "count": len(shapes) - 1,
+        "word": WORDS.index(scene_meta["word"]),
+        "direction": direction,
+    }
 
 
 def _build_one(args: tuple[int, int, str]) -> list[dict]:
@@ -381,7 +411,9 @@ def _build_one(args: tuple[int, int, str]) -> list[dict]:
     return make_questions(scene, _rng(seed + 1, index))
 
 
-def synthesise(out: str | os.PathLike, num: int, seed: int = 0, workers: int = 1, progress: bool = True, split: str | None = None) -> Path:
+def synthesise(
+    out: str | os.PathLike, num: int, seed: int = 0, workers: int = 1, progress: bool = True, split: str | None = None
+) -> Path:
     """Write ``num`` videos and their questions to ``out``; return the prompts file. Videos fall in the
     train / validation / test splits 80/10/10, or all in ``split`` (a test set on a seed of its own)."""
     out = Path(out)

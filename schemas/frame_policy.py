@@ -36,7 +36,11 @@ def load_frame_policy(folder: str | Path) -> FramesConfig | None:
 
 def describe(frames: FramesConfig) -> str:
     """``frames`` in one phrase: '8 frames, <= 12544 px, exact' or '2 fps (<= 64 frames), ...'."""
-    rate = f"{frames.num_frames} frames" if frames.num_frames is not None else f"{frames.fps:g} fps (<= {frames.max_frames} frames)"
+    rate = (
+        f"{frames.num_frames} frames"
+        if frames.num_frames is not None
+        else f"{frames.fps:g} fps (<= {frames.max_frames} frames)"
+    )
     return f"{rate}, <= {frames.max_pixels} px, {frames.mode}"
 
 

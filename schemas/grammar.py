@@ -100,12 +100,16 @@ def response_stages(text: pl.Expr) -> list[dict[str, pl.Expr]]:
             & (text.str.count_matches(THINK_OPEN, literal=True) == 1),
         },
         {
-            "_raw": pl.when("_has_answer").then(pl.col("_tail").str.split(ANSWER_CLOSE).list.first())
-            .when("_think_open").then(pl.lit(None, pl.String))
+            "_raw": pl.when("_has_answer")
+            .then(pl.col("_tail").str.split(ANSWER_CLOSE).list.first())
+            .when("_think_open")
+            .then(pl.lit(None, pl.String))
             .otherwise(pl.col("_after_think"))
             .str.strip_chars(),
-            "truncated": ((pl.col("_has_answer") & ~pl.col("_tail").str.contains(ANSWER_CLOSE, literal=True))
-                          | (~pl.col("_has_answer") & pl.col("_think_open"))).fill_null(False),
+            "truncated": (
+                (pl.col("_has_answer") & ~pl.col("_tail").str.contains(ANSWER_CLOSE, literal=True))
+                | (~pl.col("_has_answer") & pl.col("_think_open"))
+            ).fill_null(False),
         },
         {
             "answer_text": pl.when(pl.col("_raw").str.len_chars() > 0).then(pl.col("_raw")),
@@ -137,7 +141,11 @@ def _single_answer_stages(text: pl.Expr) -> list[dict[str, pl.Expr]]:
             "_closed": text.str.find(re.escape(ANSWER_CLOSE)),
             "_several": text.str.contains(_twice(ANSWER_OPEN)),
         },
-        {"_single": (opened.is_not_null() & ~pl.col("_several") & (closed.is_null() | (closed > opened))).fill_null(False)},
+        {
+            "_single": (opened.is_not_null() & ~pl.col("_several") & (closed.is_null() | (closed > opened))).fill_null(
+                False
+            )
+        },
         {
             "_raw": text.cast(pl.Binary)
             .bin.slice(pl.when("_single").then(opened + len(ANSWER_OPEN)), closed - opened - len(ANSWER_OPEN))
@@ -212,7 +220,8 @@ def format_number_expr(value: pl.Expr) -> pl.Expr:
     """Canonical text of a number: integers without a decimal point, others to 6 decimals."""
     integral = (value == value.round(0)) & (value.abs() < 1e15)
     return (
-        pl.when(integral).then(value.cast(pl.Int64, strict=False).cast(pl.String))
+        pl.when(integral)
+        .then(value.cast(pl.Int64, strict=False).cast(pl.String))
         .otherwise(value.round(6).cast(pl.String))
     )
 
@@ -224,11 +233,15 @@ def _collapse(e: pl.Expr) -> pl.Expr:
 def _clock_seconds(clock: pl.Expr) -> pl.Expr:
     parts = clock.str.split(":")
     part = lambda i: parts.list.get(i, null_on_oob=True).cast(pl.Float64, strict=False)  # noqa: E731
-    return pl.when(parts.list.len() == 3).then(part(0) * 3600 + part(1) * 60 + part(2)).otherwise(part(0) * 60 + part(1))
+    return (
+        pl.when(parts.list.len() == 3).then(part(0) * 3600 + part(1) * 60 + part(2)).otherwise(part(0) * 60 + part(1))
+    )
 
 
 def _bracketed(values: list[pl.Expr]) -> pl.Expr:
-    return pl.concat_str([pl.lit("["), pl.concat_str([format_number_expr(v) for v in values], separator=", "), pl.lit("]")])
+    return pl.concat_str(
+        [pl.lit("["), pl.concat_str([format_number_expr(v) for v in values], separator=", "), pl.lit("]")]
+    )
 
 
 # --- per task type ------------------------------------------------------------------------------
@@ -275,8 +288,16 @@ def _parse_interval(a: pl.Expr) -> Stages:
             "_end": pl.when(use_clock).then(_clock_seconds(first(clocks, 1))).otherwise(_to_float(first(numbers, 1))),
         },
         {"_ok": ok.fill_null(False)},
-        {"v0": pl.when("_ok").then(start), "v1": pl.when("_ok").then(end), "v2": pl.lit(None, pl.Float64), "v3": pl.lit(None, pl.Float64)},
-        {"normalised": pl.when("_ok").then(_bracketed([pl.col("v0"), pl.col("v1")])), "task_ok": strict & pl.col("_ok")},
+        {
+            "v0": pl.when("_ok").then(start),
+            "v1": pl.when("_ok").then(end),
+            "v2": pl.lit(None, pl.Float64),
+            "v3": pl.lit(None, pl.Float64),
+        },
+        {
+            "normalised": pl.when("_ok").then(_bracketed([pl.col("v0"), pl.col("v1")])),
+            "task_ok": strict & pl.col("_ok"),
+        },
         {"display": pl.col("normalised")},
     ]
 
@@ -290,7 +311,10 @@ def _parse_box(a: pl.Expr) -> Stages:
         {f"_b{i}": numbers.list.get(i, null_on_oob=True).cast(pl.Float64, strict=False) for i in range(4)},
         {"_ok": ((numbers.list.len() >= 4) & (v[0] <= v[2]) & (v[1] <= v[3])).fill_null(False)},
         {f"v{i}": pl.when("_ok").then(v[i]) for i in range(4)},
-        {"normalised": pl.when("_ok").then(_bracketed([pl.col(f"v{i}") for i in range(4)])), "task_ok": strict & pl.col("_ok")},
+        {
+            "normalised": pl.when("_ok").then(_bracketed([pl.col(f"v{i}") for i in range(4)])),
+            "task_ok": strict & pl.col("_ok"),
+        },
         {"display": pl.col("normalised")},
     ]
 
@@ -328,7 +352,9 @@ def _parser(task: str) -> Stages:
 
 def _match_option_text(frame: pl.DataFrame, answer: str, options: str) -> pl.DataFrame:
     """Multiple choice answered with the option's text instead of its letter."""
-    missing = frame.select(pl.col("normalised").is_null() & pl.col(answer).is_not_null() & pl.col(options).is_not_null()).to_series()
+    missing = frame.select(
+        pl.col("normalised").is_null() & pl.col(answer).is_not_null() & pl.col(options).is_not_null()
+    ).to_series()
     if not missing.any():
         return frame
     said = _collapse(pl.col(answer)).str.to_lowercase().str.strip_chars_end(".")
@@ -346,7 +372,9 @@ def _match_option_text(frame: pl.DataFrame, answer: str, options: str) -> pl.Dat
         return frame
     return (
         frame.join(matches.select("_row", "_letter"), on="_row", how="left")
-        .with_columns(pl.coalesce("normalised", "_letter").alias("normalised"), pl.coalesce("display", "_letter").alias("display"))
+        .with_columns(
+            pl.coalesce("normalised", "_letter").alias("normalised"), pl.coalesce("display", "_letter").alias("display")
+        )
         .drop("_letter")
     )
 
@@ -376,7 +404,11 @@ def _distinct_answers(narrow: pl.DataFrame) -> tuple[pl.DataFrame, pl.Series | N
     all rows distinct). A prompt's K samples mostly give the same answer: each is parsed once."""
     if narrow.height < 2:
         return narrow, None
-    runs = pl.col("_runs") if "_runs" in narrow.columns else pl.col("_options").ne_missing(pl.col("_options").shift()).cum_sum()
+    runs = (
+        pl.col("_runs")
+        if "_runs" in narrow.columns
+        else pl.col("_options").ne_missing(pl.col("_options").shift()).cum_sum()
+    )
     keys = narrow.select(
         _answer=(integer_codes("_answer") + 1).fill_null(0),
         _task=(integer_codes("_task", narrow.schema["_task"]) + 1).fill_null(0),
@@ -393,7 +425,9 @@ def _distinct_answers(narrow: pl.DataFrame) -> tuple[pl.DataFrame, pl.Series | N
     distinct = key[first.to_numpy()]
     size = int(key.max()) + 1
     if size > _TABLE_PER_ROW * len(key):  # keys too sparse for a table: a join finds each row's distinct answer
-        index = keys.join(keys.filter(first).with_row_index("_index"), on="_key", how="left", maintain_order="left")["_index"]
+        index = keys.join(keys.filter(first).with_row_index("_index"), on="_key", how="left", maintain_order="left")[
+            "_index"
+        ]
     else:  # a table of the distinct keys' positions, read once per row: a tenth of the join's time
         table = np.empty(size, dtype=np.uint32)  # only the distinct keys' entries are ever read
         table[distinct] = np.arange(len(distinct), dtype=np.uint32)
@@ -426,7 +460,12 @@ def parse_answers(
     )
     narrow, index = _distinct_answers(narrow)
     narrow = narrow.with_row_index("_row")
-    schema = {"task_ok": pl.Boolean, "normalised": pl.String, "display": pl.String, **{f"v{i}": pl.Float64 for i in range(4)}}
+    schema = {
+        "task_ok": pl.Boolean,
+        "normalised": pl.String,
+        "display": pl.String,
+        **{f"v{i}": pl.Float64 for i in range(4)},
+    }
     columns = [pl.col("_row"), *(pl.col(c).cast(t) for c, t in schema.items())]
     parts = []
     for (task,), part in narrow.partition_by("_task", as_dict=True, maintain_order=True).items():
@@ -452,7 +491,9 @@ def parse_answers(
     return frame.drop([c for c in parsed.columns if c in frame.columns]).hstack(parsed)
 
 
-def parse_responses(frame: pl.DataFrame, text: str = "text", task_type: str = "task_type", options: str = "options") -> pl.DataFrame:
+def parse_responses(
+    frame: pl.DataFrame, text: str = "text", task_type: str = "task_type", options: str = "options"
+) -> pl.DataFrame:
     """Add ``RESPONSE_COLUMNS`` and ``PARSED_COLUMNS`` for the responses in column ``text``."""
     return parse_answers(add_response_parts(frame, text), "answer_text", task_type, options)
 

@@ -126,8 +126,8 @@ def folder_lock(folder: Path, shared: bool = False):
         except BlockingIOError:
             raise RunRefused(
                 f"{folder} is being written by another rmsd-gen or rmsd-filter run (it holds {path}): wait for that run to end"
-                if shared else
-                f"{folder} is in use by another rmsd-gen or rmsd-filter run (it holds {path}): wait for that run to end, "
+                if shared
+                else f"{folder} is in use by another rmsd-gen or rmsd-filter run (it holds {path}): wait for that run to end, "
                 "or use another --out folder"
             ) from None
         yield True
@@ -140,9 +140,19 @@ def check_apart(out: Path, inputs: dict[str, Path]) -> None:
     out = Path(out).resolve()
     for what, path in inputs.items():
         path = Path(path).resolve()
-        relation = "is" if out == path else "holds" if path.is_relative_to(out) else "sits inside" if out.is_relative_to(path) else None
+        relation = (
+            "is"
+            if out == path
+            else "holds"
+            if path.is_relative_to(out)
+            else "sits inside"
+            if out.is_relative_to(path)
+            else None
+        )
         if relation:
-            raise RunRefused(f"the output folder {out} {relation} the {what} ({path}): a run would overwrite or mix with what it reads; choose an --out apart from it")
+            raise RunRefused(
+                f"the output folder {out} {relation} the {what} ({path}): a run would overwrite or mix with what it reads; choose an --out apart from it"
+            )
 
 
 def model_fingerprint(path: str | os.PathLike) -> dict | None:
@@ -155,7 +165,11 @@ def model_fingerprint(path: str | os.PathLike) -> dict | None:
     if not folder.is_dir():
         return None
     digest, count, total = hashlib.sha256(), 0, 0
-    for file in sorted(p for p in folder.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)):
+    for file in sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    ):
         size = file.stat().st_size
         digest.update(f"{file.relative_to(folder).as_posix()}\0{size}\0".encode())
         with open(file, "rb") as handle:
@@ -163,7 +177,11 @@ def model_fingerprint(path: str | os.PathLike) -> dict | None:
                 digest.update(handle.read())
             else:
                 step = (size - 2 * _WHOLE) // (_SAMPLES + 1)
-                for offset, length in [(0, _WHOLE), *(((i + 1) * step + _WHOLE, _SAMPLE) for i in range(_SAMPLES)), (size - _WHOLE, _WHOLE)]:
+                for offset, length in [
+                    (0, _WHOLE),
+                    *(((i + 1) * step + _WHOLE, _SAMPLE) for i in range(_SAMPLES)),
+                    (size - _WHOLE, _WHOLE),
+                ]:
                     handle.seek(offset)
                     digest.update(handle.read(length))
         count, total = count + 1, total + size

@@ -44,12 +44,21 @@ def _box_iou() -> pl.Expr:
     h = (pl.min_horizontal(p[3], g[3]) - pl.max_horizontal(p[1], g[1])).clip(lower_bound=0)
     inter = w * h
     union = (p[2] - p[0]) * (p[3] - p[1]) + (g[2] - g[0]) * (g[3] - g[1]) - inter
-    return pl.when(union > 0).then(inter / union).otherwise((pl.all_horizontal([a == b for a, b in zip(p, g)])).cast(pl.Float64))
+    return (
+        pl.when(union > 0)
+        .then(inter / union)
+        .otherwise((pl.all_horizontal([a == b for a, b in zip(p, g)])).cast(pl.Float64))
+    )
 
 
 def _numeric(tolerance: float) -> pl.Expr:
     pred, gt = pl.col("v0"), pl.col("gt_v0")
-    return pl.when(gt == 0).then(pred.abs() <= tolerance).otherwise((pred - gt).abs() <= tolerance * gt.abs()).cast(pl.Float64)
+    return (
+        pl.when(gt == 0)
+        .then(pred.abs() <= tolerance)
+        .otherwise((pred - gt).abs() <= tolerance * gt.abs())
+        .cast(pl.Float64)
+    )
 
 
 @functools.cache  # expressions are immutable: built once per tolerance, not per batch
@@ -57,16 +66,23 @@ def _metrics(tolerance: float) -> dict[str, tuple[list[str], pl.Expr]]:
     """The metric of each task type with one (OCR: see ``anls``), and the columns it reads."""
     numbers = lambda k: [f"{p}v{i}" for p in ("", "gt_") for i in range(k)]  # noqa: E731
     return {
-        "multiple_choice": (["normalised", "gt_normalised"], (pl.col("normalised") == pl.col("gt_normalised")).cast(pl.Float64)),
+        "multiple_choice": (
+            ["normalised", "gt_normalised"],
+            (pl.col("normalised") == pl.col("gt_normalised")).cast(pl.Float64),
+        ),
         "numerical": (numbers(1), _numeric(tolerance)),
         "temporal_grounding": (numbers(2), _iou_1d(pl.col("v0"), pl.col("v1"), pl.col("gt_v0"), pl.col("gt_v1"))),
         "spatial_grounding": (numbers(4), _box_iou()),
     }
 
 
-def anls(predictions: list[str | None], truths: list[str | None], threshold: float = DEFAULT_ANLS_THRESHOLD) -> np.ndarray:
+def anls(
+    predictions: list[str | None], truths: list[str | None], threshold: float = DEFAULT_ANLS_THRESHOLD
+) -> np.ndarray:
     """ANLS of aligned pairs (rapidfuzz, C++); a missing prediction scores 0."""
-    similarity = cpdist([p or "" for p in predictions], [t or "" for t in truths], scorer=Levenshtein.normalized_similarity, workers=1)
+    similarity = cpdist(
+        [p or "" for p in predictions], [t or "" for t in truths], scorer=Levenshtein.normalized_similarity, workers=1
+    )
     similarity = np.where(similarity >= threshold, similarity, 0.0)
     return np.where([p is None for p in predictions], 0.0, similarity)
 
@@ -81,7 +97,10 @@ _NARROW = (
     _ANSWERED.alias("_answered"),
 )
 # (the task types with a metric: _metrics' own, whatever the tolerance, and OCR's ANLS)
-_ROWS_OF = {task: (pl.col("_answered") & (pl.col("task_type") == task)).arg_true() for task in (*_metrics(DEFAULT_TOLERANCE), "ocr")}
+_ROWS_OF = {
+    task: (pl.col("_answered") & (pl.col("task_type") == task)).arg_true()
+    for task in (*_metrics(DEFAULT_TOLERANCE), "ocr")
+}
 
 
 def _correct(frame: pl.DataFrame, tolerance: float, anls_threshold: float) -> pl.Series:
@@ -100,16 +119,27 @@ def _correct(frame: pl.DataFrame, tolerance: float, anls_threshold: float) -> pl
         values = np.full(rows.len(), 1.0 if 1.0 >= anls_threshold else 0.0)
         other = (pairs["normalised"] != pairs["gt_normalised"]).arg_true().to_numpy()
         if len(other):
-            values[other] = anls(pairs["normalised"].gather(other).to_list(), pairs["gt_normalised"].gather(other).to_list(), anls_threshold)
+            values[other] = anls(
+                pairs["normalised"].gather(other).to_list(),
+                pairs["gt_normalised"].gather(other).to_list(),
+                anls_threshold,
+            )
         correct.scatter(rows, values)
     return correct
 
 
-def score_parsed(frame: pl.DataFrame, tolerance: float = DEFAULT_TOLERANCE, anls_threshold: float = DEFAULT_ANLS_THRESHOLD) -> pl.DataFrame:
+def score_parsed(
+    frame: pl.DataFrame, tolerance: float = DEFAULT_TOLERANCE, anls_threshold: float = DEFAULT_ANLS_THRESHOLD
+) -> pl.DataFrame:
     """Add ``valid``, ``correct`` and ``quality`` to a frame holding parsed responses and ``gt_`` columns."""
-    frame = frame.with_columns(valid=(pl.col("outer_ok") & pl.col("task_ok")).fill_null(False), correct=_correct(frame, tolerance, anls_threshold))
+    frame = frame.with_columns(
+        valid=(pl.col("outer_ok") & pl.col("task_ok")).fill_null(False),
+        correct=_correct(frame, tolerance, anls_threshold),
+    )
     return frame.with_columns(
-        quality=pl.when(pl.col("correct").is_not_null()).then(pl.col("valid").cast(pl.Float64) * pl.col("correct")).otherwise(pl.col("valid").cast(pl.Float64))
+        quality=pl.when(pl.col("correct").is_not_null())
+        .then(pl.col("valid").cast(pl.Float64) * pl.col("correct"))
+        .otherwise(pl.col("valid").cast(pl.Float64))
     )
 
 
@@ -148,7 +178,9 @@ def score_as_filter(frame: pl.DataFrame, settings, text: str = "text", answer: s
     ANLS threshold, tau per task type), plus ``kept``: whether rmsd-filter would keep the response
     (q >= its task type's tau). The filter, the RL content reward and evaluation score alike through it."""
     scored = score_responses(frame, text, answer, settings.tolerance, settings.anls_threshold)
-    return scored.with_columns(kept=pl.col("quality") >= taus(settings.tau, tuple(sorted(settings.tau_by_task.items()))))
+    return scored.with_columns(
+        kept=pl.col("quality") >= taus(settings.tau, tuple(sorted(settings.tau_by_task.items())))
+    )
 
 
 __all__ = ["SCORE_COLUMNS", "anls", "score_as_filter", "score_parsed", "score_responses", "taus"]

@@ -92,8 +92,12 @@ SAMPLES_SCHEMA = pa.schema(
         _field("fps", pa.float64(), True, "effective fps of the frames used"),
         _field("error", pa.string(), True, "null, or why this sample failed"),
         _field("run_id", pa.string(), False, "id of the rmsd-gen job"),
-        _field("logprobs", pa.list_(pa.list_(TOP_LOGPROB)), True,
-               "per generated token: the sampled token then the top-k alternatives; null unless sampling.logprobs is set"),
+        _field(
+            "logprobs",
+            pa.list_(pa.list_(TOP_LOGPROB)),
+            True,
+            "per generated token: the sampled token then the top-k alternatives; null unless sampling.logprobs is set",
+        ),
     ]
 )
 
@@ -107,7 +111,9 @@ SCORE_FIELDS = [
     _field("correct", pa.float64(), True, "metric vs the label; null for open-ended or unlabelled"),
     _field("quality", pa.float64(), False, "q = valid x metric (validity alone where no metric)"),
     _field("agreement", pa.float64(), True, "share of the prompt's samples from this teacher with the same answer"),
-    _field("agreement_pool", pa.float64(), True, "share of the prompt's samples from all teachers with the same answer"),
+    _field(
+        "agreement_pool", pa.float64(), True, "share of the prompt's samples from all teachers with the same answer"
+    ),
     _field("kept", pa.bool_(), False, "quality >= tau of the task type"),
     _field("weight", pa.float64(), False, "matching probability p_k over the prompt's kept samples (0 if not kept)"),
     _field("is_best", pa.bool_(), False, "T_best: the prompt's highest-quality kept sample"),
@@ -128,7 +134,13 @@ SCORED_SCHEMA = pa.schema([*(_SAMPLE_FIELDS[c] for c in (*SAMPLE_KEY, "task_type
 # traces run to kilobytes). v2 carried those columns too (rmsd-train still reads v2 shards as they
 # are); v1 carried every samples and score column.
 CURATED_VERSION = 3
-CURATED_CONTENT = ("question", "options", "video", "frame_timestamps", "text")  # in the samples; in curated v2 shards too
+CURATED_CONTENT = (
+    "question",
+    "options",
+    "video",
+    "frame_timestamps",
+    "text",
+)  # in the samples; in curated v2 shards too
 CURATED_SCHEMA = pa.schema(
     [
         *(_SAMPLE_FIELDS[c] for c in (*SAMPLE_KEY, "task_type")),
@@ -182,7 +194,9 @@ def _check_nulls(data: pa.Table, table: str) -> pa.Table:
     for f in schema_for(table):
         column = data.column(f.name)
         if not f.nullable and column.null_count:
-            raise SchemaError(f"{table}: column {f.name!r} is required but null in row {column.to_pylist().index(None)}")
+            raise SchemaError(
+                f"{table}: column {f.name!r} is required but null in row {column.to_pylist().index(None)}"
+            )
     return data
 
 
@@ -196,7 +210,13 @@ def _writable(given: pa.Schema, schema: pa.Schema) -> bool:
         if have.type == want.type and have.nullable == want.nullable:
             continue
         string = pa.types.is_string(want.type) and have.nullable == want.nullable
-        if not (string and (pa.types.is_string_view(have.type) or (pa.types.is_dictionary(have.type) and pa.types.is_string(have.type.value_type)))):
+        if not (
+            string
+            and (
+                pa.types.is_string_view(have.type)
+                or (pa.types.is_dictionary(have.type) and pa.types.is_string(have.type.value_type))
+            )
+        ):
             return False
     return True
 
@@ -204,7 +224,9 @@ def _writable(given: pa.Schema, schema: pa.Schema) -> bool:
 def with_string_views(schema: pa.Schema) -> pa.Schema:
     """``schema`` with its string columns as Arrow string views, the form Polars hands its strings
     to Arrow in: ``write_table`` takes either form (views are not copied into strings)."""
-    return pa.schema([f.with_type(pa.string_view()) if pa.types.is_string(f.type) else f for f in schema], metadata=schema.metadata)
+    return pa.schema(
+        [f.with_type(pa.string_view()) if pa.types.is_string(f.type) else f for f in schema], metadata=schema.metadata
+    )
 
 
 def _file_metadata(schema: pa.Schema) -> dict[str, str]:
@@ -222,7 +244,10 @@ def write_table(table: pa.Table, path: str | os.PathLike, name: str) -> Path:
     schema, options, metadata = _written_form(name)
     if not _writable(table.schema, schema):
         table = table.select([f.name for f in schema]).cast(schema)
-    with atomic_file(path) as tmp, pq.ParquetWriter(tmp, table.schema.remove_metadata(), store_schema=False, **options) as writer:
+    with (
+        atomic_file(path) as tmp,
+        pq.ParquetWriter(tmp, table.schema.remove_metadata(), store_schema=False, **options) as writer,
+    ):
         writer.write_table(table.replace_schema_metadata(None))
         writer.add_key_value_metadata(metadata)
     return path
@@ -233,7 +258,11 @@ def _written_form(name: str) -> tuple[pa.Schema, dict, dict[str, str]]:
     """A table's contract schema, the writer's options and the files' metadata: the same for every
     file of the table, so built once per process (rmsd-filter writes two files per shard group)."""
     schema = schema_for(name)
-    options = {"compression": "zstd", "use_dictionary": _dictionary_columns(schema), "write_statistics": _statistics_columns(schema)}
+    options = {
+        "compression": "zstd",
+        "use_dictionary": _dictionary_columns(schema),
+        "write_statistics": _statistics_columns(schema),
+    }
     if name in _NARROW_ROWS:  # the writer's per-batch work paid once per 65,536 rows, not per 1,024
         options["write_batch_size"] = 65_536
     return schema, options, _file_metadata(schema)
@@ -253,8 +282,26 @@ _NARROW_ROWS = {"scored", "curated", "dropped"}
 # shards: half the size and 0.02 us per row faster to write). Statistics serve the filters
 # readers push down.
 _DICTIONARY = {
-    "task_type", "question", "options", "answer", "video", "teacher", "finish_reason", "run_id", "label_source", "dataset", "split",
-    "reason", "frame_timestamps", "fps", "extracted", "correct", "quality", "agreement", "agreement_pool", "weight",
+    "task_type",
+    "question",
+    "options",
+    "answer",
+    "video",
+    "teacher",
+    "finish_reason",
+    "run_id",
+    "label_source",
+    "dataset",
+    "split",
+    "reason",
+    "frame_timestamps",
+    "fps",
+    "extracted",
+    "correct",
+    "quality",
+    "agreement",
+    "agreement_pool",
+    "weight",
 }
 _STATISTICS = {"prompt_id", "task_type", "teacher", "sample_index", "quality", "kept", "is_best", "split", "error"}
 

@@ -59,5 +59,15 @@ def demo_run(tmp_path_factory):
     """`rmsd-gen synth` then `rmsd-gen run --pipeline demo`, nothing in between (the README's path)."""
     work = tmp_path_factory.mktemp("demo")
     gen("synth", "--out", work / "bench", "--num", 3, "--seed", 1, cwd=work, check=0)
-    done = gen("run", "--pipeline", "demo", "--prompts", work / "bench" / "prompts.parquet", "--out", work / "out", cwd=work, check=0)
+    done = gen(
+        "run",
+        "--pipeline",
+        "demo",
+        "--prompts",
+        work / "bench" / "prompts.parquet",
+        "--out",
+        work / "out",
+        cwd=work,
+        check=0,
+    )
     return work, done

@@ -6,7 +6,9 @@ from tests.conftest import BIN
 
 def test_init_model_cli_writes_a_loadable_checkpoint(tmp_path):
     out = tmp_path / "m"
-    done = subprocess.run([BIN / "rmsd-train", "init-model", "--out", out, "--preset", "tiny"], capture_output=True, text=True)
+    done = subprocess.run(
+        [BIN / "rmsd-train", "init-model", "--out", out, "--preset", "tiny"], capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stderr
     for name in ("config.json", "model.safetensors", "tokenizer.json", "processor_config.json", "chat_template.jinja"):
         assert (out / name).is_file()

@@ -27,8 +27,7 @@ SEAMS = {
     "StrictResume._load_from_checkpoint": "(self, resume_from_checkpoint: str, model: torch.nn.modules.module.Module | None = None) -> None",
     "StrictResume._issue_warnings_after_load": "(self, load_result: Any) -> None",
     "VideoGRPOTrainer._save_checkpoint": "(self, model, trial)",
-    "VideoGRPOTrainer._generate_and_score_completions":
-        "(self, inputs: list[dict[str, torch.Tensor | typing.Any]]) -> dict[str, torch.Tensor | typing.Any]",
+    "VideoGRPOTrainer._generate_and_score_completions": "(self, inputs: list[dict[str, torch.Tensor | typing.Any]]) -> dict[str, torch.Tensor | typing.Any]",
     "VideoGRPOTrainer._tokenize_prompts": "(self, prompts: list)",
     "VideoGRPOTrainer._generate_single_turn": "(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False)",
     "VideoGRPOTrainer._compute_loss": "(self, model, inputs)",
@@ -89,12 +88,19 @@ def _private_overrides() -> dict[str, tuple[str, str]]:
         # the class and the rmsd mixins ahead of upstream in its bases (a mixin overrides through the class it is mixed into)
         for own in [c for c in cls.__mro__ if c.__module__.startswith("rmsd.")]:
             for name, member in vars(own).items():
-                if not name.startswith("_") or (name.startswith("__") and name.endswith("__")) or _callable(member) is None:
+                if (
+                    not name.startswith("_")
+                    or (name.startswith("__") and name.endswith("__"))
+                    or _callable(member) is None
+                ):
                     continue
                 owner = next((b for b in bases if name in vars(b)), None)
                 if owner is not None:
                     upstream = _callable(vars(owner)[name])
-                    found[f"{own.__name__}.{name}"] = (f"{owner.__module__}.{owner.__qualname__}.{name}", str(inspect.signature(upstream)))
+                    found[f"{own.__name__}.{name}"] = (
+                        f"{owner.__module__}.{owner.__qualname__}.{name}",
+                        str(inspect.signature(upstream)),
+                    )
     return found
 
 
@@ -116,8 +122,10 @@ def test_every_private_upstream_method_rmsd_overrides_has_the_signature_it_was_w
                 "  check the override against the new upstream code, then update SEAMS and the pins"
             )
     for key in sorted(set(SEAMS) - set(found)):
-        problems.append(f"{key} is recorded in SEAMS but overrides no private upstream method any more (removed here or upstream): "
-                        "check that nothing relied on it, then remove the entry")
+        problems.append(
+            f"{key} is recorded in SEAMS but overrides no private upstream method any more (removed here or upstream): "
+            "check that nothing relied on it, then remove the entry"
+        )
     assert not problems, "\n".join(problems)
 
 
@@ -126,5 +134,9 @@ def test_pyproject_and_constraints_pin_the_versions_the_seams_were_recorded_agai
     constraints = (REPO / "constraints.txt").read_text()
     for package, version in TESTED.items():
         pin = f"{package}=={version}"
-        assert re.search(rf'^\s*"{re.escape(pin)}",', pyproject, re.M), f"pyproject.toml must depend on {pin}: the version SEAMS was recorded against"
-        assert re.search(rf"^{re.escape(pin)}$", constraints, re.M), f"constraints.txt must pin {pin}, as pyproject.toml does"
+        assert re.search(rf'^\s*"{re.escape(pin)}",', pyproject, re.M), (
+            f"pyproject.toml must depend on {pin}: the version SEAMS was recorded against"
+        )
+        assert re.search(rf"^{re.escape(pin)}$", constraints, re.M), (
+            f"constraints.txt must pin {pin}, as pyproject.toml does"
+        )

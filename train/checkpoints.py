@@ -36,8 +36,12 @@ class StrictResume:
         model = self.model if model is None else model
         if self.is_fsdp_enabled or not isinstance(model, PreTrainedModel) or getattr(model, "peft_config", None):
             return super()._load_from_checkpoint(resume_from_checkpoint, model)  # their own loaders; checked below
-        saved, info = type(model).from_pretrained(resume_from_checkpoint, output_loading_info=True, dtype=model.dtype, local_files_only=True)
-        _refuse_partial_load(resume_from_checkpoint, info.get("missing_keys"), info.get("unexpected_keys"), info.get("mismatched_keys"))
+        saved, info = type(model).from_pretrained(
+            resume_from_checkpoint, output_loading_info=True, dtype=model.dtype, local_files_only=True
+        )
+        _refuse_partial_load(
+            resume_from_checkpoint, info.get("missing_keys"), info.get("unexpected_keys"), info.get("mismatched_keys")
+        )
         model.load_state_dict(saved.state_dict(), strict=True)
 
     def _issue_warnings_after_load(self, load_result) -> None:
@@ -68,7 +72,9 @@ def _refuse_partial_load(where, missing=None, unexpected=None, mismatched=None) 
     found = {name: sorted(map(str, keys)) for name, keys in problems.items() if keys}
     if found:
         details = "; ".join(f"{len(keys)} {name} (e.g. {keys[0]})" for name, keys in found.items())
-        raise RuntimeError(f"{where}: its weights do not match the model: {details}. Refusing to resume from a partial load.")
+        raise RuntimeError(
+            f"{where}: its weights do not match the model: {details}. Refusing to resume from a partial load."
+        )
 
 
 def _complete(checkpoint: Path) -> bool:

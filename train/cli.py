@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -18,13 +17,22 @@ def _root() -> None:
 
 @app.command("init-model")
 def init_model(
-    out: Path = typer.Option(..., "--out", help="folder to write the model, tokenizer and processor into (must not exist)"),
-    preset: str = typer.Option("tiny", "--preset", help="tiny (~0.25 M parameters, tests) or demo (~0.8 M, the demo's teacher and student)"),
+    out: Path = typer.Option(
+        ..., "--out", help="folder to write the model, tokenizer and processor into (must not exist)"
+    ),
+    preset: str = typer.Option(
+        "tiny", "--preset", help="tiny (~0.25 M parameters, tests) or demo (~0.8 M, the demo's teacher and student)"
+    ),
     seed: int = typer.Option(0, "--seed", help="weight initialisation seed"),
-    vision_from: Optional[Path] = typer.Option(None, "--vision-from", help="copy the vision tower of this checkpoint (same preset): a student that starts seeing, as a pretrained VLM does"),
+    vision_from: Path | None = typer.Option(
+        None,
+        "--vision-from",
+        help="copy the vision tower of this checkpoint (same preset): a student that starts seeing, as a pretrained VLM does",
+    ),
 ) -> None:
     """Write a small Qwen2-VL-architecture model built from its config (random weights, nothing downloaded)."""
-    from ..models import PRESETS, init_model as build
+    from ..models import PRESETS
+    from ..models import init_model as build
 
     if preset not in PRESETS:
         typer.secho(f"rmsd-train: error: unknown preset {preset!r}; known: {sorted(PRESETS)}", fg="red", err=True)
@@ -52,7 +60,7 @@ def _pipeline(inputs):
     return load_pipeline(inputs.pipeline, _path(inputs.pipelines_file), check_models=False)
 
 
-def _student(cfg, inputs) -> tuple[Path, Optional[str]]:
+def _student(cfg, inputs) -> tuple[Path, str | None]:
     """--model, or else the pipeline's train.student (with its init preset)."""
     if inputs.model is not None:
         return Path(inputs.model), inputs.init
@@ -61,14 +69,21 @@ def _student(cfg, inputs) -> tuple[Path, Optional[str]]:
     return Path(cfg.train.student.path), inputs.init or cfg.train.student.init
 
 
-def _warn_frame_policy(frames, mode: str, data: Path, samples: Optional[Path], model: Path) -> None:
+def _warn_frame_policy(frames, mode: str, data: Path, samples: Path | None, model: Path) -> None:
     """Warn, naming both, when the pipeline's frame settings differ from the data's (the teachers'
     samples) or from those the starting checkpoint was trained with."""
     from ..schemas.frame_policy import load_frame_policy, policy_warning
     from .data import data_frame_policy
 
-    warnings = [policy_warning(frames, data_frame_policy(mode, data, samples), "this run", f"the teachers' samples' ({data})"),
-                policy_warning(frames, load_frame_policy(model) if Path(model).is_dir() else None, "this run", f"the checkpoint's ({model})")]
+    warnings = [
+        policy_warning(frames, data_frame_policy(mode, data, samples), "this run", f"the teachers' samples' ({data})"),
+        policy_warning(
+            frames,
+            load_frame_policy(model) if Path(model).is_dir() else None,
+            "this run",
+            f"the checkpoint's ({model})",
+        ),
+    ]
     for warning in filter(None, warnings):
         typer.secho(f"rmsd-train: warning: {warning}", fg="yellow", err=True)
 
@@ -96,7 +111,11 @@ def sft(ctx: typer.Context) -> None:
         cfg = _pipeline(inputs)
         model, init = _student(cfg, inputs)
         data = _required_data(inputs)
-        base = Path(inputs.video_base) if inputs.video_base else find_video_base(args.mode, data, samples=_path(inputs.samples))
+        base = (
+            Path(inputs.video_base)
+            if inputs.video_base
+            else find_video_base(args.mode, data, samples=_path(inputs.samples))
+        )
         dataset = sft_dataset(args.mode, data, seed=args.seed, streaming=args.streaming, samples=_path(inputs.samples))
         _warn_frame_policy(cfg.frames, args.mode, data, _path(inputs.samples), model)
         student, processor = load_model(ensure_model(model, init))
@@ -110,8 +129,13 @@ def sft(ctx: typer.Context) -> None:
                 scene_facts(meta)
         except ValueError as exc:
             _fail(f"--visual_aux: {data}: {exc}")
-    collator = VideoSFTCollator(processor, FrameCache(cfg.frames, base), templates_by_task(cfg), student.config.model_type,
-                                visual_targets=args.visual_aux > 0)
+    collator = VideoSFTCollator(
+        processor,
+        FrameCache(cfg.frames, base),
+        templates_by_task(cfg),
+        student.config.model_type,
+        visual_targets=args.visual_aux > 0,
+    )
     final = run_sft(student, processor, dataset, collator, args, resume=inputs.resume, frames=cfg.frames)
     typer.echo(f"rmsd-train: {args.mode} SFT done: {final}")
 
@@ -135,11 +159,25 @@ def rl(ctx: typer.Context) -> None:
         data = _required_data(inputs)
         if not Path(model).is_dir():
             raise FileNotFoundError(f"model folder not found: {model} (rl starts from an SFT-warmed student)")
-        base = Path(inputs.video_base) if inputs.video_base else find_video_base("weighted", data, samples=_path(inputs.samples))
+        base = (
+            Path(inputs.video_base)
+            if inputs.video_base
+            else find_video_base("weighted", data, samples=_path(inputs.samples))
+        )
         _warn_frame_policy(cfg.frames, "weighted", data, _path(inputs.samples), model)
         policy, processor = load_model(ensure_model(model, None))
-        final = run_rl(Path(model), processor, policy, data, FrameCache(cfg.frames, base), templates_by_task(cfg), args,
-                       resume=inputs.resume, scoring=cfg.filter, samples=_path(inputs.samples))
+        final = run_rl(
+            Path(model),
+            processor,
+            policy,
+            data,
+            FrameCache(cfg.frames, base),
+            templates_by_task(cfg),
+            args,
+            resume=inputs.resume,
+            scoring=cfg.filter,
+            samples=_path(inputs.samples),
+        )
     except (ConfigError, SchemaError, FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
     typer.echo(f"rmsd-train: RL done: {final}")
@@ -170,22 +208,47 @@ def evaluate_command(
     model: Path = typer.Option(..., "--model", help="checkpoint folder to evaluate"),
     prompts: Path = typer.Option(..., "--prompts", help="prompts file with ground truth"),
     out: Path = typer.Option(..., "--out", help="folder for eval.json, eval.md and responses.parquet"),
-    split: Optional[str] = typer.Option("test", "--split", help="only prompts of this split ('' = all)"),
-    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="only the first N prompts of the split"),
+    split: str | None = typer.Option("test", "--split", help="only prompts of this split ('' = all)"),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="only the first N prompts of the split"),
     max_tokens: int = typer.Option(96, "--max-tokens", min=1, help="generated tokens cap"),
-    pipeline: str = typer.Option("demo", "--pipeline", help="pipeline whose frames, prompt templates and scoring settings (filter: tolerance, ANLS threshold, tau) are used"),
-    config: Optional[Path] = typer.Option(None, "--config", help="pipelines file"),
+    pipeline: str = typer.Option(
+        "demo",
+        "--pipeline",
+        help="pipeline whose frames, prompt templates and scoring settings (filter: tolerance, ANLS threshold, tau) are used",
+    ),
+    config: Path | None = typer.Option(None, "--config", help="pipelines file"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar"),
-    backend: str = typer.Option("hf", "--backend", help="hf (transformers generate) or vllm (a vLLM engine: faster on large splits)"),
-    task_types: Optional[str] = typer.Option(None, "--task-types", metavar="T [T ...]", help="only questions of these task types (default: all)"),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="prompts per generate call (default: 64); the answers do not depend on it"),
-    enforce_eager: bool = typer.Option(False, "--enforce-eager", help="vllm: no torch.compile; the engine starts sooner (about 30 s on the CPU build) and generates slower"),
-    num_frames: Optional[int] = typer.Option(None, "--num-frames", min=1, help="frames per video (default: the checkpoint's training frames, else the pipeline's)"),
-    fps: Optional[float] = typer.Option(None, "--fps", min=0.001, help="frames per second instead of --num-frames, capped by --max-frames"),
-    max_frames: Optional[int] = typer.Option(None, "--max-frames", min=1, help="cap on frames per video in fps mode"),
-    max_pixels: Optional[int] = typer.Option(None, "--max-pixels", min=784, help="pixel budget per frame"),
-    frame_mode: Optional[str] = typer.Option(None, "--frame-mode", help="exact or keyframe"),
-    blind: bool = typer.Option(False, "--blind", help="blind-video check: answer every question again with grey frames; report both accuracies and the share of answers that change"),
+    backend: str = typer.Option(
+        "hf", "--backend", help="hf (transformers generate) or vllm (a vLLM engine: faster on large splits)"
+    ),
+    task_types: str | None = typer.Option(
+        None, "--task-types", metavar="T [T ...]", help="only questions of these task types (default: all)"
+    ),
+    batch_size: int | None = typer.Option(
+        None, "--batch-size", min=1, help="prompts per generate call (default: 64); the answers do not depend on it"
+    ),
+    enforce_eager: bool = typer.Option(
+        False,
+        "--enforce-eager",
+        help="vllm: no torch.compile; the engine starts sooner (about 30 s on the CPU build) and generates slower",
+    ),
+    num_frames: int | None = typer.Option(
+        None,
+        "--num-frames",
+        min=1,
+        help="frames per video (default: the checkpoint's training frames, else the pipeline's)",
+    ),
+    fps: float | None = typer.Option(
+        None, "--fps", min=0.001, help="frames per second instead of --num-frames, capped by --max-frames"
+    ),
+    max_frames: int | None = typer.Option(None, "--max-frames", min=1, help="cap on frames per video in fps mode"),
+    max_pixels: int | None = typer.Option(None, "--max-pixels", min=784, help="pixel budget per frame"),
+    frame_mode: str | None = typer.Option(None, "--frame-mode", help="exact or keyframe"),
+    blind: bool = typer.Option(
+        False,
+        "--blind",
+        help="blind-video check: answer every question again with grey frames; report both accuracies and the share of answers that change",
+    ),
 ) -> None:
     """Per-task accuracy with the filter's metrics, greedy decoding; JSON and Markdown outputs."""
     from ..schemas.config import ConfigError, load_pipeline
@@ -202,13 +265,33 @@ def evaluate_command(
         if backend not in ("hf", "vllm"):
             raise ValueError(f"unknown --backend {backend!r}; choose hf or vllm")
         selected = [task_types, *ctx.args] if task_types is not None else None
-        frames, source, warning = evaluation_frames(model, cfg.frames, pipeline, dict(num_frames=num_frames, fps=fps, max_frames=max_frames,
-                                                                                      max_pixels=max_pixels, mode=frame_mode))
+        frames, source, warning = evaluation_frames(
+            model,
+            cfg.frames,
+            pipeline,
+            dict(num_frames=num_frames, fps=fps, max_frames=max_frames, max_pixels=max_pixels, mode=frame_mode),
+        )
         if warning:
             typer.secho(f"rmsd-train: warning: {warning}", fg="yellow", err=True)
         typer.echo(f"rmsd-train: frames: {describe(frames)} ({source})")
-        result = evaluate(model, prompts, out, split or None, frames, templates_by_task(cfg), limit, max_tokens, progress, backend, scoring=cfg.filter,
-                          task_types=selected, batch_size=batch_size, enforce_eager=enforce_eager, blind=blind, frames_source=source)
+        result = evaluate(
+            model,
+            prompts,
+            out,
+            split or None,
+            frames,
+            templates_by_task(cfg),
+            limit,
+            max_tokens,
+            progress,
+            backend,
+            scoring=cfg.filter,
+            task_types=selected,
+            batch_size=batch_size,
+            enforce_eager=enforce_eager,
+            blind=blind,
+            frames_source=source,
+        )
     except (ConfigError, FileNotFoundError, ValueError, ImportError) as exc:
         _fail(str(exc))
     closed = next(r for r in result["by_task"] if r["task_type"] == "(closed-ended)")
@@ -225,12 +308,20 @@ def evaluate_command(
 @app.command()
 def prior(
     prompts: Path = typer.Option(..., "--prompts", help="prompts file with ground truth"),
-    out: Path = typer.Option(..., "--out", help="folder for eval.json, eval.md and responses.parquet (as rmsd-train eval writes)"),
-    split: Optional[str] = typer.Option("test", "--split", help="evaluate on the prompts of this split ('' = all)"),
+    out: Path = typer.Option(
+        ..., "--out", help="folder for eval.json, eval.md and responses.parquet (as rmsd-train eval writes)"
+    ),
+    split: str | None = typer.Option("test", "--split", help="evaluate on the prompts of this split ('' = all)"),
     fit_split: str = typer.Option("train", "--fit-split", help="fit the constants on the prompts of this split"),
-    fit_prompts: Optional[Path] = typer.Option(None, "--fit-prompts", help="fit on this prompts file's --fit-split (a test set on a seed of its own has no train split); default: --prompts"),
-    pipeline: str = typer.Option("demo", "--pipeline", help="pipeline whose scoring settings (filter: tolerance, ANLS threshold, tau) are used"),
-    config: Optional[Path] = typer.Option(None, "--config", help="pipelines file"),
+    fit_prompts: Path | None = typer.Option(
+        None,
+        "--fit-prompts",
+        help="fit on this prompts file's --fit-split (a test set on a seed of its own has no train split); default: --prompts",
+    ),
+    pipeline: str = typer.Option(
+        "demo", "--pipeline", help="pipeline whose scoring settings (filter: tolerance, ANLS threshold, tau) are used"
+    ),
+    config: Path | None = typer.Option(None, "--config", help="pipelines file"),
 ) -> None:
     """The prior baseline: one constant answer per question template, the best on the training split, no video."""
     from ..schemas.config import ConfigError, load_pipeline
@@ -243,15 +334,23 @@ def prior(
         _fail(str(exc))
     closed = next(r for r in result["by_task"] if r["task_type"] == "(closed-ended)")
     accuracy = "-" if closed["accuracy"] is None else f"{100 * closed['accuracy']:.1f}%"
-    typer.echo(f"rmsd-train: prior baseline, {result['questions']} questions, closed-ended accuracy {accuracy}; {out / 'eval.md'}")
+    typer.echo(
+        f"rmsd-train: prior baseline, {result['questions']} questions, closed-ended accuracy {accuracy}; {out / 'eval.md'}"
+    )
 
 
 @app.command()
 def compare(
-    runs: list[str] = typer.Argument(..., help="NAME=EVAL_DIR pairs (folders written by `rmsd-train eval` or `rmsd-train prior`)"),
-    out: Optional[Path] = typer.Option(None, "--out", help="also write the table to this Markdown file"),
-    baseline: Optional[str] = typer.Option(None, "--baseline", help="with --ceiling: the run headroom is measured from (e.g. the single-sample student)"),
-    ceiling: Optional[str] = typer.Option(None, "--ceiling", help="with --baseline: the run headroom is measured to (the student trained on ground truth)"),
+    runs: list[str] = typer.Argument(
+        ..., help="NAME=EVAL_DIR pairs (folders written by `rmsd-train eval` or `rmsd-train prior`)"
+    ),
+    out: Path | None = typer.Option(None, "--out", help="also write the table to this Markdown file"),
+    baseline: str | None = typer.Option(
+        None, "--baseline", help="with --ceiling: the run headroom is measured from (e.g. the single-sample student)"
+    ),
+    ceiling: str | None = typer.Option(
+        None, "--ceiling", help="with --baseline: the run headroom is measured to (the student trained on ground truth)"
+    ),
 ) -> None:
     """One table of several evaluations: accuracy per task type, one column per model; with
     --baseline and --ceiling, the share of the headroom each recovers: (run - baseline) / (ceiling - baseline)."""
@@ -278,7 +377,9 @@ def compare(
         closed = {name: by_task["(closed-ended)"]["accuracy"] for name, by_task in results.items()}
         span = closed[ceiling] - closed[baseline]
         cells = ["-" if span <= 0 else f"{(closed[name] - closed[baseline]) / span:+.2f}" for name in results]
-        lines.append(f"| headroom recovered: (run - {baseline}) / ({ceiling} - {baseline}) | " + " | ".join(cells) + " |")
+        lines.append(
+            f"| headroom recovered: (run - {baseline}) / ({ceiling} - {baseline}) | " + " | ".join(cells) + " |"
+        )
     table = "\n".join(lines)
     typer.echo(table)
     if out:

@@ -33,7 +33,9 @@ class FrameCache:
             return self._cache[key]
         cfg = self.frames
         path = resolve_video(video, self.base, self.roots)
-        frames = sample_frames(path, cfg.num_frames, cfg.fps, cfg.max_frames, cfg.max_pixels, cfg.mode, timestamps=timestamps or None)
+        frames = sample_frames(
+            path, cfg.num_frames, cfg.fps, cfg.max_frames, cfg.max_pixels, cfg.mode, timestamps=timestamps or None
+        )
         self._cache[key] = frames
         if len(self._cache) > self.size:
             self._cache.popitem(last=False)
@@ -53,23 +55,41 @@ def templates_by_task(pipeline) -> dict[str, TemplateConfig]:
 
 
 class VideoSFTCollator:
-    def __init__(self, processor, frame_cache: FrameCache, templates: dict[str, TemplateConfig] | None = None, model_type: str = "qwen2_vl",
-                 visual_targets: bool = False):
+    def __init__(
+        self,
+        processor,
+        frame_cache: FrameCache,
+        templates: dict[str, TemplateConfig] | None = None,
+        model_type: str = "qwen2_vl",
+        visual_targets: bool = False,
+    ):
         self.processor, self.frames, self.templates, self.model_type = processor, frame_cache, templates, model_type
         self.visual_targets = visual_targets  # add the scene targets of the auxiliary visual loss (train/visual_aux.py)
         self.tokenizer = processor.tokenizer
         self.end = self.tokenizer.eos_token or ""
         self.masked_ids = [
-            i for i in (getattr(processor, "video_token_id", None), getattr(processor, "image_token_id", None)) if i is not None
+            i
+            for i in (getattr(processor, "video_token_id", None), getattr(processor, "image_token_id", None))
+            if i is not None
         ]
 
     def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
-        prompts = [self.processor.apply_chat_template(prompt_messages(e, self.templates), add_generation_prompt=True, tokenize=False) for e in examples]
+        prompts = [
+            self.processor.apply_chat_template(
+                prompt_messages(e, self.templates), add_generation_prompt=True, tokenize=False
+            )
+            for e in examples
+        ]
         targets = [e["response"] + self.end for e in examples]
         videos = [self.frames.get(e["video"], e.get("frame_timestamps")) for e in examples]
         batch = self.processor(  # right padding per call: the processor may be shared with a left-padding generator
-            text=[p + t for p, t in zip(prompts, targets)], videos=[v.array for v in videos], padding=True, padding_side="right", return_tensors="pt",
-            do_sample_frames=False, **processor_video_kwargs(self.model_type, [v.timestamps for v in videos], [v.fps for v in videos]),
+            text=[p + t for p, t in zip(prompts, targets)],
+            videos=[v.array for v in videos],
+            padding=True,
+            padding_side="right",
+            return_tensors="pt",
+            do_sample_frames=False,
+            **processor_video_kwargs(self.model_type, [v.timestamps for v in videos], [v.fps for v in videos]),
         )
         labels = batch["input_ids"].clone()
         lengths = batch["attention_mask"].sum(dim=1)
@@ -84,7 +104,14 @@ class VideoSFTCollator:
         if self.visual_targets:
             from .visual_aux import batch_targets
 
-            batch.update(batch_targets([e.get("meta") for e in examples], [v.timestamps for v in videos], batch["video_grid_thw"],
-                                       [v.source_size for v in videos], merge=self.processor.video_processor.merge_size,
-                                       temporal_patch=self.processor.video_processor.temporal_patch_size))
+            batch.update(
+                batch_targets(
+                    [e.get("meta") for e in examples],
+                    [v.timestamps for v in videos],
+                    batch["video_grid_thw"],
+                    [v.source_size for v in videos],
+                    merge=self.processor.video_processor.merge_size,
+                    temporal_patch=self.processor.video_processor.temporal_patch_size,
+                )
+            )
         return batch

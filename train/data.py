@@ -81,7 +81,9 @@ def _indexed_samples(curated: Path, samples: Path | None = None) -> dict[str, li
 
     manifest = _filter_output(curated) / MANIFEST_FILE
     if not manifest.exists():
-        raise SchemaError(f"{curated}: curated shards index the samples rmsd-filter scored, and there is no rmsd-filter manifest ({manifest}) to find them")
+        raise SchemaError(
+            f"{curated}: curated shards index the samples rmsd-filter scored, and there is no rmsd-filter manifest ({manifest}) to find them"
+        )
     info = json.loads(manifest.read_text())
     samples = _recorded_samples(_filter_output(curated), info, MOVED_SAMPLES_HINT, samples)
     _check_scored_samples(samples, info)
@@ -95,13 +97,17 @@ def _check_scored_samples(samples: Path, info: dict) -> None:
 
     recorded = info.get("input_manifest_sha256")
     if recorded and _input_manifest_hash(samples) != recorded:  # the hash rmsd-filter recorded, computed the same way
-        raise SchemaError(f"{samples}: the samples changed since rmsd-filter scored them (their manifest's hash differs); run rmsd-filter again")
+        raise SchemaError(
+            f"{samples}: the samples changed since rmsd-filter scored them (their manifest's hash differs); run rmsd-filter again"
+        )
     shards = info.get("input_shards")
     if isinstance(shards, dict):  # rmsd-filter before completion records listed names only
         present = {p.name: p.stat().st_size for p in samples.glob("*.parquet") if not p.name.startswith(".")}
         if present != shards:
             changed = sorted(set(present) ^ set(shards)) or sorted(n for n in shards if present[n] != shards[n])
-            raise SchemaError(f"{samples}: the samples changed since rmsd-filter scored them ({changed[0]} differs); run rmsd-filter again")
+            raise SchemaError(
+                f"{samples}: the samples changed since rmsd-filter scored them ({changed[0]} differs); run rmsd-filter again"
+            )
 
 
 def _check_complete(output: Path, files: list[Path], prefix: str) -> dict[Path, str]:
@@ -110,14 +116,22 @@ def _check_complete(output: Path, files: list[Path], prefix: str) -> dict[Path, 
     sizes). An output without a manifest (curated v2 shards) has no record to check: empty."""
     manifest = output / MANIFEST_FILE
     if not manifest.exists():
-        if any(file_schema_version(p)[1] >= 3 for p in files):  # v3 shards: written by an rmsd-filter that writes a manifest
-            raise SchemaError(f"{output}: no manifest, so no complete rmsd-filter result (a run was interrupted, or is running); run rmsd-filter again")
+        if any(
+            file_schema_version(p)[1] >= 3 for p in files
+        ):  # v3 shards: written by an rmsd-filter that writes a manifest
+            raise SchemaError(
+                f"{output}: no manifest, so no complete rmsd-filter result (a run was interrupted, or is running); run rmsd-filter again"
+            )
         return {}
     recorded = json.loads(manifest.read_text()).get("files")
     if recorded is None:
-        raise SchemaError(f"{output}: its manifest does not record its files (an older rmsd-filter wrote it); run rmsd-filter again")
+        raise SchemaError(
+            f"{output}: its manifest does not record its files (an older rmsd-filter wrote it); run rmsd-filter again"
+        )
     if why := check_recorded(output, recorded, files, prefix):
-        raise SchemaError(f"{output}: the files are not the complete rmsd-filter result its manifest records ({why}); run rmsd-filter again")
+        raise SchemaError(
+            f"{output}: the files are not the complete rmsd-filter result its manifest records ({why}); run rmsd-filter again"
+        )
     return {path: recorded[path.relative_to(output).as_posix()]["sha256"] for path in files}
 
 
@@ -142,7 +156,9 @@ def curated_parts(data: Path) -> list[Path]:
     data = Path(data)
     curated = _curated_folder(data)
     if curated == data and any((data / name).exists() for name in ("scored", "dropped_prompts.parquet", MANIFEST_FILE)):
-        raise SchemaError(f"{data}: no curated folder, so no complete rmsd-filter result (a run was interrupted, or is running); run rmsd-filter again")
+        raise SchemaError(
+            f"{data}: no curated folder, so no complete rmsd-filter result (a run was interrupted, or is running); run rmsd-filter again"
+        )
     parts = _tables(curated, "curated")
     _curated_record(parts)
     return parts
@@ -181,7 +197,9 @@ def read_curated(path: Path, samples: list[Path] | None, sha256: str | None = No
     (``curated_digests``); read from the very bytes hashed, so a shard replaced since is refused."""
     data = Path(path).read_bytes()
     if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
-        raise SchemaError(f"{path}: not the curated shard its rmsd-filter manifest records (replaced by another run since?); run rmsd-filter again")
+        raise SchemaError(
+            f"{path}: not the curated shard its rmsd-filter manifest records (replaced by another run since?); run rmsd-filter again"
+        )
     frame = pl.read_parquet(io.BytesIO(data))
     return frame if samples is None else _with_content(frame, samples, path)
 
@@ -201,7 +219,9 @@ def _samples_folder(data: Path, samples: Path | None = None) -> Path:
     manifest = data / MANIFEST_FILE
     if (data / "scored").is_dir() and manifest.exists():
         info = json.loads(manifest.read_text())
-        folder = _recorded_samples(data, info, "; pass that samples folder as --data, or move it and the filter output together", samples)
+        folder = _recorded_samples(
+            data, info, "; pass that samples folder as --data, or move it and the filter output together", samples
+        )
         _check_scored_samples(folder, info)
         return folder
     if why := samples_unfinished(data, [p for p in data.glob("*.parquet") if not p.name.startswith(".")]):
@@ -266,15 +286,24 @@ def video_base(mode: str, data: Path, samples: Path | None = None) -> Path:
             folder = _recorded_samples(folder, info, MOVED_SAMPLES_HINT, samples)
             continue
         break
-    raise FileNotFoundError(f"cannot tell where the videos of {data} are (no manifest chain to the prompts file); pass --video-base")
+    raise FileNotFoundError(
+        f"cannot tell where the videos of {data} are (no manifest chain to the prompts file); pass --video-base"
+    )
 
 
 def _pick_seed(seed: int) -> pl.Expr:
-    key = pl.concat_str([pl.lit(str(seed)), pl.col("prompt_id"), pl.col("teacher"), pl.col("sample_index").cast(pl.String)], separator="/")
-    return key.map_elements(lambda k: int.from_bytes(hashlib.sha256(k.encode()).digest()[:8], "little") >> 1, return_dtype=pl.Int64)
+    key = pl.concat_str(
+        [pl.lit(str(seed)), pl.col("prompt_id"), pl.col("teacher"), pl.col("sample_index").cast(pl.String)],
+        separator="/",
+    )
+    return key.map_elements(
+        lambda k: int.from_bytes(hashlib.sha256(k.encode()).digest()[:8], "little") >> 1, return_dtype=pl.Int64
+    )
 
 
-def example_frame(mode: str, data: Path, seed: int = 0, split: str | None = "train", samples: Path | None = None) -> pl.DataFrame:
+def example_frame(
+    mode: str, data: Path, seed: int = 0, split: str | None = "train", samples: Path | None = None
+) -> pl.DataFrame:
     """The examples of ``mode`` as a Polars frame (columns EXAMPLE_COLUMNS); ``samples``: the
     samples folder an rmsd-filter output ``data`` scored, where it is not where the output records."""
     data = Path(data)
@@ -287,11 +316,19 @@ def example_frame(mode: str, data: Path, seed: int = 0, split: str | None = "tra
         frame = curated_frame(data, samples).rename({"text": "response"})
         frame = frame.with_columns(weight=1.0 / pl.len().over("prompt_id"))
     elif mode == "unfiltered":
-        frame = pl.read_parquet(_tables(_samples_folder(data, samples), "samples")).filter(pl.col("error").is_null() & pl.col("text").is_not_null())
+        frame = pl.read_parquet(_tables(_samples_folder(data, samples), "samples")).filter(
+            pl.col("error").is_null() & pl.col("text").is_not_null()
+        )
         frame = frame.rename({"text": "response"}).with_columns(weight=1.0 / pl.len().over("prompt_id"))
     elif mode == "single":
-        frame = pl.read_parquet(_tables(_samples_folder(data, samples), "samples")).filter(pl.col("error").is_null() & pl.col("text").is_not_null())
-        frame = frame.with_columns(_pick=_pick_seed(seed)).sort("_pick").unique("prompt_id", keep="first", maintain_order=True)
+        frame = pl.read_parquet(_tables(_samples_folder(data, samples), "samples")).filter(
+            pl.col("error").is_null() & pl.col("text").is_not_null()
+        )
+        frame = (
+            frame.with_columns(_pick=_pick_seed(seed))
+            .sort("_pick")
+            .unique("prompt_id", keep="first", maintain_order=True)
+        )
         frame = frame.rename({"text": "response"}).with_columns(weight=pl.lit(1.0))
     elif mode == "gt":
         from ..gen.adapters import load_prompts
@@ -301,9 +338,19 @@ def example_frame(mode: str, data: Path, seed: int = 0, split: str | None = "tra
         if split and "split" in frame.columns and frame["split"].is_not_null().any():
             frame = frame.filter(pl.col("split") == split)
         frame = frame.filter(pl.col("answer").is_not_null())
-        reasoning = pl.col("meta").map_elements(lambda m: (json.loads(m) if m else {}).get("reasoning", ""), return_dtype=pl.String)
+        reasoning = pl.col("meta").map_elements(
+            lambda m: (json.loads(m) if m else {}).get("reasoning", ""), return_dtype=pl.String
+        )
         frame = frame.with_columns(
-            response=pl.concat_str([pl.lit("<think>"), reasoning.fill_null(""), pl.lit("</think><answer>"), pl.col("answer"), pl.lit("</answer>")]),
+            response=pl.concat_str(
+                [
+                    pl.lit("<think>"),
+                    reasoning.fill_null(""),
+                    pl.lit("</think><answer>"),
+                    pl.col("answer"),
+                    pl.lit("</answer>"),
+                ]
+            ),
             frame_timestamps=pl.lit(None, pl.List(pl.Float64)),
             weight=pl.lit(1.0),
         )
@@ -315,14 +362,28 @@ def example_frame(mode: str, data: Path, seed: int = 0, split: str | None = "tra
     return frame.select(EXAMPLE_COLUMNS + extra).sort("prompt_id", maintain_order=True)
 
 
-def sft_dataset(mode: str, data: Path, seed: int = 0, split: str | None = "train", streaming: bool = False, samples: Path | None = None):
+def sft_dataset(
+    mode: str,
+    data: Path,
+    seed: int = 0,
+    split: str | None = "train",
+    streaming: bool = False,
+    samples: Path | None = None,
+):
     """A Hugging Face dataset of the examples (``example_frame``); ``streaming`` reads curated
     shards lazily (best, weighted), one at a time with its samples, for corpora larger than memory."""
     if streaming and mode in ("best", "weighted"):
         parts = curated_parts(Path(data))
         sources = [None if s is None else [str(f) for f in s] for s in curated_sources(parts, samples)]
-        kwargs = {"parts": [str(p) for p in parts], "sources": sources, "digests": curated_digests(parts), "best": mode == "best"}
-        return datasets.IterableDataset.from_generator(_stream_examples, features=_example_features(), gen_kwargs=kwargs)
+        kwargs = {
+            "parts": [str(p) for p in parts],
+            "sources": sources,
+            "digests": curated_digests(parts),
+            "best": mode == "best",
+        }
+        return datasets.IterableDataset.from_generator(
+            _stream_examples, features=_example_features(), gen_kwargs=kwargs
+        )
     return datasets.Dataset.from_polars(example_frame(mode, data, seed, split, samples))
 
 
@@ -330,7 +391,9 @@ def _example_features() -> datasets.Features:
     """The examples' types: the samples schema's, and a float weight (a stream is not typed from
     its first rows, where options may all be null)."""
     fields = {f.name: f for f in SAMPLES_SCHEMA}
-    columns = [fields["text"].with_name("response") if c == "response" else fields[c] for c in EXAMPLE_COLUMNS if c != "weight"]
+    columns = [
+        fields["text"].with_name("response") if c == "response" else fields[c] for c in EXAMPLE_COLUMNS if c != "weight"
+    ]
     return datasets.Features.from_arrow_schema(pa.schema([*columns, pa.field("weight", pa.float64())]))
 
 
@@ -339,10 +402,23 @@ def _stream_examples(parts: list[str], sources: list[list[str] | None], digests:
     ``sources``, each shard checked against its recorded hash in ``digests`` as it is read: an
     rmsd-filter rerun during training is refused, not mixed in (datasets splits the lists alike among its workers)."""
     for part, samples, digest in zip(parts, sources, digests):
-        frame = read_curated(Path(part), None if samples is None else [Path(f) for f in samples], digest).rename({"text": "response"})
+        frame = read_curated(Path(part), None if samples is None else [Path(f) for f in samples], digest).rename(
+            {"text": "response"}
+        )
         if best:
             frame = frame.filter(pl.col("is_best")).with_columns(weight=pl.lit(1.0))
         yield from frame.select(EXAMPLE_COLUMNS).iter_rows(named=True)
 
 
-__all__ = ["EXAMPLE_COLUMNS", "MODES", "curated_digests", "curated_frame", "curated_parts", "curated_sources", "example_frame", "read_curated", "sft_dataset", "video_base"]
+__all__ = [
+    "EXAMPLE_COLUMNS",
+    "MODES",
+    "curated_digests",
+    "curated_frame",
+    "curated_parts",
+    "curated_sources",
+    "example_frame",
+    "read_curated",
+    "sft_dataset",
+    "video_base",
+]

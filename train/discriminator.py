@@ -69,7 +69,9 @@ class Discriminator(nn.Module):
         return out
 
 
-def bradley_terry_loss(teacher: torch.Tensor, student: torch.Tensor, quality: torch.Tensor, total: int | None = None) -> torch.Tensor:
+def bradley_terry_loss(
+    teacher: torch.Tensor, student: torch.Tensor, quality: torch.Tensor, total: int | None = None
+) -> torch.Tensor:
     """Quality-weighted Bradley-Terry loss: E[q * -log sigmoid(D(T) - D(S))], the mean over ``total``
     pairs (default: these; under DDP, every rank's, of which these are one rank's share)."""
     return (quality * -F.logsigmoid(teacher - student)).sum() / (len(quality) if total is None else total)
@@ -94,7 +96,11 @@ class TeacherPool:
         pool: dict[str, list[tuple[str, float, float]]] = {}
         for row in frame.select("prompt_id", "text", "weight", "quality").iter_rows():
             pool.setdefault(row[0], []).append((row[1], float(row[2]), float(row[3])))
-        best = {} if "is_best" not in frame.columns else dict(frame.filter(pl.col("is_best")).select("prompt_id", "text").iter_rows())
+        best = (
+            {}
+            if "is_best" not in frame.columns
+            else dict(frame.filter(pl.col("is_best")).select("prompt_id", "text").iter_rows())
+        )
         return cls(pool, best)
 
     def draw(self, prompt_id: str, rng: random.Random) -> tuple[str, float] | None:
@@ -109,13 +115,24 @@ class TeacherPool:
 class DiscriminatorTrainer:
     """Owns the discriminator, its optimizer, and one Bradley-Terry update per call."""
 
-    def __init__(self, disc: Discriminator, collator: VideoSFTCollator, lr: float = 1e-6, max_grad_norm: float = 0.2, device: str | None = None):
+    def __init__(
+        self,
+        disc: Discriminator,
+        collator: VideoSFTCollator,
+        lr: float = 1e-6,
+        max_grad_norm: float = 0.2,
+        device: str | None = None,
+    ):
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.disc, self.collator, self.max_grad_norm, self.device = disc.to(device), collator, max_grad_norm, device
         self.optimizer = torch.optim.AdamW(disc.parameters(), lr=lr)
         # several processes (DDP): one discriminator, not one per rank; rank 0's initial head, and
         # every update from the gradients of all ranks' pairs
-        self.world = torch.distributed.get_world_size() if torch.distributed.is_available() and torch.distributed.is_initialized() else 1
+        self.world = (
+            torch.distributed.get_world_size()
+            if torch.distributed.is_available() and torch.distributed.is_initialized()
+            else 1
+        )
         if self.world > 1:
             for p in self.disc.parameters():
                 torch.distributed.broadcast(p.data, src=0)
@@ -136,7 +153,9 @@ class DiscriminatorTrainer:
             torch.distributed.all_reduce(t)
         return t
 
-    def step(self, teacher_examples: list[dict], student_examples: list[dict], quality: list[float]) -> dict[str, float] | None:
+    def step(
+        self, teacher_examples: list[dict], student_examples: list[dict], quality: list[float]
+    ) -> dict[str, float] | None:
         """One update on the pairs (teacher_examples[i], student_examples[i]) of every rank: the mean
         loss over all of them, whatever each rank holds. Under DDP every rank calls it at every step
         (its collectives wait for all ranks), with pairs or without (a rank whose prompts have no kept
@@ -151,9 +170,13 @@ class DiscriminatorTrainer:
         if n:
             scores = self.disc(**self._batch(teacher_examples + student_examples))
             teacher, student = scores[:n], scores[n:]
-            loss = bradley_terry_loss(teacher, student, torch.tensor(quality, dtype=torch.float32, device=scores.device), total)
+            loss = bradley_terry_loss(
+                teacher, student, torch.tensor(quality, dtype=torch.float32, device=scores.device), total
+            )
             loss.backward()
-            sums = torch.stack([loss.detach() * total, (teacher > student).float().sum(), (teacher - student).detach().sum()])
+            sums = torch.stack(
+                [loss.detach() * total, (teacher > student).float().sum(), (teacher - student).detach().sum()]
+            )
         if self.world > 1:
             # which parameters got a gradient is known only to ranks with pairs; every rank learns it,
             # then all-reduces the same parameters' gradients (zeros where it had none)
@@ -171,7 +194,9 @@ class DiscriminatorTrainer:
         loss, ahead, margin = (sums / total).tolist()
         return {"loss": loss, "accuracy": ahead, "margin": margin, "pairs": total}
 
-    def compare(self, teacher_examples: list[dict], student_examples: list[dict], batch_size: int) -> dict[str, float] | None:
+    def compare(
+        self, teacher_examples: list[dict], student_examples: list[dict], batch_size: int
+    ) -> dict[str, float] | None:
         """D on fixed pairs (teacher_examples[i], student_examples[i]) of every rank, no update:
         accuracy, the share of pairs where D(T) > D(S), and margin, the mean D(T) - D(S), over all
         ranks' pairs (scored ``batch_size`` answers at a time). Collective, as ``step``: every rank
@@ -182,7 +207,13 @@ class DiscriminatorTrainer:
             examples = teacher_examples + student_examples
             scores = torch.cat([self.score(examples[i : i + batch_size]) for i in range(0, 2 * n, batch_size)])
             teacher, student = scores[:n], scores[n:]
-            sums = torch.stack([torch.tensor(float(n), device=self.device), (teacher > student).float().sum(), (teacher - student).sum()])
+            sums = torch.stack(
+                [
+                    torch.tensor(float(n), device=self.device),
+                    (teacher > student).float().sum(),
+                    (teacher - student).sum(),
+                ]
+            )
         total, ahead, margin = self._all_sum(sums).tolist()
         if total == 0:
             return None
@@ -192,13 +223,25 @@ class DiscriminatorTrainer:
         """Standard deviation (with Bessel's correction, as TRL's reward std), min and max of
         ``scores`` over every rank's (collective: every rank calls it with its own, at least one)."""
         scores = scores.detach().double()
-        sums = self._all_sum(torch.stack([torch.tensor(float(len(scores)), dtype=torch.float64, device=scores.device), scores.sum(), (scores**2).sum()]))
+        sums = self._all_sum(
+            torch.stack(
+                [
+                    torch.tensor(float(len(scores)), dtype=torch.float64, device=scores.device),
+                    scores.sum(),
+                    (scores**2).sum(),
+                ]
+            )
+        )
         low_high = torch.stack([scores.min(), -scores.max()])
         if self.world > 1:
             torch.distributed.all_reduce(low_high, op=torch.distributed.ReduceOp.MIN)
         n, total, squares = sums.tolist()
         variance = (squares - total * total / n) / (n - 1) if n > 1 else float("nan")
-        return {"reward_std": max(variance, 0.0) ** 0.5, "reward_min": low_high[0].item(), "reward_max": -low_high[1].item()}
+        return {
+            "reward_std": max(variance, 0.0) ** 0.5,
+            "reward_min": low_high[0].item(),
+            "reward_max": -low_high[1].item(),
+        }
 
 
 class DiscriminatorReward:
@@ -223,23 +266,48 @@ class DiscriminatorReward:
         if weights:
             self.trainer.disc.save(folder, processor)
         Path(folder).mkdir(parents=True, exist_ok=True)
-        torch.save({"optimizer": self.trainer.optimizer.state_dict(), "draws": self.rng.getstate()}, self._state_file(folder))
+        torch.save(
+            {"optimizer": self.trainer.optimizer.state_dict(), "draws": self.rng.getstate()}, self._state_file(folder)
+        )
 
     def load_state(self, folder: str | Path) -> None:
         """The optimizer and teacher draws ``save_state`` wrote (D's weights load with ``Discriminator.from_student``)."""
         path = self._state_file(folder)
         if not path.exists():
-            raise FileNotFoundError(f"{path}: the discriminator's optimizer state is not there (a checkpoint of another number of processes?)")
+            raise FileNotFoundError(
+                f"{path}: the discriminator's optimizer state is not there (a checkpoint of another number of processes?)"
+            )
         state = torch.load(path, map_location=self.trainer.device, weights_only=True)
         self.trainer.optimizer.load_state_dict(state["optimizer"])
         self.rng.setstate(state["draws"])
 
-    def __call__(self, prompts, completions, completion_ids=None, prompt_id=None, question=None, task_type=None,
-                 options=None, video=None, frame_timestamps=None, log_metric=None, **_) -> list[float]:
+    def __call__(
+        self,
+        prompts,
+        completions,
+        completion_ids=None,
+        prompt_id=None,
+        question=None,
+        task_type=None,
+        options=None,
+        video=None,
+        frame_timestamps=None,
+        log_metric=None,
+        **_,
+    ) -> list[float]:
         n = len(completions)
         frame_timestamps = frame_timestamps or [None] * n
         options = options or [None] * n
-        base = [dict(question=question[i], task_type=task_type[i], options=options[i], video=video[i], frame_timestamps=frame_timestamps[i]) for i in range(n)]
+        base = [
+            dict(
+                question=question[i],
+                task_type=task_type[i],
+                options=options[i],
+                video=video[i],
+                frame_timestamps=frame_timestamps[i],
+            )
+            for i in range(n)
+        ]
         students = [dict(b, response=completion_text(c)) for b, c in zip(base, completions)]
         scores = self.trainer.score(students)
         spread = self.trainer.spread(scores)  # of the whole batch: every rank's rollouts

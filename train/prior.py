@@ -30,9 +30,18 @@ def _best_constants(train: pl.DataFrame, keys: list[str], scoring: FilterConfig)
     counts = train.group_by([*keys, "answer"]).agg(pl.len().alias("n"), pl.col("options").first())
     candidates = counts.sort("n", descending=True).group_by(keys, maintain_order=True).head(CANDIDATES)
     pairs = candidates.rename({"answer": "candidate"}).join(train.select(*keys, "answer"), on=keys)
-    scored = score_as_filter(pairs.with_columns(text=pl.col("candidate").map_elements(lambda a: wrap_response(NO_VIDEO, a), return_dtype=pl.String)), scoring)
+    scored = score_as_filter(
+        pairs.with_columns(
+            text=pl.col("candidate").map_elements(lambda a: wrap_response(NO_VIDEO, a), return_dtype=pl.String)
+        ),
+        scoring,
+    )
     means = scored.group_by([*keys, "candidate"]).agg(pl.col("correct").mean().alias("score"), pl.col("n").first())
-    return means.sort("score", "n", "candidate", descending=[True, True, False]).group_by(keys, maintain_order=True).first()
+    return (
+        means.sort("score", "n", "candidate", descending=[True, True, False])
+        .group_by(keys, maintain_order=True)
+        .first()
+    )
 
 
 def fit_prior(train: pl.DataFrame, scoring: FilterConfig | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -47,8 +56,18 @@ def fit_prior(train: pl.DataFrame, scoring: FilterConfig | None = None) -> tuple
 
 def prior_answers(prompts: pl.DataFrame, by_template: pl.DataFrame, by_task: pl.DataFrame) -> pl.DataFrame:
     """``prompts`` with ``text``: the template's constant, else the task type's (null where neither exists)."""
-    answered = prompts.join(by_template.select(*TEMPLATE, pl.col("candidate").alias("_template")), on=TEMPLATE, how="left", maintain_order="left")
-    answered = answered.join(by_task.select("task_type", pl.col("candidate").alias("_task")), on="task_type", how="left", maintain_order="left")
+    answered = prompts.join(
+        by_template.select(*TEMPLATE, pl.col("candidate").alias("_template")),
+        on=TEMPLATE,
+        how="left",
+        maintain_order="left",
+    )
+    answered = answered.join(
+        by_task.select("task_type", pl.col("candidate").alias("_task")),
+        on="task_type",
+        how="left",
+        maintain_order="left",
+    )
     constant = pl.coalesce("_template", "_task")
     return answered.with_columns(
         text=constant.map_elements(lambda answer: wrap_response(NO_VIDEO, answer), return_dtype=pl.String),
@@ -56,8 +75,14 @@ def prior_answers(prompts: pl.DataFrame, by_template: pl.DataFrame, by_task: pl.
     ).drop("_template", "_task")
 
 
-def evaluate_prior(prompts_path: str | Path, out: str | Path, split: str | None = "test", fit_split: str = "train",
-                   scoring: FilterConfig | None = None, fit_prompts: str | Path | None = None) -> dict:
+def evaluate_prior(
+    prompts_path: str | Path,
+    out: str | Path,
+    split: str | None = "test",
+    fit_split: str = "train",
+    scoring: FilterConfig | None = None,
+    fit_prompts: str | Path | None = None,
+) -> dict:
     """Fit the prior on ``fit_split`` (of ``fit_prompts``, default the same file) and evaluate it on
     ``split`` like ``rmsd-train eval`` does."""
     started = time.time()
@@ -68,9 +93,15 @@ def evaluate_prior(prompts_path: str | Path, out: str | Path, split: str | None 
     by_template, by_task = fit_prior(frame(split_prompts(fit_path, fit_split)), scoring)
     answered = prior_answers(frame(split_prompts(prompts_path, split)), by_template, by_task)
     fitted_on = f"split {fit_split!r}" + (f" of {fit_path}" if fit_prompts else "")
-    about = {"model": f"prior (best constant answer per question template of {fitted_on}, no video)", "prompts": str(prompts_path),
-             "split": split, "backend": "prior"}
-    return write_evaluation(answered, out, scoring, about, started, f"one constant answer per question template, fit on split `{fit_split}`")
+    about = {
+        "model": f"prior (best constant answer per question template of {fitted_on}, no video)",
+        "prompts": str(prompts_path),
+        "split": split,
+        "backend": "prior",
+    }
+    return write_evaluation(
+        answered, out, scoring, about, started, f"one constant answer per question template, fit on split `{fit_split}`"
+    )
 
 
 __all__ = ["evaluate_prior", "fit_prior", "prior_answers"]

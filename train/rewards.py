@@ -31,7 +31,9 @@ def completion_text(completion) -> str:
     return ""
 
 
-def score_completions(completions, task_type, options=None, answer=None, settings: FilterConfig | None = None) -> pl.DataFrame:
+def score_completions(
+    completions, task_type, options=None, answer=None, settings: FilterConfig | None = None
+) -> pl.DataFrame:
     """Rollouts scored as rmsd-filter scores teacher samples (``settings``: the pipeline's filter settings)."""
     n = len(completions)
     frame = pl.DataFrame(
@@ -46,12 +48,16 @@ def score_completions(completions, task_type, options=None, answer=None, setting
     return score_as_filter(frame, settings or FilterConfig())
 
 
-def outer_format_reward(prompts, completions, completion_ids=None, task_type=None, options=None, answer=None, **_) -> list[float]:
+def outer_format_reward(
+    prompts, completions, completion_ids=None, task_type=None, options=None, answer=None, **_
+) -> list[float]:
     """1 if the response is exactly <think>..</think><answer>..</answer>, else 0."""
     return score_completions(completions, task_type, options, answer)["outer_ok"].cast(pl.Float64).to_list()
 
 
-def task_format_reward(prompts, completions, completion_ids=None, task_type=None, options=None, answer=None, **_) -> list[float]:
+def task_format_reward(
+    prompts, completions, completion_ids=None, task_type=None, options=None, answer=None, **_
+) -> list[float]:
     """1 if the answer follows the task's strict syntax (one letter, a number, [start, end], a box...)."""
     return score_completions(completions, task_type, options, answer)["task_ok"].cast(pl.Float64).to_list()
 
@@ -64,7 +70,9 @@ class ContentReward:
     settings: FilterConfig = field(default_factory=FilterConfig)
     __name__: str = "content_reward"
 
-    def __call__(self, prompts, completions, completion_ids=None, task_type=None, options=None, answer=None, **_) -> list[float | None]:
+    def __call__(
+        self, prompts, completions, completion_ids=None, task_type=None, options=None, answer=None, **_
+    ) -> list[float | None]:
         return score_completions(completions, task_type, options, answer, self.settings)["correct"].to_list()
 
 

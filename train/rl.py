@@ -46,13 +46,13 @@ from ..gen.frames import processor_video_kwargs
 from ..schemas.config import FilterConfig
 from ..schemas.frame_policy import save_frame_policy
 from ..schemas.tables import SchemaError
+from .checkpoints import StrictResume, finished, last_checkpoint, save_final
 from .collate import FrameCache, VideoSFTCollator, prompt_messages
+from .config import AdversarialConfig
 from .data import _samples_folder, _tables, curated_frame
 from .discriminator import Discriminator, DiscriminatorReward, DiscriminatorTrainer, TeacherPool
-from .rewards import ContentReward, outer_format_reward, task_format_reward
-from .checkpoints import StrictResume, finished, last_checkpoint, save_final
-from .config import AdversarialConfig
 from .health import write_health_report
+from .rewards import ContentReward, outer_format_reward, task_format_reward
 from .rollouts import VLLMRollouts
 
 RL_COLUMNS = ["prompt_id", "task_type", "question", "options", "answer", "video", "frame_timestamps"]
@@ -74,15 +74,24 @@ def rl_frame(data: Path, split: str | None = "train", samples: Path | None = Non
 
 def teacher_pool(data: Path, samples: Path | None = None) -> TeacherPool:
     """The curated teacher responses and their p_k: what the discriminator learns to prefer."""
-    return TeacherPool.from_curated(curated_frame(Path(data), samples).select("prompt_id", "text", "weight", "quality", "is_best"))
+    return TeacherPool.from_curated(
+        curated_frame(Path(data), samples).select("prompt_id", "text", "weight", "quality", "is_best")
+    )
 
 
 class VideoGRPOTrainer(StrictResume, GRPOTrainer):
     """GRPOTrainer whose rows are (video, question): see the module docstring for the seams. With a
     ``discriminator`` reward, each checkpoint holds it (weights, optimizer, teacher draws)."""
 
-    def __init__(self, *args, frame_cache: FrameCache, templates: dict | None = None, discriminator: DiscriminatorReward | None = None,
-                 rollouts: VLLMRollouts | None = None, **kwargs):
+    def __init__(
+        self,
+        *args,
+        frame_cache: FrameCache,
+        templates: dict | None = None,
+        discriminator: DiscriminatorReward | None = None,
+        rollouts: VLLMRollouts | None = None,
+        **kwargs,
+    ):
         super().__init__(*args, **kwargs)
         self.discriminator, self.rollouts = discriminator, rollouts
         self.frame_cache, self.templates = frame_cache, templates
@@ -96,7 +105,9 @@ class VideoGRPOTrainer(StrictResume, GRPOTrainer):
 
         folder = Path(self.args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
         if self.discriminator is not None:  # before the Trainer's trainer_state.json, which marks a checkpoint whole
-            self.discriminator.save_state(folder / DISCRIMINATOR_DIR, self.processing_class, weights=self.is_world_process_zero())
+            self.discriminator.save_state(
+                folder / DISCRIMINATOR_DIR, self.processing_class, weights=self.is_world_process_zero()
+            )
         if self.is_world_process_zero():
             folder.mkdir(parents=True, exist_ok=True)
             save_frame_policy(folder, self.frame_cache.frames)
@@ -119,30 +130,58 @@ class VideoGRPOTrainer(StrictResume, GRPOTrainer):
         completion per row (TRL's rows repeat each question ``num_generations`` times) from the
         row's chat and frames; each rollout's seed derives from --seed, the step, the process and the row."""
         if self.rollouts is None:
-            return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations, has_tool_images)
+            return super()._generate_single_turn(
+                prompt_ids, images, multimodal_fields, num_generations, has_tool_images
+            )
         self.rollouts.sync(self.accelerator.unwrap_model(self.model), self.state.global_step)
         base = self.args.seed * 1_000_003 + self.state.global_step * 10_007 + self.accelerator.process_index * 1_009
         suppress = list(self.generation_kwargs.get("suppress_tokens") or [])
         requests = [
-            GenerationRequest(str(i), messages, f.array, f.fps, f.timestamps, seeds=[(base + i) % 2**31], temperature=self.temperature,
-                              top_p=self.top_p, top_k=self.top_k or 0, max_tokens=self.max_completion_length, suppress_tokens=suppress)
+            GenerationRequest(
+                str(i),
+                messages,
+                f.array,
+                f.fps,
+                f.timestamps,
+                seeds=[(base + i) % 2**31],
+                temperature=self.temperature,
+                top_p=self.top_p,
+                top_k=self.top_k or 0,
+                max_tokens=self.max_completion_length,
+                suppress_tokens=suppress,
+            )
             for i, (messages, f) in enumerate(zip(self._batch_messages, self._batch_frames))
         ]
         return self.rollouts.generate(requests), None
 
     def _tokenize_prompts(self, prompts: list):
         processor = self.processing_class
-        texts = [processor.apply_chat_template(p, add_generation_prompt=True, tokenize=False, **self.chat_template_kwargs) for p in prompts]
+        texts = [
+            processor.apply_chat_template(p, add_generation_prompt=True, tokenize=False, **self.chat_template_kwargs)
+            for p in prompts
+        ]
         frames = self._batch_frames
-        encoded = processor(text=texts, videos=[f.array for f in frames], padding=True, return_tensors="pt", do_sample_frames=False,
-                            **processor_video_kwargs(self.model.config.model_type, [f.timestamps for f in frames], [f.fps for f in frames]))
+        encoded = processor(
+            text=texts,
+            videos=[f.array for f in frames],
+            padding=True,
+            return_tensors="pt",
+            do_sample_frames=False,
+            **processor_video_kwargs(
+                self.model.config.model_type, [f.timestamps for f in frames], [f.fps for f in frames]
+            ),
+        )
         keep = encoded["attention_mask"].bool()
         prompt_ids = [ids[m].tolist() for ids, m in zip(encoded["input_ids"], keep)]
         mm_types = [t[m].tolist() for t, m in zip(encoded["mm_token_type_ids"], keep)]
         grid = encoded["video_grid_thw"]
         pixels = list(torch.split(encoded["pixel_values_videos"], grid.prod(-1).tolist()))
         self._video_rows = (pixels, grid)
-        fields = {"pixel_values_videos": encoded["pixel_values_videos"], "video_grid_thw": grid, "mm_token_type_ids": mm_types}
+        fields = {
+            "pixel_values_videos": encoded["pixel_values_videos"],
+            "video_grid_thw": grid,
+            "mm_token_type_ids": mm_types,
+        }
         return prompt_ids, None, fields
 
     def _compute_loss(self, model, inputs):
@@ -152,11 +191,27 @@ class VideoGRPOTrainer(StrictResume, GRPOTrainer):
         finally:
             self._video_rows = None
 
-    def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None,
-                                           compute_entropy=False, compute_aux_loss=False, **image_fields):
+    def _get_per_token_logps_and_entropies(
+        self,
+        model,
+        input_ids,
+        attention_mask,
+        logits_to_keep,
+        batch_size=None,
+        compute_entropy=False,
+        compute_aux_loss=False,
+        **image_fields,
+    ):
         if self._video_rows is None:
             return super()._get_per_token_logps_and_entropies(
-                model, input_ids, attention_mask, logits_to_keep, batch_size, compute_entropy, compute_aux_loss, **image_fields
+                model,
+                input_ids,
+                attention_mask,
+                logits_to_keep,
+                batch_size,
+                compute_entropy,
+                compute_aux_loss,
+                **image_fields,
             )
         pixels, grid = self._video_rows
         device = input_ids.device
@@ -170,8 +225,11 @@ class VideoGRPOTrainer(StrictResume, GRPOTrainer):
             labels = ids.masked_fill(mask == 0, -100)
             labels[:, :-logits_to_keep] = -100  # only the completion is scored
             model_inputs = dict(
-                input_ids=ids, attention_mask=mask, mm_token_type_ids=mm_types,
-                pixel_values_videos=torch.cat(list(pixels[start:end])).to(device), video_grid_thw=grid[start:end].to(device),
+                input_ids=ids,
+                attention_mask=mask,
+                mm_token_type_ids=mm_types,
+                pixel_values_videos=torch.cat(list(pixels[start:end])).to(device),
+                video_grid_thw=grid[start:end].to(device),
             )
             if compute_aux_loss:
                 model_inputs["output_router_logits"] = True
@@ -200,7 +258,11 @@ def reward_functions(discriminator: DiscriminatorReward | None, scoring: FilterC
 def rollout_config(args: AdversarialConfig, processor) -> AdversarialConfig:
     """``args`` with the processor's vision tokens suppressed in rollouts (a sampled vision token would
     not match the vision features)."""
-    suppress = [t for t in (getattr(processor, "video_token_id", None), getattr(processor, "image_token_id", None)) if t is not None]
+    suppress = [
+        t
+        for t in (getattr(processor, "video_token_id", None), getattr(processor, "image_token_id", None))
+        if t is not None
+    ]
     args.generation_kwargs = {"suppress_tokens": suppress, **(args.generation_kwargs or {})}
     return args
 
@@ -216,20 +278,42 @@ def heldout_questions(prompt_ids: list[str], num_generations: int, seed: int) ->
     return set(random.Random(seed).sample(sorted(prompt_ids), count))
 
 
-def _rollouts(backend: HFBackend, rows: list[dict], frame_cache: FrameCache, templates: dict | None, s: AdversarialConfig,
-              seed: int) -> list[list[str]]:
+def _rollouts(
+    backend: HFBackend,
+    rows: list[dict],
+    frame_cache: FrameCache,
+    templates: dict | None,
+    s: AdversarialConfig,
+    seed: int,
+) -> list[list[str]]:
     """``s.num_generations`` rollouts of each row's question, sampled as in RL; sample j's seed is ``seed + j``."""
     requests = [
-        GenerationRequest(r["prompt_id"], prompt_messages(r, templates), (f := frame_cache.get(r["video"], r["frame_timestamps"])).array,
-                          f.fps, f.timestamps, seeds=[seed + j for j in range(s.num_generations)], temperature=s.temperature,
-                          max_tokens=s.max_completion_length)
+        GenerationRequest(
+            r["prompt_id"],
+            prompt_messages(r, templates),
+            (f := frame_cache.get(r["video"], r["frame_timestamps"])).array,
+            f.fps,
+            f.timestamps,
+            seeds=[seed + j for j in range(s.num_generations)],
+            temperature=s.temperature,
+            max_tokens=s.max_completion_length,
+        )
         for r in rows
     ]
     return [[c.text or "" for c in outs] for outs in backend.generate(requests)] if requests else []
 
 
-def warm_up_discriminator(disc: DiscriminatorTrainer, policy, processor, frame: pl.DataFrame, pool: TeacherPool,
-                          frame_cache: FrameCache, templates: dict | None, s: AdversarialConfig, rollouts: VLLMRollouts | None = None) -> dict:
+def warm_up_discriminator(
+    disc: DiscriminatorTrainer,
+    policy,
+    processor,
+    frame: pl.DataFrame,
+    pool: TeacherPool,
+    frame_cache: FrameCache,
+    templates: dict | None,
+    s: AdversarialConfig,
+    rollouts: VLLMRollouts | None = None,
+) -> dict:
     """GAD's warm-up: D learns teacher-vs-student on the SFT student's own rollouts (sampled as in
     RL) before the policy moves, until it tells them apart on held-out pairs or its step budget ends.
 
@@ -254,9 +338,13 @@ def warm_up_discriminator(disc: DiscriminatorTrainer, policy, processor, frame: 
     per_step = max(1, s.per_device_train_batch_size // s.num_generations)
     held_teachers, held_students = [], []
     held_rows = [r for r in questions if r["prompt_id"] in held][rank :: disc.world]
-    for start in range(0, len(held_rows), per_step):  # in the warm-up's batches, with seeds of a range apart from its steps'
+    for start in range(
+        0, len(held_rows), per_step
+    ):  # in the warm-up's batches, with seeds of a range apart from its steps'
         batch = held_rows[start : start + per_step]
-        for r, texts in zip(batch, _rollouts(backend, batch, frame_cache, templates, s, 2**31 + s.seed * 1_000_003 + start * 10_007)):
+        for r, texts in zip(
+            batch, _rollouts(backend, batch, frame_cache, templates, s, 2**31 + s.seed * 1_000_003 + start * 10_007)
+        ):
             held_teachers += [dict(r, response=pool.best[r["prompt_id"]])] * len(texts)
             held_students += [dict(r, response=text) for text in texts]
     rng = random.Random(s.seed)
@@ -264,7 +352,9 @@ def warm_up_discriminator(disc: DiscriminatorTrainer, policy, processor, frame: 
     while steps < s.disc_warmup_steps:
         batch = [rows[(steps * per_step + i) % len(rows)] for i in range(per_step)] if rows else []
         students, teachers, quality = [], [], []
-        for r, texts in zip(batch, _rollouts(backend, batch, frame_cache, templates, s, s.seed * 1_000_003 + steps * 10_007)):
+        for r, texts in zip(
+            batch, _rollouts(backend, batch, frame_cache, templates, s, s.seed * 1_000_003 + steps * 10_007)
+        ):
             for text in texts:
                 drawn, q = pool.draw(r["prompt_id"], rng)
                 students.append(dict(r, response=text))
@@ -281,8 +371,16 @@ def warm_up_discriminator(disc: DiscriminatorTrainer, policy, processor, frame: 
                 break
     policy.train()
     reached = bool(checks) and checks[-1]["accuracy"] > s.disc_warmup_target
-    return {"target": s.disc_warmup_target, "max_steps": s.disc_warmup_steps, "check_steps": s.disc_warmup_check_steps,
-            "heldout_questions": len(held), "checks": checks, "target_reached": reached, "steps_taken": steps, "history": history}
+    return {
+        "target": s.disc_warmup_target,
+        "max_steps": s.disc_warmup_steps,
+        "check_steps": s.disc_warmup_check_steps,
+        "heldout_questions": len(held),
+        "checks": checks,
+        "target_reached": reached,
+        "steps_taken": steps,
+        "history": history,
+    }
 
 
 def discriminator_stats(out: Path, log_history: list[dict]) -> dict:
@@ -294,17 +392,37 @@ def discriminator_stats(out: Path, log_history: list[dict]) -> dict:
     if (out / WARMUP_FILE).exists():
         run = json.loads((out / WARMUP_FILE).read_text())
         last = run["checks"][-1] if run["checks"] else {}
-        warmup = {"target": run["target"], "target_reached": run["target_reached"], "steps_taken": run["steps_taken"],
-                  "max_steps": run["max_steps"], "accuracy": last.get("accuracy"), "margin": last.get("margin"), "seconds": run["seconds"]}
+        warmup = {
+            "target": run["target"],
+            "target_reached": run["target_reached"],
+            "steps_taken": run["steps_taken"],
+            "max_steps": run["max_steps"],
+            "accuracy": last.get("accuracy"),
+            "margin": last.get("margin"),
+            "seconds": run["seconds"],
+        }
     rl = {"logged": sum("discriminator/accuracy" in entry for entry in log_history)}
     for name in RL_STATS:
-        values = [entry[f"discriminator/{name}"] for entry in log_history if entry.get(f"discriminator/{name}") is not None]
+        values = [
+            entry[f"discriminator/{name}"] for entry in log_history if entry.get(f"discriminator/{name}") is not None
+        ]
         rl[name] = {"mean": sum(values) / len(values), "first": values[0], "last": values[-1]} if values else None
     return {"warmup": warmup, "rl": rl}
 
 
-def run_rl(model_path: Path, processor, policy, data: Path, frame_cache: FrameCache, templates: dict | None, args: AdversarialConfig,
-           resume: bool = True, split: str | None = "train", scoring: FilterConfig | None = None, samples: Path | None = None) -> Path:
+def run_rl(
+    model_path: Path,
+    processor,
+    policy,
+    data: Path,
+    frame_cache: FrameCache,
+    templates: dict | None,
+    args: AdversarialConfig,
+    resume: bool = True,
+    split: str | None = "train",
+    scoring: FilterConfig | None = None,
+    samples: Path | None = None,
+) -> Path:
     """Warm up the discriminator (``discriminator_warmup.json``), then GRPO with the adversarial
     reward; save to ``final/`` (policy, its frame policy) and ``final/discriminator``, the
     discriminator's summary to ``discriminator_stats.json`` and its health report (``train/health.py``)
@@ -317,7 +435,9 @@ def run_rl(model_path: Path, processor, policy, data: Path, frame_cache: FrameCa
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from accelerate import PartialState
 
-    main_process = PartialState().is_main_process  # under torchrun / accelerate: the process group, before the discriminator syncs over it
+    main_process = (
+        PartialState().is_main_process
+    )  # under torchrun / accelerate: the process group, before the discriminator syncs over it
     set_seed(args.seed)  # the discriminator's head is drawn before the Trainer seeds: the same run draws the same head
     frame = rl_frame(data, split, samples=samples)
     dataset = datasets.Dataset.from_polars(frame)
@@ -327,15 +447,27 @@ def run_rl(model_path: Path, processor, policy, data: Path, frame_cache: FrameCa
     if args.rollouts == "vllm":
         from .rollouts import VLLMRollouts
 
-        rollouts = VLLMRollouts(model_path, memory=args.rollout_memory, use_gpu=torch.cuda.is_available(), dtype="bfloat16" if args.bf16 else "float32",
-                                enforce_eager=args.rollout_enforce_eager)
+        rollouts = VLLMRollouts(
+            model_path,
+            memory=args.rollout_memory,
+            use_gpu=torch.cuda.is_available(),
+            dtype="bfloat16" if args.bf16 else "float32",
+            enforce_eager=args.rollout_enforce_eager,
+        )
     if args.discriminator:
         pool = teacher_pool(data, samples=samples)
         saved = Path(checkpoint) / DISCRIMINATOR_DIR if checkpoint else None
         if saved is not None and not saved.is_dir():
-            raise FileNotFoundError(f"{checkpoint}: no {DISCRIMINATOR_DIR}/; a run with the discriminator cannot resume from it (was it trained without?)")
+            raise FileNotFoundError(
+                f"{checkpoint}: no {DISCRIMINATOR_DIR}/; a run with the discriminator cannot resume from it (was it trained without?)"
+            )
         collator = VideoSFTCollator(processor, frame_cache, templates, policy.config.model_type)
-        disc = DiscriminatorTrainer(Discriminator.from_student(saved or model_path), collator, lr=args.disc_learning_rate, max_grad_norm=args.max_grad_norm)
+        disc = DiscriminatorTrainer(
+            Discriminator.from_student(saved or model_path),
+            collator,
+            lr=args.disc_learning_rate,
+            max_grad_norm=args.max_grad_norm,
+        )
         disc_reward = DiscriminatorReward(disc, pool, seed=args.seed)
         if saved is not None:
             disc_reward.load_state(saved)
@@ -347,10 +479,19 @@ def run_rl(model_path: Path, processor, policy, data: Path, frame_cache: FrameCa
             warmup = warm_up_discriminator(disc, policy, processor, frame, pool, frame_cache, templates, args, rollouts)
             if main_process:
                 out.mkdir(parents=True, exist_ok=True)
-                (out / WARMUP_FILE).write_text(json.dumps({**warmup, "seconds": time.perf_counter() - started}, indent=1))
+                (out / WARMUP_FILE).write_text(
+                    json.dumps({**warmup, "seconds": time.perf_counter() - started}, indent=1)
+                )
     trainer = VideoGRPOTrainer(
-        model=policy, args=rollout_config(args, processor), reward_funcs=reward_functions(disc_reward, scoring), train_dataset=dataset,
-        processing_class=processor, frame_cache=frame_cache, templates=templates, discriminator=disc_reward, rollouts=rollouts,
+        model=policy,
+        args=rollout_config(args, processor),
+        reward_funcs=reward_functions(disc_reward, scoring),
+        train_dataset=dataset,
+        processing_class=processor,
+        frame_cache=frame_cache,
+        templates=templates,
+        discriminator=disc_reward,
+        rollouts=rollouts,
     )
     trainer.train(resume_from_checkpoint=checkpoint)
     if main_process:
@@ -368,5 +509,14 @@ def run_rl(model_path: Path, processor, policy, data: Path, frame_cache: FrameCa
     return save_final(trainer, processor, out, extra=extra)
 
 
-__all__ = ["VideoGRPOTrainer", "discriminator_stats", "heldout_questions", "reward_functions", "rl_frame", "rollout_config", "run_rl",
-           "teacher_pool", "warm_up_discriminator"]
+__all__ = [
+    "VideoGRPOTrainer",
+    "discriminator_stats",
+    "heldout_questions",
+    "reward_functions",
+    "rl_frame",
+    "rollout_config",
+    "run_rl",
+    "teacher_pool",
+    "warm_up_discriminator",
+]

@@ -22,11 +22,25 @@ from ..gen.backends import GenerationRequest
 class VLLMRollouts:
     """A colocated vLLM engine that follows the policy's weights."""
 
-    def __init__(self, model_path: str | Path, memory: float = 0.3, use_gpu: bool = False, dtype: str = "float32", enforce_eager: bool = False):
+    def __init__(
+        self,
+        model_path: str | Path,
+        memory: float = 0.3,
+        use_gpu: bool = False,
+        dtype: str = "float32",
+        enforce_eager: bool = False,
+    ):
         from ..gen.backends.vllm import VLLMBackend
 
-        self.backend = VLLMBackend(str(model_path), dtype=dtype, max_model_len=None, gpu_memory_utilization=memory, use_gpu=use_gpu,
-                                   enforce_eager=enforce_eager, in_process=True)
+        self.backend = VLLMBackend(
+            str(model_path),
+            dtype=dtype,
+            max_model_len=None,
+            gpu_memory_utilization=memory,
+            use_gpu=use_gpu,
+            enforce_eager=enforce_eager,
+            in_process=True,
+        )
         self.synced_step: int | None = 0  # the engine starts with the checkpoint's weights: the policy's at step 0
 
     def sync(self, model, step: int) -> None:

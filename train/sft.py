@@ -49,7 +49,9 @@ class WeightedSFTTrainer(StrictResume, SFTTrainer):
 
     def create_optimizer(self, *args, **kwargs):
         optimizer = super().create_optimizer(*args, **kwargs)
-        if self.probe is not None and not any(p is next(self.probe.parameters()) for g in optimizer.param_groups for p in g["params"]):
+        if self.probe is not None and not any(
+            p is next(self.probe.parameters()) for g in optimizer.param_groups for p in g["params"]
+        ):
             optimizer.add_param_group({"params": list(self.probe.parameters()), "weight_decay": 0.0})
             # the Trainer zeroes the model's gradients after each step, not the optimizer's: the probes' would add up over steps
             optimizer.register_step_post_hook(lambda *_: self.probe.zero_grad(set_to_none=True))
@@ -76,7 +78,9 @@ class WeightedSFTTrainer(StrictResume, SFTTrainer):
         if self.probe is None or not checkpoint:
             return
         if not (Path(checkpoint) / PROBE_FILE).exists():
-            raise RuntimeError(f"{checkpoint}: no {PROBE_FILE}; a run with --visual_aux cannot resume from it (was it trained without?)")
+            raise RuntimeError(
+                f"{checkpoint}: no {PROBE_FILE}; a run with --visual_aux cannot resume from it (was it trained without?)"
+            )
         self.probe.load_state_dict(torch.load(Path(checkpoint) / PROBE_FILE, map_location=self.model.device))
 
     def _get_num_items_in_batch(self, batch_samples: list, device: torch.device):
@@ -95,14 +99,18 @@ class WeightedSFTTrainer(StrictResume, SFTTrainer):
         outputs = model(**inputs, labels=labels, fused_lm_head=True)
         per_example = -outputs.log_probs.float().sum(dim=1)
         denominator = num_items_in_batch if num_items_in_batch is not None else _weighted_tokens(labels, weights)
-        loss = (weights.to(per_example.device) * per_example).sum() / torch.as_tensor(denominator, device=per_example.device).clamp(min=1e-8)
+        loss = (weights.to(per_example.device) * per_example).sum() / torch.as_tensor(
+            denominator, device=per_example.device
+        ).clamp(min=1e-8)
         if self.args.average_tokens_across_devices and self.args.world_size > 1 and num_items_in_batch is not None:
             loss = loss * self.args.world_size  # DDP averages gradients over ranks; the denominator is global
         mode = "train" if model.training else "eval"
         self._metrics[mode]["weighted_tokens"].append(float(_weighted_tokens(labels, weights)))
         if self.probe is not None:
             if occupancy is None:
-                raise ValueError("visual_aux > 0 needs batches with scene targets (VideoSFTCollator(visual_targets=True))")
+                raise ValueError(
+                    "visual_aux > 0 needs batches with scene targets (VideoSFTCollator(visual_targets=True))"
+                )
             sizes = (inputs["video_grid_thw"].prod(-1) // self.processing_class.video_processor.merge_size**2).tolist()
             aux, parts = self.probe.loss(self._capture.pop(), sizes, occupancy, scene)
             loss = loss + self.visual_aux * aux / self.args.gradient_accumulation_steps
@@ -116,7 +124,9 @@ def _weighted_tokens(labels: torch.Tensor, weights: torch.Tensor) -> torch.Tenso
     return (tokens * weights.float().to(tokens.device)).sum()
 
 
-def run_sft(model, processor, dataset, collator, args: DistillSFTConfig, resume: bool = True, frames: FramesConfig | None = None) -> Path:
+def run_sft(
+    model, processor, dataset, collator, args: DistillSFTConfig, resume: bool = True, frames: FramesConfig | None = None
+) -> Path:
     """Train, resuming from the newest checkpoint in ``args.output_dir`` if there is one; save to
     ``final/`` the model, the processor and the frame policy it was trained with (``frames``, also in
     every checkpoint; auxiliary probes stay in the checkpoints). A run that already finished is left as it is."""
@@ -125,7 +135,12 @@ def run_sft(model, processor, dataset, collator, args: DistillSFTConfig, resume:
         return done
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     trainer = WeightedSFTTrainer(
-        model=model, args=args, train_dataset=dataset, data_collator=collator, processing_class=processor, visual_aux=args.visual_aux,
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        data_collator=collator,
+        processing_class=processor,
+        visual_aux=args.visual_aux,
         frames=frames,
     )
     checkpoint = last_checkpoint(out) if resume else None
@@ -133,4 +148,6 @@ def run_sft(model, processor, dataset, collator, args: DistillSFTConfig, resume:
     trainer.train(resume_from_checkpoint=checkpoint)
     if trainer._capture is not None:
         trainer._capture.handle.remove()  # the model leaves without the hook that fed the probes
-    return save_final(trainer, processor, out, extra=None if frames is None else (lambda folder: save_frame_policy(folder, frames)))
+    return save_final(
+        trainer, processor, out, extra=None if frames is None else (lambda folder: save_frame_policy(folder, frames))
+    )

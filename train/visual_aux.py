@@ -36,7 +36,9 @@ def vision_tower(model) -> nn.Module:
     inner = getattr(model, "model", model)
     visual = getattr(inner, "visual", None)
     if visual is None:
-        raise ValueError(f"{type(model).__name__} has no vision tower at .model.visual; auxiliary visual loss needs a Qwen-VL-family model")
+        raise ValueError(
+            f"{type(model).__name__} has no vision tower at .model.visual; auxiliary visual loss needs a Qwen-VL-family model"
+        )
     return visual
 
 
@@ -50,7 +52,9 @@ class VisualProbe(nn.Module):
         self.word = nn.Linear(hidden, SCENE_LABELS["word"])
         self.direction = nn.Linear(hidden, len(COLOURS) * SCENE_LABELS["direction"])  # one head per colour
 
-    def loss(self, tokens: torch.Tensor, sizes: list[int], occupancy: torch.Tensor, scene: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    def loss(
+        self, tokens: torch.Tensor, sizes: list[int], occupancy: torch.Tensor, scene: torch.Tensor
+    ) -> tuple[torch.Tensor, dict]:
         """``tokens``: (sum of sizes, hidden) merged tokens of the batch's videos in order; ``occupancy``:
         (same, labels) 0/1; ``scene``: (videos, 2 + colours) count, word, direction of each colour."""
         tokens = tokens.float()
@@ -58,7 +62,9 @@ class VisualProbe(nn.Module):
         pooled = torch.stack([chunk.mean(dim=0) for chunk in torch.split(tokens, sizes)])
         count = F.cross_entropy(self.count(pooled), scene[:, 0])
         word = F.cross_entropy(self.word(pooled), scene[:, 1])
-        direction = F.cross_entropy(self.direction(pooled).view(-1, SCENE_LABELS["direction"]), scene[:, 2:].reshape(-1))
+        direction = F.cross_entropy(
+            self.direction(pooled).view(-1, SCENE_LABELS["direction"]), scene[:, 2:].reshape(-1)
+        )
         parts = {"occupancy": occ, "count": count, "word": word, "direction": direction}
         return sum(parts.values()), {k: float(v.detach()) for k, v in parts.items()}
 
@@ -67,12 +73,20 @@ def scene_facts(meta: str | None) -> dict:
     """The synthetic scene recorded in an example's ``meta`` (ValueError when there is none)."""
     facts = json.loads(meta) if meta else {}
     if "scene" not in facts:
-        raise ValueError("auxiliary visual loss needs the synthetic benchmark's scene facts (meta.scene) for every example (rmsd-gen synth writes them)")
+        raise ValueError(
+            "auxiliary visual loss needs the synthetic benchmark's scene facts (meta.scene) for every example (rmsd-gen synth writes them)"
+        )
     return facts["scene"]
 
 
-def batch_targets(metas: list[str | None], timestamps: list[list[float]], grid_thw: torch.Tensor, source_sizes: list[tuple[int, int]],
-                  merge: int = 2, temporal_patch: int = 2) -> dict[str, torch.Tensor]:
+def batch_targets(
+    metas: list[str | None],
+    timestamps: list[list[float]],
+    grid_thw: torch.Tensor,
+    source_sizes: list[tuple[int, int]],
+    merge: int = 2,
+    temporal_patch: int = 2,
+) -> dict[str, torch.Tensor]:
     """Targets for the merged tokens of each video in a batch, in the vision tower's token order
     (time, row, column). A cell is occupied when it is in either frame of its temporal patch."""
     occupancy, scene = [], []
@@ -113,9 +127,19 @@ def copy_vision_tower(source, target) -> int:
     src, dst = vision_tower(source).state_dict(), vision_tower(target).state_dict()
     mismatched = [k for k in dst if k not in src or src[k].shape != dst[k].shape]
     if mismatched:
-        raise ValueError(f"vision towers differ ({len(mismatched)} tensors, e.g. {mismatched[0]}): build the student with the same vision config")
+        raise ValueError(
+            f"vision towers differ ({len(mismatched)} tensors, e.g. {mismatched[0]}): build the student with the same vision config"
+        )
     vision_tower(target).load_state_dict(src)
     return len(src)
 
 
-__all__ = ["PROBE_FILE", "TokenCapture", "VisualProbe", "batch_targets", "copy_vision_tower", "scene_facts", "vision_tower"]
+__all__ = [
+    "PROBE_FILE",
+    "TokenCapture",
+    "VisualProbe",
+    "batch_targets",
+    "copy_vision_tower",
+    "scene_facts",
+    "vision_tower",
+]

@@ -37,7 +37,9 @@ class Completion:
     error: str | None = None  # why the sample failed (an API teacher out of retries); written as an error row
     logprobs: list | None = None  # per token: [{"token_id", "token", "logprob"}, ...], the sampled token first
     extra: dict = field(default_factory=dict)
-    token_ids: list[int] | None = None  # the generated token ids, end-of-sequence included (vllm backend; RL rollouts need them)
+    token_ids: list[int] | None = (
+        None  # the generated token ids, end-of-sequence included (vllm backend; RL rollouts need them)
+    )
 
 
 def create_backend(teacher, model_path: str | None):
@@ -45,13 +47,22 @@ def create_backend(teacher, model_path: str | None):
     if teacher.backend == "hf":
         from .hf import HFBackend
 
-        return HFBackend(model_path, dtype=teacher.model.dtype, num_threads=max(1, int(teacher.num_cpus)), use_gpu=teacher.num_gpus > 0)
+        return HFBackend(
+            model_path,
+            dtype=teacher.model.dtype,
+            num_threads=max(1, int(teacher.num_cpus)),
+            use_gpu=teacher.num_gpus > 0,
+        )
     if teacher.backend == "vllm":
         from .vllm import VLLMBackend
 
         return VLLMBackend(
-            model_path, dtype=teacher.model.dtype, tensor_parallel_size=teacher.tensor_parallel_size,
-            max_model_len=teacher.max_model_len, gpu_memory_utilization=teacher.gpu_memory_utilization, use_gpu=teacher.num_gpus > 0,
+            model_path,
+            dtype=teacher.model.dtype,
+            tensor_parallel_size=teacher.tensor_parallel_size,
+            max_model_len=teacher.max_model_len,
+            gpu_memory_utilization=teacher.gpu_memory_utilization,
+            use_gpu=teacher.num_gpus > 0,
             enforce_eager=teacher.enforce_eager,
         )
     if teacher.backend == "openai":
@@ -59,6 +70,13 @@ def create_backend(teacher, model_path: str | None):
 
         api = teacher.api
         return OpenAIBackend(
-            api.base_url, api.model, api.api_key_env, api.max_concurrency, api.max_retries, api.timeout_s, api.backoff_s, media=api.media,
+            api.base_url,
+            api.model,
+            api.api_key_env,
+            api.max_concurrency,
+            api.max_retries,
+            api.timeout_s,
+            api.backoff_s,
+            media=api.media,
         )
     raise ValueError(f"unknown backend {teacher.backend!r}")

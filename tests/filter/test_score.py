@@ -32,7 +32,9 @@ def test_multiple_choice_exact_match_and_weights_proportional_to_quality():
 
 
 def test_numerical_epsilon_accuracy_with_configurable_tolerance():
-    rows = sample_rows("n", "numerical", "20", ["20", "21", "23", "0"]) + sample_rows("z", "numerical", "0", ["0.01", "0.2"])
+    rows = sample_rows("n", "numerical", "20", ["20", "21", "23", "0"]) + sample_rows(
+        "z", "numerical", "0", ["0.01", "0.2"]
+    )
     df = by_index(scored(rows, tolerance=0.1))
     assert by_index(df, "n")["correct"].to_list() == [1.0, 1.0, 0.0, 0.0]
     assert by_index(df, "z")["correct"].to_list() == [1.0, 0.0]  # |pred| <= tolerance when gt = 0
@@ -48,7 +50,16 @@ def test_temporal_iou_and_weights():
 
 
 def test_box_iou():
-    df = by_index(scored(sample_rows("s", "spatial_grounding", "[0, 0, 10, 10]", ["[0, 0, 10, 10]", "[5, 0, 15, 10]", "[20, 20, 30, 30]", "[0,0,10]"])))
+    df = by_index(
+        scored(
+            sample_rows(
+                "s",
+                "spatial_grounding",
+                "[0, 0, 10, 10]",
+                ["[0, 0, 10, 10]", "[5, 0, 15, 10]", "[20, 20, 30, 30]", "[0,0,10]"],
+            )
+        )
+    )
     assert df["correct"].to_list() == pytest.approx([1.0, 50 / 150, 0.0, 0.0])
     assert df["format_task_ok"].to_list() == [True, True, True, False]
 
@@ -61,7 +72,16 @@ def test_ocr_anls():
 
 
 def test_open_ended_uniform_over_valid_samples():
-    df = by_index(scored(sample_rows("e", "open_ended", "A red circle moves left.", ["A red circle.", "<answer>x</answer>", "It moves.", "Red thing left."])))
+    df = by_index(
+        scored(
+            sample_rows(
+                "e",
+                "open_ended",
+                "A red circle moves left.",
+                ["A red circle.", "<answer>x</answer>", "It moves.", "Red thing left."],
+            )
+        )
+    )
     assert df["correct"].null_count() == 4
     assert df["quality"].to_list() == [1.0, 0.0, 1.0, 1.0]
     assert df["weight"].to_list() == pytest.approx([1 / 3, 0.0, 1 / 3, 1 / 3])
@@ -75,15 +95,20 @@ def test_tau_per_task_type():
     rows += sample_rows("n", "numerical", "10", ["10", "11", "20"])  # epsilon 0.05: 1, 0, 0
     taus = {"temporal_grounding": 0.2, "numerical": 0.3, "ocr": 0.9}
     assert scored(rows, tau=0.5, tau_by_task=taus)["kept"].to_list() == [True, True, True, False, False]
-    assert scored(rows, tau=0.1, tau_by_task={"temporal_grounding": 0.5})["kept"].to_list() == [True, False, True, False, False]
+    assert scored(rows, tau=0.1, tau_by_task={"temporal_grounding": 0.5})["kept"].to_list() == [
+        True,
+        False,
+        True,
+        False,
+        False,
+    ]
     with pytest.raises(ValueError):
         FilterConfig(tau_by_task={"counting": 0.5})
 
 
 def test_weights_sum_to_one_across_the_pool_and_one_best_per_prompt():
-    rows = (
-        sample_rows("p", "multiple_choice", "A", ["A", "A", "B", "A"], teacher="a", options=COLOURS)
-        + sample_rows("p", "multiple_choice", "A", ["A", "C", "C", "C"], teacher="b", options=COLOURS)
+    rows = sample_rows("p", "multiple_choice", "A", ["A", "A", "B", "A"], teacher="a", options=COLOURS) + sample_rows(
+        "p", "multiple_choice", "A", ["A", "C", "C", "C"], teacher="b", options=COLOURS
     )
     df = scored(rows)
     assert math.isclose(df["weight"].sum(), 1.0)
@@ -108,7 +133,11 @@ def test_prompts_without_kept_samples_are_reported_with_the_reason():
         + sample_rows("fine", "numerical", "3", ["3", "7"])
     )
     dropped = dropped_prompts(scored(rows)).sort("prompt_id")
-    assert dict(zip(dropped["prompt_id"], dropped["reason"])) == {"errors": "all_errors", "format": "no_valid_format", "wrong": "below_tau"}
+    assert dict(zip(dropped["prompt_id"], dropped["reason"])) == {
+        "errors": "all_errors",
+        "format": "no_valid_format",
+        "wrong": "below_tau",
+    }
     assert dropped.filter(pl.col("prompt_id") == "wrong")["num_samples"].item() == 2
 
 
@@ -124,7 +153,12 @@ def test_majority_vote_pseudo_label_is_opt_in():
 
 
 def test_agreement_weighting_of_open_ended_is_opt_in():
-    texts = ["A red circle moves left.", "The red circle goes left.", "A red circle moving to the left.", "Bananas are a yellow fruit."]
+    texts = [
+        "A red circle moves left.",
+        "The red circle goes left.",
+        "A red circle moving to the left.",
+        "Bananas are a yellow fruit.",
+    ]
     rows = sample_rows("e", "open_ended", None, texts)
     uniform = by_index(scored(rows))
     assert uniform["weight"].to_list() == pytest.approx([0.25] * 4)
@@ -166,8 +200,16 @@ def test_report_sums_are_the_same_bits_on_every_call():
     rows = []
     for p in range(300):
         answers = [str(p % 7 + k) for k in range(3)] + [str((p * 13) % 11)]  # epsilon-accuracy: qualities 0 and 1
-        rows += sample_rows(f"n{p}", "numerical" if p % 2 else "temporal_grounding", str(p % 7 + 1), answers, teacher="ab"[p % 2])
-        rows += sample_rows(f"t{p}", "temporal_grounding", f"[{p % 5}, {p % 5 + 3}]", [f"[{p % 3}, {p % 4 + 2 + k / 3}]" for k in range(3)], teacher="ab"[p % 3 % 2])
+        rows += sample_rows(
+            f"n{p}", "numerical" if p % 2 else "temporal_grounding", str(p % 7 + 1), answers, teacher="ab"[p % 2]
+        )
+        rows += sample_rows(
+            f"t{p}",
+            "temporal_grounding",
+            f"[{p % 5}, {p % 5 + 3}]",
+            [f"[{p % 3}, {p % 4 + 2 + k / 3}]" for k in range(3)],
+            teacher="ab"[p % 3 % 2],
+        )
     scored = score_samples(frame(rows), FilterConfig(), keys=True)  # IoUs: fractions whose sums depend on their order
     first = partial_stats(scored).sort("task_type", "teacher")
     for _ in range(5):
@@ -175,7 +217,9 @@ def test_report_sums_are_the_same_bits_on_every_call():
 
 
 def test_the_public_form_has_strings_and_the_jobs_form_the_same_values_as_categoricals():
-    rows = sample_rows("p", "multiple_choice", "B", ["B", "C"], options=COLOURS) + sample_rows("o", "open_ended", None, ["a cat"], teacher="b")
+    rows = sample_rows("p", "multiple_choice", "B", ["B", "C"], options=COLOURS) + sample_rows(
+        "o", "open_ended", None, ["a cat"], teacher="b"
+    )
     public, own = (score_samples(frame(rows), FilterConfig(), keys=keys) for keys in (False, True))
     for column in ("task_type", "teacher", "extracted", "label_source"):
         assert public.schema[column] == pl.String
@@ -193,7 +237,9 @@ def test_agreement_counts_the_same_answers_by_table_and_by_grouping(monkeypatch)
     for p in range(12):
         for teacher in "ab":
             answers = [str((p + k * (teacher == "b")) % 3) for k in range(3)] + ["no tag here" if p % 4 else None]
-            rows += sample_rows(f"q{p}", "numerical", "1", answers, teacher=teacher, errors={3: "timeout"} if p % 4 == 0 else None)
+            rows += sample_rows(
+                f"q{p}", "numerical", "1", answers, teacher=teacher, errors={3: "timeout"} if p % 4 == 0 else None
+            )
     by_table = score_samples(frame(rows), FilterConfig())
     monkeypatch.setattr(score, "_COUNTS_PER_ROW", 0)  # every key space too sparse for a table: Polars groups the rows
     assert score_samples(frame(rows), FilterConfig()).equals(by_table)
@@ -201,7 +247,9 @@ def test_agreement_counts_the_same_answers_by_table_and_by_grouping(monkeypatch)
     for r in by_table.iter_rows(named=True):
         pool = [o for o in answered if o["prompt_id"] == r["prompt_id"]]
         own = [o for o in pool if o["teacher"] == r["teacher"]]
-        share = lambda group: sum(o["extracted"] == r["extracted"] for o in group) / len(group) if r["extracted"] is not None else 0.0  # noqa: E731
+        share = lambda group: (
+            sum(o["extracted"] == r["extracted"] for o in group) / len(group) if r["extracted"] is not None else 0.0
+        )  # noqa: E731
         assert (r["agreement"], r["agreement_pool"]) == ((None, None) if r["error"] else (share(own), share(pool)))
 
 
@@ -220,6 +268,8 @@ def test_t_best_is_the_top_kept_sample_with_the_smallest_seed_hash():
             assert not best
             continue
         top = max(r["quality"] for r in kept)
-        expected = min((r for r in kept if r["quality"] == top), key=lambda r: (r["seed"] * 2654435761 + cfg.seed) % 2**32)
+        expected = min(
+            (r for r in kept if r["quality"] == top), key=lambda r: (r["seed"] * 2654435761 + cfg.seed) % 2**32
+        )
         assert [(r["teacher"], r["sample_index"]) for r in best] == [(expected["teacher"], expected["sample_index"])]
         assert sum(r["weight"] for r in kept) == pytest.approx(1.0)

@@ -18,7 +18,11 @@ def _request(bench_dir, pid, seeds, max_tokens=12, video="videos/v7-000000.mp4",
     return GenerationRequest(
         prompt_id=pid,
         messages=build_messages(question, "multiple_choice", ["red", "green", "blue", "yellow"]),
-        frames=frames.array, fps=frames.fps, timestamps=frames.timestamps, seeds=seeds, max_tokens=max_tokens,
+        frames=frames.array,
+        fps=frames.fps,
+        timestamps=frames.timestamps,
+        seeds=seeds,
+        max_tokens=max_tokens,
     )
 
 
@@ -61,7 +65,9 @@ def test_per_token_logprobs_when_asked(backend, bench_dir):
     assert [c.text for c in with_top] == [c.text for c in plain]  # asking for logprobs changes no sample
     for c in with_top:
         assert len(c.logprobs) == c.num_tokens
-        assert all(len(position) == 4 or len(position) == 3 for position in c.logprobs)  # sampled + top-3 (minus itself)
+        assert all(
+            len(position) == 4 or len(position) == 3 for position in c.logprobs
+        )  # sampled + top-3 (minus itself)
         assert sum(position[0]["logprob"] for position in c.logprobs) == pytest.approx(c.cumulative_logprob, abs=1e-3)
         assert all(p["logprob"] <= 0 and isinstance(p["token_id"], int) for position in c.logprobs for p in position)
     assert plain[0].logprobs is None

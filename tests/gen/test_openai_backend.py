@@ -27,7 +27,9 @@ from rmsd.gen.backends.openai import openai_messages
 from rmsd.schemas.config import TeacherConfig
 from tests.conftest import gen, write_pipelines
 
-pytestmark = pytest.mark.skipif(find_spec("openai") is None, reason="the OpenAI client is not installed: pip install 'rmsd[openai]'")
+pytestmark = pytest.mark.skipif(
+    find_spec("openai") is None, reason="the OpenAI client is not installed: pip install 'rmsd[openai]'"
+)
 slow = pytest.mark.slow
 SECRET = "sk-rmsd-test-secret-0123456789"
 # the client's timeout: far above a real answer's latency on a loaded 2-core CI machine (a real request
@@ -45,15 +47,37 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def server(tiny_model, tmp_path_factory):
     if find_spec("vllm") is None:
-        pytest.skip("vLLM is not installed (make setup installs its CPU build on x86-64 only): no `vllm serve` to test against")
+        pytest.skip(
+            "vLLM is not installed (make setup installs its CPU build on x86-64 only): no `vllm serve` to test against"
+        )
     port = free_port()
     log = tmp_path_factory.mktemp("serve") / "vllm.log"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(tiny_model), "--served-model-name", "tiny",
-         "--host", "127.0.0.1", "--port", str(port), "--max-model-len", "4096", "--dtype", "float32", "--enforce-eager",
-         "--limit-mm-per-prompt", '{"image": 8, "video": 1}',
-         "--media-io-kwargs", '{"video": {"fps": 30}}'],  # keep every frame of a video part (see the README)
-        stdout=log.open("w"), stderr=subprocess.STDOUT, env={**__import__("os").environ, "VLLM_CPU_KVCACHE_SPACE": "1"},
+        [
+            sys.executable,
+            "-m",
+            "vllm.entrypoints.openai.api_server",
+            "--model",
+            str(tiny_model),
+            "--served-model-name",
+            "tiny",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--max-model-len",
+            "4096",
+            "--dtype",
+            "float32",
+            "--enforce-eager",
+            "--limit-mm-per-prompt",
+            '{"image": 8, "video": 1}',
+            "--media-io-kwargs",
+            '{"video": {"fps": 30}}',
+        ],  # keep every frame of a video part (see the README)
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        env={**__import__("os").environ, "VLLM_CPU_KVCACHE_SPACE": "1"},
     )
     deadline = time.time() + 240
     while time.time() < deadline:
@@ -108,7 +132,9 @@ class FaultProxy:
                     self.end_headers()
                     self.wfile.write(json.dumps({"error": {"message": f"injected {fault}"}}).encode())
                     return
-                request = urllib.request.Request(proxy.upstream + self.path, data=body, headers={"Content-Type": "application/json"})
+                request = urllib.request.Request(
+                    proxy.upstream + self.path, data=body, headers={"Content-Type": "application/json"}
+                )
                 with urllib.request.urlopen(request, timeout=60) as response:
                     payload = response.read()
                 with proxy.lock:
@@ -128,7 +154,9 @@ class FaultProxy:
 
 
 def _pipeline(tmp_path: Path, url: str, retries: int, media: str) -> Path:
-    return write_pipelines(tmp_path / "pipelines.yaml", f"""
+    return write_pipelines(
+        tmp_path / "pipelines.yaml",
+        f"""
         api:
           frames: {{num_frames: 4}}
           teachers:
@@ -138,12 +166,27 @@ def _pipeline(tmp_path: Path, url: str, retries: int, media: str) -> Path:
                      max_retries: {retries}, timeout_s: {CLIENT_TIMEOUT_S}, backoff_s: 0.05, media: {media}}}
           sampling: {{k: 2, max_tokens: 8}}
           gen: {{shard_size: 4}}
-    """)
+    """,
+    )
 
 
 def _run(tmp_path, bench_dir, url, retries, check, media="images"):
-    done = gen("run", "--pipeline", "api", "--config", _pipeline(tmp_path, url, retries, media), "--prompts", bench_dir / "prompts.parquet",
-               "--limit", 12, "--out", tmp_path / "out", "--no-progress", check=check, env={**__import__("os").environ, "RMSD_TEST_API_KEY": SECRET})
+    done = gen(
+        "run",
+        "--pipeline",
+        "api",
+        "--config",
+        _pipeline(tmp_path, url, retries, media),
+        "--prompts",
+        bench_dir / "prompts.parquet",
+        "--limit",
+        12,
+        "--out",
+        tmp_path / "out",
+        "--no-progress",
+        check=check,
+        env={**__import__("os").environ, "RMSD_TEST_API_KEY": SECRET},
+    )
     return done, pl.read_parquet(tmp_path / "out" / "*.parquet")
 
 
@@ -196,7 +239,9 @@ def test_video_media_sends_the_sampled_frames_as_one_mp4():
         decoded = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
     assert decoded.shape == (5, 48, 64, 3)  # padded by one row and one column
     assert np.abs(decoded[:, :47, :63].astype(int) - frames).mean() < 3
-    teacher = TeacherConfig(id="t", backend="openai", api={"base_url": "http://127.0.0.1:1/v1", "model": "m", "media": "video"})
+    teacher = TeacherConfig(
+        id="t", backend="openai", api={"base_url": "http://127.0.0.1:1/v1", "model": "m", "media": "video"}
+    )
     assert create_backend(teacher, None).media == "video"
 
 

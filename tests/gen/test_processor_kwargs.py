@@ -24,10 +24,17 @@ def test_qwen3_vl_prompt_carries_the_real_frame_times():
     from rmsd.models import build_tokenizer
 
     tokenizer = build_tokenizer()
-    processor = Qwen3VLProcessor(image_processor=Qwen2VLImageProcessor(), tokenizer=tokenizer, video_processor=Qwen3VLVideoProcessor())
+    processor = Qwen3VLProcessor(
+        image_processor=Qwen2VLImageProcessor(), tokenizer=tokenizer, video_processor=Qwen3VLVideoProcessor()
+    )
     frames = _frames()
-    encoded = processor(text=["<|vision_start|><|video_pad|><|vision_end|>When?"], videos=[frames.array], do_sample_frames=False,
-                        return_tensors="pt", **processor_video_kwargs("qwen3_vl", [frames.timestamps], [frames.fps]))
+    encoded = processor(
+        text=["<|vision_start|><|video_pad|><|vision_end|>When?"],
+        videos=[frames.array],
+        do_sample_frames=False,
+        return_tensors="pt",
+        **processor_video_kwargs("qwen3_vl", [frames.timestamps], [frames.fps]),
+    )
     times = re.findall(r"<([0-9.]+) seconds>", tokenizer.decode(encoded["input_ids"][0]))
     assert [float(t) for t in times] == [0.5, 1.5, 2.5, 3.5]  # the mean time of each pair of frames
 

@@ -31,7 +31,10 @@ def test_demo_writes_k_samples_per_prompt_readable_everywhere(demo_run):
     df = samples(out)
     assert df.columns == [f.name for f in SAMPLES_SCHEMA]
     assert df.group_by("prompt_id", "teacher").len()["len"].to_list() == [4] * 18
-    assert sorted(df.group_by("prompt_id").agg(pl.col("sample_index").sort())["sample_index"].to_list()) == [[0, 1, 2, 3]] * 18
+    assert (
+        sorted(df.group_by("prompt_id").agg(pl.col("sample_index").sort())["sample_index"].to_list())
+        == [[0, 1, 2, 3]] * 18
+    )
     assert df["error"].null_count() == len(df) and df["text"].null_count() == 0
     assert df["seed"].n_unique() == len(df)
     assert df["frame_timestamps"].list.len().unique().to_list() == [8]
@@ -51,7 +54,9 @@ def test_manifest_records_the_job(demo_run):
     assert manifest["counts"]["samples"] == 72 and manifest["counts"]["error_samples"] == 0
     assert manifest["sampling"]["multiple_choice"]["k"] == 4 and manifest["sampling"]["open_ended"]["max_tokens"] == 96
     assert manifest["models"]["demo-teacher"].endswith("models/demo-teacher")
-    assert manifest["prompts_path_relative"] == "../bench/prompts.parquet"  # a copy moved with its prompts still finds them
+    assert (
+        manifest["prompts_path_relative"] == "../bench/prompts.parquet"
+    )  # a copy moved with its prompts still finds them
     assert {"torch", "transformers", "ray", "pyarrow"} <= set(manifest["versions"])
     assert len(manifest["config_hash"]) == 64 and manifest["timings"]["wall_seconds_last_run"] > 0
     assert "OPENAI_API_KEY" not in json.dumps(manifest)
@@ -61,20 +66,36 @@ def test_rerun_of_a_finished_job_does_nothing(demo_run):
     work, _ = demo_run
     out = work / "out"
     before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
-    done = gen("run", "--pipeline", "demo", "--prompts", work / "bench" / "prompts.parquet", "--out", out, cwd=work, check=0)
+    done = gen(
+        "run", "--pipeline", "demo", "--prompts", work / "bench" / "prompts.parquet", "--out", out, cwd=work, check=0
+    )
     assert "0 shards written" in done.stdout
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
 
 
 def test_a_different_job_in_the_same_folder_is_refused(demo_run):
     work, _ = demo_run
-    done = gen("run", "--pipeline", "demo", "--prompts", work / "bench" / "prompts.parquet", "--out", work / "out", "--limit", 5, cwd=work, check=2)
+    done = gen(
+        "run",
+        "--pipeline",
+        "demo",
+        "--prompts",
+        work / "bench" / "prompts.parquet",
+        "--out",
+        work / "out",
+        "--limit",
+        5,
+        cwd=work,
+        check=2,
+    )
     assert "holds another rmsd-gen job" in done.stderr
 
 
 @pytest.fixture
 def tiny_pipeline(tmp_path, tiny_model):
-    return write_pipelines(tmp_path / "pipelines.yaml", f"""
+    return write_pipelines(
+        tmp_path / "pipelines.yaml",
+        f"""
         tiny:
           frames: {{num_frames: 4}}
           teachers:
@@ -86,7 +107,8 @@ def tiny_pipeline(tmp_path, tiny_model):
           tasks:
             ocr: {{teachers: [a, b], k: 2, logprobs: 2}}
           gen: {{shard_size: 2}}
-    """)
+    """,
+    )
 
 
 def test_broken_videos_become_error_rows_and_the_run_goes_on(tmp_path, bench_dir, tiny_pipeline):
@@ -101,22 +123,55 @@ def test_broken_videos_become_error_rows_and_the_run_goes_on(tmp_path, bench_dir
         pl.when(pl.int_range(pl.len()) < 5).then(pl.Series(broken + [""] * 7)).otherwise(pl.col("video")).alias("video")
     )
     prompts.write_parquet(data / "broken.parquet")
-    done = gen("run", "--pipeline", "tiny", "--config", tiny_pipeline, "--prompts", data / "broken.parquet", "--out", tmp_path / "out", "--no-progress", check=3)
+    done = gen(
+        "run",
+        "--pipeline",
+        "tiny",
+        "--config",
+        tiny_pipeline,
+        "--prompts",
+        data / "broken.parquet",
+        "--out",
+        tmp_path / "out",
+        "--no-progress",
+        check=3,
+    )
     df = samples(tmp_path / "out")
     errors = df.filter(pl.col("error").is_not_null())
     assert set(errors["video"]) == set(broken)
     assert errors["text"].null_count() == len(errors)
     kinds = {e.split(":")[0] for e in errors["error"]}
-    assert kinds <= {"missing", "empty", "unreadable", "truncated", "refused"} and "refused" in kinds and "missing" in kinds
+    assert (
+        kinds <= {"missing", "empty", "unreadable", "truncated", "refused"}
+        and "refused" in kinds
+        and "missing" in kinds
+    )
     assert f"{len(errors)} error samples" in done.stdout
     good = df.filter(pl.col("error").is_null())
     assert good["text"].null_count() == 0 and len(good) > 0
 
 
 def test_teacher_pool_routes_task_types(tmp_path, bench_dir, tiny_pipeline):
-    gen("run", "--pipeline", "tiny", "--config", tiny_pipeline, "--prompts", bench_dir / "prompts.parquet", "--limit", 12, "--out", tmp_path / "out", "--no-progress", check=0)
+    gen(
+        "run",
+        "--pipeline",
+        "tiny",
+        "--config",
+        tiny_pipeline,
+        "--prompts",
+        bench_dir / "prompts.parquet",
+        "--limit",
+        12,
+        "--out",
+        tmp_path / "out",
+        "--no-progress",
+        check=0,
+    )
     df = samples(tmp_path / "out")
-    counts = {(r["task_type"], r["teacher"]): r["len"] for r in df.group_by("task_type", "teacher").len().iter_rows(named=True)}
+    counts = {
+        (r["task_type"], r["teacher"]): r["len"]
+        for r in df.group_by("task_type", "teacher").len().iter_rows(named=True)
+    }
     assert counts[("ocr", "a")] == counts[("ocr", "b")] == 2 * 2  # two videos, k=2 from both teachers
     assert counts[("multiple_choice", "a")] == 2 * 3 and ("multiple_choice", "b") not in counts
     ocr = df.filter(pl.col("task_type") == "ocr")  # per-token logprobs asked for OCR only
@@ -126,7 +181,19 @@ def test_teacher_pool_routes_task_types(tmp_path, bench_dir, tiny_pipeline):
 
 def test_sigkill_then_rerun_loses_and_duplicates_nothing(tmp_path, bench_dir, tiny_pipeline):
     out = tmp_path / "out"
-    args = [str(BIN / "rmsd-gen"), "run", "--pipeline", "tiny", "--config", str(tiny_pipeline), "--prompts", str(bench_dir / "prompts.parquet"), "--out", str(out), "--no-progress"]
+    args = [
+        str(BIN / "rmsd-gen"),
+        "run",
+        "--pipeline",
+        "tiny",
+        "--config",
+        str(tiny_pipeline),
+        "--prompts",
+        str(bench_dir / "prompts.parquet"),
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
     ray_dirs = set(Path(tempfile.gettempdir()).glob("rmsd-ray-*"))
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 120
@@ -137,7 +204,19 @@ def test_sigkill_then_rerun_loses_and_duplicates_nothing(tmp_path, bench_dir, ti
     written = len(list(out.glob("samples-*.parquet")))
     assert 4 <= written < 24 + 4, "the kill should land part-way"  # 24 slices for teacher a, 4 for b
     killed_ray = set(Path(tempfile.gettempdir()).glob("rmsd-ray-*")) - ray_dirs
-    done = gen("run", "--pipeline", "tiny", "--config", tiny_pipeline, "--prompts", bench_dir / "prompts.parquet", "--out", out, "--no-progress", check=0)
+    done = gen(
+        "run",
+        "--pipeline",
+        "tiny",
+        "--config",
+        tiny_pipeline,
+        "--prompts",
+        bench_dir / "prompts.parquet",
+        "--out",
+        out,
+        "--no-progress",
+        check=0,
+    )
     assert f"{written} already done" in done.stdout
     df = samples(out)
     keys = df.select("prompt_id", "teacher", "sample_index")
@@ -151,7 +230,9 @@ def test_a_failed_teacher_does_not_lose_the_other_teachers_samples(tmp_path, ben
     broken = tmp_path / "broken-model"
     shutil.copytree(tiny_model, broken)
     (broken / "config.json").write_text("{not json")
-    config = write_pipelines(tmp_path / "pipelines.yaml", f"""
+    config = write_pipelines(
+        tmp_path / "pipelines.yaml",
+        f"""
         pool:
           frames: {{num_frames: 4}}
           teachers:
@@ -161,8 +242,22 @@ def test_a_failed_teacher_does_not_lose_the_other_teachers_samples(tmp_path, ben
               model: {{path: {broken}}}
           sampling: {{k: 2, max_tokens: 4}}
           gen: {{shard_size: 6}}
-    """)
-    args = ("run", "--pipeline", "pool", "--config", config, "--prompts", bench_dir / "prompts.parquet", "--limit", 12, "--out", tmp_path / "out", "--no-progress")
+    """,
+    )
+    args = (
+        "run",
+        "--pipeline",
+        "pool",
+        "--config",
+        config,
+        "--prompts",
+        bench_dir / "prompts.parquet",
+        "--limit",
+        12,
+        "--out",
+        tmp_path / "out",
+        "--no-progress",
+    )
     done = gen(*args, check=1)
     assert "2 shards failed; rerun the same command to retry" in done.stderr
     df = samples(tmp_path / "out")

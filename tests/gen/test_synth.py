@@ -31,7 +31,9 @@ def test_same_seed_same_benchmark_whatever_the_workers(tmp_path, bench_dir):
     for video in a["video"].unique(maintain_order=True):
         assert (bench_dir / video).read_bytes() == (tmp_path / "b" / video).read_bytes(), video
     first = a["video"][0]
-    assert np.array_equal(sample_frames(bench_dir / first, num_frames=4).array, sample_frames(tmp_path / "b" / first, num_frames=4).array)
+    assert np.array_equal(
+        sample_frames(bench_dir / first, num_frames=4).array, sample_frames(tmp_path / "b" / first, num_frames=4).array
+    )
     other = synthesise(tmp_path / "c", 8, seed=8, workers=1, progress=False)
     assert not pl.read_parquet(other)["answer"].equals(a["answer"])
 

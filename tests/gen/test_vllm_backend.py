@@ -13,7 +13,9 @@ from tests.conftest import gen, write_pipelines
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(find_spec("vllm") is None, reason="vLLM is not installed (make setup installs its CPU build on x86-64 only)"),
+    pytest.mark.skipif(
+        find_spec("vllm") is None, reason="vLLM is not installed (make setup installs its CPU build on x86-64 only)"
+    ),
 ]
 
 
@@ -51,7 +53,9 @@ def test_two_engine_actors_give_the_same_samples_as_one(engine, tmp_path, bench_
     the teacher's settings) generates from the request rebuilt from the sample's row and seeds."""
     from rmsd.schemas.config import load_pipeline
 
-    path = write_pipelines(tmp_path / "p.yaml", f"""
+    path = write_pipelines(
+        tmp_path / "p.yaml",
+        f"""
         v:
           frames: {{num_frames: 4}}
           teachers:
@@ -63,9 +67,24 @@ def test_two_engine_actors_give_the_same_samples_as_one(engine, tmp_path, bench_
               enforce_eager: true
           sampling: {{k: 3, max_tokens: 10}}
           gen: {{shard_size: 6}}
-    """)
-    gen("run", "--pipeline", "v", "--config", path, "--prompts", bench_dir / "prompts.parquet", "--limit", 12, "--out", tmp_path / "out",
-        "--no-progress", check=0, timeout=600)
+    """,
+    )
+    gen(
+        "run",
+        "--pipeline",
+        "v",
+        "--config",
+        path,
+        "--prompts",
+        bench_dir / "prompts.parquet",
+        "--limit",
+        12,
+        "--out",
+        tmp_path / "out",
+        "--no-progress",
+        check=0,
+        timeout=600,
+    )
     two = pl.read_parquet(tmp_path / "out" / "*.parquet").sort("prompt_id", "sample_index")
     assert two.height == 12 * 3
     pipeline = load_pipeline("v", path)
@@ -75,9 +94,20 @@ def test_two_engine_actors_give_the_same_samples_as_one(engine, tmp_path, bench_
         route = pipeline.route(r["task_type"])
         template = pipeline.templates[route.template]
         f = sample_frames(bench_dir / r["video"], **pipeline.frames.model_dump())
-        requests.append(GenerationRequest(prompt_id, build_messages(r["question"], r["task_type"], r["options"], template.system, template.user),
-                                          f.array, f.fps, f.timestamps, seeds=rows["seed"].to_list(), temperature=route.temperature,
-                                          top_p=route.top_p, top_k=route.top_k, max_tokens=route.max_tokens))
+        requests.append(
+            GenerationRequest(
+                prompt_id,
+                build_messages(r["question"], r["task_type"], r["options"], template.system, template.user),
+                f.array,
+                f.fps,
+                f.timestamps,
+                seeds=rows["seed"].to_list(),
+                temperature=route.temperature,
+                top_p=route.top_p,
+                top_k=route.top_k,
+                max_tokens=route.max_tokens,
+            )
+        )
     one = [c.text for samples in engine.generate(requests) for c in samples]
     assert one == two["text"].to_list()
 

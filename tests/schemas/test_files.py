@@ -63,9 +63,14 @@ def test_trained_models_get_the_umask_mode_though_safetensors_writes_0600(tmp_pa
         os.close(fd)
 
     save_weights(tmp_path / "checkpoint-3")
-    _umask_modes().on_save(SimpleNamespace(output_dir=str(tmp_path)), SimpleNamespace(global_step=3, is_world_process_zero=True), None)
-    trainer = SimpleNamespace(is_world_process_zero=lambda: True, save_model=save_weights,
-                              accelerator=SimpleNamespace(wait_for_everyone=lambda: None))
+    _umask_modes().on_save(
+        SimpleNamespace(output_dir=str(tmp_path)), SimpleNamespace(global_step=3, is_world_process_zero=True), None
+    )
+    trainer = SimpleNamespace(
+        is_world_process_zero=lambda: True,
+        save_model=save_weights,
+        accelerator=SimpleNamespace(wait_for_everyone=lambda: None),
+    )
     final = save_final(trainer, SimpleNamespace(save_pretrained=lambda folder: None), tmp_path)
     for folder in (tmp_path / "checkpoint-3", final):
         assert mode(folder) == 0o777 & ~umask

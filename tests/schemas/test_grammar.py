@@ -1,15 +1,23 @@
 from unittest import mock
 
+import polars as pl
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import polars as pl
-
 from rmsd.schemas import grammar
 from rmsd.schemas.grammar import (
-    ANSWER_CODE, RESPONSE_COLUMNS, TaskType, add_response_parts, extract, extract_answer, parse_answers, parse_responses, response_stages,
-    split_response, wrap_response,
+    ANSWER_CODE,
+    RESPONSE_COLUMNS,
+    TaskType,
+    add_response_parts,
+    extract,
+    extract_answer,
+    parse_answers,
+    parse_responses,
+    response_stages,
+    split_response,
+    wrap_response,
 )
 from rmsd.schemas.tables import TASK_TYPES
 
@@ -43,7 +51,7 @@ def test_letter_outside_the_options_is_not_an_answer():
         ("temporal_grounding", "[3, 1]", None, False),
         ("spatial_grounding", "[ 4,8 ,20,  30 ]", (4.0, 8.0, 20.0, 30.0), True),
         ("spatial_grounding", "x1=4 y1=8 x2=20 y2=30", (4.0, 8.0, 20.0, 30.0), False),
-        ("ocr", "  \"MOON\" ", "moon", True),
+        ("ocr", '  "MOON" ', "moon", True),
     ],
 )
 def test_task_answers(task, answer, value, strict):
@@ -80,7 +88,13 @@ RESPONSES = st.one_of(
 
 
 @settings(max_examples=150, deadline=None)
-@given(rows=st.lists(st.tuples(RESPONSES, st.sampled_from(TASK_TYPES), st.none() | st.lists(st.text(), max_size=6)), min_size=1, max_size=30))
+@given(
+    rows=st.lists(
+        st.tuples(RESPONSES, st.sampled_from(TASK_TYPES), st.none() | st.lists(st.text(), max_size=6)),
+        min_size=1,
+        max_size=30,
+    )
+)
 def test_no_parser_raises(rows):
     frame = pl.DataFrame(
         {"text": [r[0] for r in rows], "task_type": [r[1] for r in rows], "options": [r[2] for r in rows]},
@@ -94,7 +108,24 @@ def test_no_parser_raises(rows):
     assert answers.height == len(rows)
 
 
-PIECES = ["<think>", "</think>", "<answer>", "</answer>", " ", "\n", "\u00a0", "\u2003", "B", "[1, 2]", "é", "日本", "<", ">", "/", "answer"]
+PIECES = [
+    "<think>",
+    "</think>",
+    "<answer>",
+    "</answer>",
+    " ",
+    "\n",
+    "\u00a0",
+    "\u2003",
+    "B",
+    "[1, 2]",
+    "é",
+    "日本",
+    "<",
+    ">",
+    "/",
+    "answer",
+]
 
 
 _PIECES = st.lists(st.sampled_from(PIECES), max_size=4).map("".join)
@@ -102,7 +133,11 @@ WRAPPED = st.builds("{}<think>{}</think>{}<answer>{}</answer>{}".format, _PIECES
 
 
 @settings(max_examples=300, deadline=None)
-@given(texts=st.lists(st.none() | st.lists(st.sampled_from(PIECES), max_size=12).map("".join) | WRAPPED, min_size=1, max_size=40))
+@given(
+    texts=st.lists(
+        st.none() | st.lists(st.sampled_from(PIECES), max_size=12).map("".join) | WRAPPED, min_size=1, max_size=40
+    )
+)
 def test_answer_part_shortcut_equals_the_definition(texts):
     """add_response_parts takes byte offsets where a text has one <answer>; response_stages is the
     definition (splits and OUTER_PATTERN). Both agree on any mix of tags, whitespace and text."""
@@ -117,27 +152,59 @@ def test_wrapper_checked_by_bytes_and_by_pattern_alike():
     """Tightly wrapped responses are told by exact bytes, the others by the patterns: one batch
     mixing both gives the definition's outer_ok on each row."""
     texts = [
-        "<think>a</think><answer>B</answer>", "<think>a</think><answer>B</answer>\n", " <think>a</think><answer>B</answer>",
-        "<think>a</think>\n<answer>B</answer>", "<think>a</think><answer>B</answer> \u00a0", "<think>a</think><answer>B</answer>x",
-        "x<think>a</think><answer>B</answer>", "<think>a<think></think><answer>B</answer>", "<think>a</think><answer>B", "a</think><answer>B</answer>",
-        "<think>a</think> b <answer>B</answer>", None,
+        "<think>a</think><answer>B</answer>",
+        "<think>a</think><answer>B</answer>\n",
+        " <think>a</think><answer>B</answer>",
+        "<think>a</think>\n<answer>B</answer>",
+        "<think>a</think><answer>B</answer> \u00a0",
+        "<think>a</think><answer>B</answer>x",
+        "x<think>a</think><answer>B</answer>",
+        "<think>a<think></think><answer>B</answer>",
+        "<think>a</think><answer>B",
+        "a</think><answer>B</answer>",
+        "<think>a</think> b <answer>B</answer>",
+        None,
     ]
     frame = pl.DataFrame({"text": texts}, schema={"text": pl.String})
     defined = frame
     for stage in response_stages(pl.col("text")):
         defined = defined.with_columns(**stage)
     assert add_response_parts(frame)["outer_ok"].to_list() == defined["outer_ok"].to_list()
-    assert defined["outer_ok"].to_list() == [True, True, True, True, True, False, False, False, False, False, False, False]
+    assert defined["outer_ok"].to_list() == [
+        True,
+        True,
+        True,
+        True,
+        True,
+        False,
+        False,
+        False,
+        False,
+        False,
+        False,
+        False,
+    ]
 
 
 @settings(max_examples=100, deadline=None)
-@given(rows=st.lists(st.tuples(st.sampled_from(["(C)", "green", "12", None]), st.sampled_from(["multiple_choice", "numerical", "ocr"]),
-                               st.sampled_from([None, COLOURS, COLOURS[:2], ["green", "red"]])), min_size=1, max_size=30))
+@given(
+    rows=st.lists(
+        st.tuples(
+            st.sampled_from(["(C)", "green", "12", None]),
+            st.sampled_from(["multiple_choice", "numerical", "ocr"]),
+            st.sampled_from([None, COLOURS, COLOURS[:2], ["green", "red"]]),
+        ),
+        min_size=1,
+        max_size=30,
+    )
+)
 def test_repeated_answers_parse_as_each_alone(rows):
     """parse_answers parses each distinct (answer, task type[, options]) once; every row still gets
     what parsing it alone gives (the same text is another letter under other options)."""
-    frame = pl.DataFrame({"answer": [r[0] for r in rows], "task_type": [r[1] for r in rows], "options": [r[2] for r in rows]},
-                         schema={"answer": pl.String, "task_type": pl.String, "options": pl.List(pl.String)})
+    frame = pl.DataFrame(
+        {"answer": [r[0] for r in rows], "task_type": [r[1] for r in rows], "options": [r[2] for r in rows]},
+        schema={"answer": pl.String, "task_type": pl.String, "options": pl.List(pl.String)},
+    )
     alone = pl.concat([parse_answers(frame[i : i + 1], "answer") for i in range(frame.height)])
     assert parse_answers(frame, "answer").equals(alone)
     # the caller's numbering of the runs of equal options (rmsd-filter's) gives the same
@@ -155,8 +222,14 @@ def test_repeated_answers_parse_as_each_alone(rows):
     # normalised as a categorical: the same answers, its codes the answer code's
     categorical = parse_answers(frame, "answer", only=("normalised", ANSWER_CODE), categorical=True)
     assert isinstance(categorical.schema["normalised"], pl.Categorical)
-    assert categorical["normalised"].cast(pl.String).equals(coded["normalised"]) and categorical[ANSWER_CODE].equals(coded[ANSWER_CODE])
-    assert (categorical["normalised"].to_physical().cast(pl.UInt64) + 1).fill_null(0).equals(categorical[ANSWER_CODE], check_names=False)
+    assert categorical["normalised"].cast(pl.String).equals(coded["normalised"]) and categorical[ANSWER_CODE].equals(
+        coded[ANSWER_CODE]
+    )
+    assert (
+        (categorical["normalised"].to_physical().cast(pl.UInt64) + 1)
+        .fill_null(0)
+        .equals(categorical[ANSWER_CODE], check_names=False)
+    )
 
 
 def test_vectorised_parse_equals_one_at_a_time():
@@ -170,6 +243,15 @@ def test_vectorised_parse_equals_one_at_a_time():
 
 
 def test_task_types_are_the_six_of_the_contract():
-    assert TASK_TYPES == tuple(t.value for t in TaskType) == (
-        "multiple_choice", "numerical", "temporal_grounding", "spatial_grounding", "ocr", "open_ended",
+    assert (
+        TASK_TYPES
+        == tuple(t.value for t in TaskType)
+        == (
+            "multiple_choice",
+            "numerical",
+            "temporal_grounding",
+            "spatial_grounding",
+            "ocr",
+            "open_ended",
+        )
     )

@@ -10,7 +10,15 @@ import sys
 import pytest
 
 from rmsd.models import init_model
-from rmsd.schemas.manifests import LOCK_FILE, RunRefused, check_apart, check_recorded, file_record, folder_lock, model_fingerprint
+from rmsd.schemas.manifests import (
+    LOCK_FILE,
+    RunRefused,
+    check_apart,
+    check_recorded,
+    file_record,
+    folder_lock,
+    model_fingerprint,
+)
 
 HOLD = "import sys, time\nfrom rmsd.schemas.manifests import folder_lock\nwith folder_lock(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(120)\n"
 

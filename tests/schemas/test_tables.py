@@ -62,8 +62,24 @@ def test_required_columns_cannot_be_null():
 def test_samples_schema_has_the_contract_columns():
     names = [f.name for f in SAMPLES_SCHEMA]
     assert names == [
-        "prompt_id", "task_type", "question", "options", "answer", "video", "teacher", "sample_index", "seed",
-        "text", "finish_reason", "num_tokens", "cumulative_logprob", "frame_timestamps", "fps", "error", "run_id", "logprobs",
+        "prompt_id",
+        "task_type",
+        "question",
+        "options",
+        "answer",
+        "video",
+        "teacher",
+        "sample_index",
+        "seed",
+        "text",
+        "finish_reason",
+        "num_tokens",
+        "cumulative_logprob",
+        "frame_timestamps",
+        "fps",
+        "error",
+        "run_id",
+        "logprobs",
     ]
     assert schema_for("samples").field("frame_timestamps").type == pa.list_(pa.float64())
 
@@ -81,19 +97,32 @@ def test_repeating_columns_are_dictionary_encoded_lists_included(tmp_path):
 def test_scored_and_curated_are_keyed_on_the_sample():
     key = ["prompt_id", "teacher", "sample_index"]
     scored, curated = schema_for("scored"), schema_for("curated")
-    assert scored.names[:3] == key and "text" not in scored.names and {"quality", "kept", "weight", "is_best"} <= set(scored.names)
+    assert (
+        scored.names[:3] == key
+        and "text" not in scored.names
+        and {"quality", "kept", "weight", "is_best"} <= set(scored.names)
+    )
     # curated v3: the kept samples' keys and weights; their content stays in the samples shards
     assert curated.names == [*key, "task_type", "quality", "weight", "is_best"]
-    assert json.loads(scored.metadata[METADATA_KEY])["version"] == 2 and json.loads(curated.metadata[METADATA_KEY])["version"] == 3
+    assert (
+        json.loads(scored.metadata[METADATA_KEY])["version"] == 2
+        and json.loads(curated.metadata[METADATA_KEY])["version"] == 3
+    )
 
 
 def test_strings_handed_as_views_are_written_as_the_contracts_strings(tmp_path):
     table = to_table([{**PROMPT, "prompt_id": f"p{i}"} for i in range(4)], "prompts")
-    views = pa.Table.from_arrays([c.cast(f.type) for c, f in zip(table.columns, with_string_views(table.schema))], schema=with_string_views(table.schema))
+    views = pa.Table.from_arrays(
+        [c.cast(f.type) for c, f in zip(table.columns, with_string_views(table.schema))],
+        schema=with_string_views(table.schema),
+    )
     strings = write_table(table, tmp_path / "strings.parquet", "prompts")
     written = write_table(views, tmp_path / "views.parquet", "prompts")
     assert written.read_bytes() == strings.read_bytes()
     schema = pq.read_schema(written)  # the contract's types (Arrow names a list's values "element" on reading)
     assert [str(f.type).replace("element", "item") for f in schema] == [str(f.type) for f in schema_for("prompts")]
-    assert schema.metadata == schema_for("prompts").metadata and schema.field("video").metadata == schema_for("prompts").field("video").metadata
+    assert (
+        schema.metadata == schema_for("prompts").metadata
+        and schema.field("video").metadata == schema_for("prompts").field("video").metadata
+    )
     assert read_table(written, "prompts").to_pylist() == table.to_pylist()

@@ -13,9 +13,9 @@ import torch.distributed as dist
 from rmsd.models import load_model
 from rmsd.schemas.config import FramesConfig
 from rmsd.train.collate import FrameCache, VideoSFTCollator
+from rmsd.train.config import AdversarialConfig
 from rmsd.train.data import example_frame, video_base
 from rmsd.train.discriminator import Discriminator, DiscriminatorReward, DiscriminatorTrainer, TeacherPool
-from rmsd.train.config import AdversarialConfig
 from rmsd.train.rl import warm_up_discriminator
 
 
@@ -32,12 +32,19 @@ def each_rank_its_own_pairs(trainer: DiscriminatorTrainer, examples: list[dict])
     assert_same_across_ranks(trainer, "after two steps")
 
 
-def rank_1_without_pairs(trainer: DiscriminatorTrainer, examples: list[dict], frame: pl.DataFrame, model: str, processor, cache) -> None:
+def rank_1_without_pairs(
+    trainer: DiscriminatorTrainer, examples: list[dict], frame: pl.DataFrame, model: str, processor, cache
+) -> None:
     # the online reward: kept teacher samples for rank 0's prompts only
     kept = frame.slice(0, 4)
-    pool = TeacherPool.from_curated(kept.select("prompt_id", text=pl.col("response"), weight=pl.lit(1.0), quality=pl.lit(1.0)))
+    pool = TeacherPool.from_curated(
+        kept.select("prompt_id", text=pl.col("response"), weight=pl.lit(1.0), quality=pl.lit(1.0))
+    )
     reward = DiscriminatorReward(trainer, pool)
-    columns = {k: [e[k] for e in examples] for k in ("prompt_id", "question", "task_type", "options", "video", "frame_timestamps")}
+    columns = {
+        k: [e[k] for e in examples]
+        for k in ("prompt_id", "question", "task_type", "options", "video", "frame_timestamps")
+    }
     for _ in range(2):
         reward(prompts=None, completions=["no idea"] * len(examples), **columns)
     assert_same_across_ranks(trainer, "after the online rewards")
@@ -46,15 +53,30 @@ def rank_1_without_pairs(trainer: DiscriminatorTrainer, examples: list[dict], fr
     # the warm-up: one question with a kept sample, so rank 1's share of the questions is empty
     policy, _ = load_model(model)
     one = TeacherPool({frame["prompt_id"][0]: [("<answer>A</answer>", 1.0, 1.0)]})
-    settings = AdversarialConfig(output_dir="unused", num_generations=2, per_device_train_batch_size=2, max_completion_length=4, disc_warmup_steps=2)
+    settings = AdversarialConfig(
+        output_dir="unused",
+        num_generations=2,
+        per_device_train_batch_size=2,
+        max_completion_length=4,
+        disc_warmup_steps=2,
+    )
     warmup = warm_up_discriminator(trainer, policy, processor, frame, one, cache, None, settings)
-    assert [h["pairs"] for h in warmup["history"]] == [2, 2] and warmup["checks"] == [], warmup  # too few questions to hold any out
+    assert [h["pairs"] for h in warmup["history"]] == [2, 2] and warmup["checks"] == [], (
+        warmup
+    )  # too few questions to hold any out
     assert_same_across_ranks(trainer, "after the warm-up")
 
     # the held-out check: four questions with a kept sample, one held out, so rank 1 has no held-out pair
     four = TeacherPool({p: [("<answer>A</answer>", 1.0, 1.0)] for p in frame["prompt_id"][:4]})
-    settings = AdversarialConfig(output_dir="unused", num_generations=2, per_device_train_batch_size=2, max_completion_length=4,
-                                 disc_warmup_steps=3, disc_warmup_target=0.0, disc_warmup_check_steps=1)
+    settings = AdversarialConfig(
+        output_dir="unused",
+        num_generations=2,
+        per_device_train_batch_size=2,
+        max_completion_length=4,
+        disc_warmup_steps=3,
+        disc_warmup_target=0.0,
+        disc_warmup_check_steps=1,
+    )
     warmup = warm_up_discriminator(trainer, policy, processor, frame, four, cache, None, settings)
     assert warmup["checks"] and all(c["pairs"] == 2 for c in warmup["checks"]), warmup  # rank 0's pairs, on both ranks
     assert warmup["steps_taken"] == warmup["checks"][-1]["step"]
@@ -73,7 +95,9 @@ def main(model: str, prompts: str) -> None:
     cache = FrameCache(FramesConfig(num_frames=4), video_base("gt", prompts))
     for scenario in ("each rank its own pairs", "rank 1 without pairs"):
         torch.manual_seed(rank)  # a different random head on each rank before the broadcast
-        trainer = DiscriminatorTrainer(Discriminator.from_student(model), VideoSFTCollator(processor, cache), lr=1e-2, max_grad_norm=1.0)
+        trainer = DiscriminatorTrainer(
+            Discriminator.from_student(model), VideoSFTCollator(processor, cache), lr=1e-2, max_grad_norm=1.0
+        )
         if scenario == "each rank its own pairs":
             each_rank_its_own_pairs(trainer, examples)
         else:

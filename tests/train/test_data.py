@@ -70,7 +70,9 @@ def test_single_takes_one_answered_sample_per_prompt_unfiltered(filtered):
 
 def test_filter_output_leads_to_its_samples_and_says_when_they_moved(filtered, tmp_path):
     # scored shards hold scores only: the answered samples come from the folder they were scored from
-    assert example_frame("single", filtered / "filtered", seed=0).equals(example_frame("single", filtered / "samples", seed=0))
+    assert example_frame("single", filtered / "filtered", seed=0).equals(
+        example_frame("single", filtered / "samples", seed=0)
+    )
     moved = tmp_path / "filtered"
     moved.mkdir()
     (moved / "scored").mkdir()
@@ -85,17 +87,26 @@ def test_filter_output_leads_to_its_samples_and_says_when_they_moved(filtered, t
 
 def test_curated_shards_index_their_samples_whole_or_streamed(filtered):
     # curated v3 holds keys and weights; the examples' content comes from the samples, on the key
-    key, content = ["prompt_id", "teacher", "sample_index"], ["question", "options", "video", "frame_timestamps", "text"]
+    key, content = (
+        ["prompt_id", "teacher", "sample_index"],
+        ["question", "options", "video", "frame_timestamps", "text"],
+    )
     curated = curated_frame(filtered / "filtered")
     samples = pl.read_parquet(filtered / "samples" / "*.parquet")
-    assert curated.select(*key, *content).equals(curated.select(key).join(samples.select(*key, *content), on=key, maintain_order="left"))
+    assert curated.select(*key, *content).equals(
+        curated.select(key).join(samples.select(*key, *content), on=key, maintain_order="left")
+    )
     weighted = example_frame("weighted", filtered / "filtered")
     assert weighted["response"].sort().equals(curated["text"].sort().alias("response"))
     assert example_frame("weighted", filtered / "filtered" / "curated").equals(weighted)  # the curated folder itself
     for mode in ("weighted", "best"):
         stream = list(sft_dataset(mode, filtered / "filtered", streaming=True))
         whole = example_frame(mode, filtered / "filtered")
-        assert pl.DataFrame(stream, schema=whole.schema).sort("prompt_id", "response").equals(whole.sort("prompt_id", "response"))
+        assert (
+            pl.DataFrame(stream, schema=whole.schema)
+            .sort("prompt_id", "response")
+            .equals(whole.sort("prompt_id", "response"))
+        )
 
 
 def test_curated_shards_refuse_samples_gone_changed_or_missing_a_key(filtered, tmp_path):
@@ -103,7 +114,9 @@ def test_curated_shards_refuse_samples_gone_changed_or_missing_a_key(filtered, t
     shutil.copytree(filtered / "filtered", out)
     samples = shutil.copytree(filtered / "samples", tmp_path / "samples")
     manifest = json.loads((out / "_manifest.json").read_text())
-    (out / "_manifest.json").write_text(json.dumps({**manifest, "samples_dir": str(tmp_path / "gone"), "samples_dir_relative": "../gone"}))
+    (out / "_manifest.json").write_text(
+        json.dumps({**manifest, "samples_dir": str(tmp_path / "gone"), "samples_dir_relative": "../gone"})
+    )
     with pytest.raises(SchemaError, match="are not there"):
         example_frame("weighted", out)
     (out / "_manifest.json").write_text(json.dumps({**manifest, "samples_dir": str(samples)}))
@@ -111,26 +124,36 @@ def test_curated_shards_refuse_samples_gone_changed_or_missing_a_key(filtered, t
     (samples / "_manifest.json").write_text(json.dumps({"prompts_path": "elsewhere"}))
     with pytest.raises(SchemaError, match="changed since rmsd-filter scored them"):
         example_frame("best", out)
-    (out / "_manifest.json").write_text(json.dumps({**manifest, "samples_dir": str(samples), "input_manifest_sha256": None}))
+    (out / "_manifest.json").write_text(
+        json.dumps({**manifest, "samples_dir": str(samples), "input_manifest_sha256": None})
+    )
     shard = next((samples).glob("samples-*.parquet"))
     table = pq.read_table(shard)
     pq.write_table(table.filter(pa.compute.not_equal(table["prompt_id"], "p1")), shard)  # p1's samples gone
     with pytest.raises(SchemaError, match="changed since rmsd-filter scored them .samples-a-000000.parquet differs"):
         example_frame("weighted", out)  # the shards' sizes are recorded too
-    (out / "_manifest.json").write_text(json.dumps({**manifest, "samples_dir": str(samples), "input_manifest_sha256": None, "input_shards": None}))
+    (out / "_manifest.json").write_text(
+        json.dumps({**manifest, "samples_dir": str(samples), "input_manifest_sha256": None, "input_shards": None})
+    )
     with pytest.raises(SchemaError, match="curated samples do not match exactly one sample"):
         example_frame("weighted", out)  # without a record, the join still finds the key missing
 
 
 def test_samples_of_an_unfinished_or_changed_rmsd_gen_job_are_refused(filtered, tmp_path):
     samples = shutil.copytree(filtered / "samples", tmp_path / "samples")
-    (samples / "_job.json").write_text(json.dumps({"run_id": "r"}))  # rmsd-gen's, and no manifest: it runs, or was killed
+    (samples / "_job.json").write_text(
+        json.dumps({"run_id": "r"})
+    )  # rmsd-gen's, and no manifest: it runs, or was killed
     (samples / "_manifest.json").unlink()
     with pytest.raises(SchemaError, match="its rmsd-gen job is unfinished .no manifest"):
         example_frame("single", samples)
     shard = samples / "samples-a-000000.parquet"
     record = {shard.name: {"bytes": shard.stat().st_size + 1, "sha256": "0" * 64, "rows": 12}}
-    (samples / "_manifest.json").write_text(json.dumps({"run_id": "r", "complete": False, "counts": {"samples": 12, "expected_samples": 24}, "files": record}))
+    (samples / "_manifest.json").write_text(
+        json.dumps(
+            {"run_id": "r", "complete": False, "counts": {"samples": 12, "expected_samples": 24}, "files": record}
+        )
+    )
     with pytest.raises(SchemaError, match="manifest says incomplete: 12 of 24 samples"):
         example_frame("unfiltered", samples)
     (samples / "_manifest.json").write_text(json.dumps({"run_id": "r", "complete": True, "files": record}))
@@ -143,10 +166,14 @@ def test_curated_v2_shards_carry_their_content_and_are_read_as_they_are(filtered
     # curated v2: the key, task type, the samples' content and the weights, in one shard
     fields = {f.name: f for f in [*SAMPLES_SCHEMA, *SCORE_FIELDS]}
     names = [*SAMPLE_KEY, "task_type", *CURATED_CONTENT, "quality", "weight", "is_best"]
-    schema = pa.schema([fields[c] for c in names], metadata={METADATA_KEY: json.dumps({"table": "curated", "version": 2}).encode()})
+    schema = pa.schema(
+        [fields[c] for c in names], metadata={METADATA_KEY: json.dumps({"table": "curated", "version": 2}).encode()}
+    )
     folder = tmp_path / "curated"  # no rmsd-filter manifest, no samples: a v2 shard needs neither
     folder.mkdir()
-    pq.write_table(curated_frame(filtered / "filtered").select(names).to_arrow().cast(schema), folder / "part-000000.parquet")
+    pq.write_table(
+        curated_frame(filtered / "filtered").select(names).to_arrow().cast(schema), folder / "part-000000.parquet"
+    )
     assert example_frame("weighted", folder).equals(whole)
 
 

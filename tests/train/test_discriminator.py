@@ -1,12 +1,13 @@
 """The discriminator learns to separate teacher from student answers; the verifiable rewards."""
 
-from pathlib import Path
 import random
+from pathlib import Path
 
 import polars as pl
 import pytest
 import torch
 
+from rmsd.models import load_model
 from rmsd.schemas.config import FramesConfig
 from rmsd.train.collate import FrameCache, VideoSFTCollator
 from rmsd.train.data import example_frame, video_base
@@ -18,12 +19,14 @@ from rmsd.train.discriminator import (
     bradley_terry_loss,
 )
 from rmsd.train.rewards import content_reward, outer_format_reward, task_format_reward
-from rmsd.models import load_model
 
 
 def test_bradley_terry_loss_by_hand():
     teacher, student, q = torch.tensor([2.0, 0.0]), torch.tensor([0.0, 1.0]), torch.tensor([1.0, 0.5])
-    expected = (1.0 * -torch.nn.functional.logsigmoid(torch.tensor(2.0)) + 0.5 * -torch.nn.functional.logsigmoid(torch.tensor(-1.0))) / 2
+    expected = (
+        1.0 * -torch.nn.functional.logsigmoid(torch.tensor(2.0))
+        + 0.5 * -torch.nn.functional.logsigmoid(torch.tensor(-1.0))
+    ) / 2
     assert bradley_terry_loss(teacher, student, q).item() == pytest.approx(expected.item())
 
 
@@ -61,13 +64,22 @@ def test_discriminator_saves_and_loads_with_its_head(tiny_model, pieces, tmp_pat
 
 def test_discriminator_reward_scores_rollouts_then_updates_online(tiny_model, pieces):
     examples, collator = pieces
-    pool = TeacherPool.from_curated(pl.DataFrame({
-        "prompt_id": [e["prompt_id"] for e in examples], "text": [e["response"] for e in examples],
-        "weight": [1.0] * len(examples), "quality": [1.0] * len(examples),
-    }))
+    pool = TeacherPool.from_curated(
+        pl.DataFrame(
+            {
+                "prompt_id": [e["prompt_id"] for e in examples],
+                "text": [e["response"] for e in examples],
+                "weight": [1.0] * len(examples),
+                "quality": [1.0] * len(examples),
+            }
+        )
+    )
     trainer = DiscriminatorTrainer(Discriminator.from_student(tiny_model), collator, lr=1e-3)
     reward = DiscriminatorReward(trainer, pool)
-    columns = {k: [e[k] for e in examples] for k in ("prompt_id", "question", "task_type", "options", "video", "frame_timestamps")}
+    columns = {
+        k: [e[k] for e in examples]
+        for k in ("prompt_id", "question", "task_type", "options", "video", "frame_timestamps")
+    }
     before = trainer.score([dict(e, response="bad answer") for e in examples])
     logged = {}
     rewards = reward(prompts=None, completions=["bad answer"] * len(examples), log_metric=logged.__setitem__, **columns)
@@ -120,9 +132,20 @@ def two_ranks(tiny_model, bench_dir, tmp_path_factory):
     logs = tmp_path_factory.mktemp("ddp")
     with open(logs / "stdout", "w") as stdout, open(logs / "stderr", "w") as stderr:
         run = subprocess.Popen(
-            [str(BIN / "torchrun"), "--nproc-per-node", "2", "--master-port", "29537", str(script), str(tiny_model),
-             str(bench_dir / "prompts.parquet")],
-            stdout=stdout, stderr=stderr, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+            [
+                str(BIN / "torchrun"),
+                "--nproc-per-node",
+                "2",
+                "--master-port",
+                "29537",
+                str(script),
+                str(tiny_model),
+                str(bench_dir / "prompts.parquet"),
+            ],
+            stdout=stdout,
+            stderr=stderr,
+            text=True,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
         )
         try:
             run.wait(timeout=300)
@@ -159,7 +182,12 @@ def test_warm_up_rollouts_are_left_padded_at_every_step(tiny_model, bench_dir, m
     prompts = bench_dir / "prompts.parquet"
     # two steps of two questions, each pair of unequal prompt lengths (task types' prompts differ)
     tasks = ["multiple_choice", "numerical", "spatial_grounding", "temporal_grounding"]
-    frame = example_frame("gt", prompts, split=None).filter(pl.col("task_type").is_in(tasks)).unique("task_type", keep="first").sort("prompt_id")
+    frame = (
+        example_frame("gt", prompts, split=None)
+        .filter(pl.col("task_type").is_in(tasks))
+        .unique("task_type", keep="first")
+        .sort("prompt_id")
+    )
     pool = TeacherPool({p: [("<think>x</think><answer>A</answer>", 1.0, 1.0)] for p in frame["prompt_id"]})
     policy, processor = load_model(tiny_model)
     cache = FrameCache(FramesConfig(num_frames=4), video_base("gt", prompts))
@@ -174,12 +202,21 @@ def test_warm_up_rollouts_are_left_padded_at_every_step(tiny_model, bench_dir, m
 
     monkeypatch.setattr(HFBackend, "generate", recorded)
     # a target no accuracy is above: the whole budget, with a held-out check after each step
-    settings = AdversarialConfig(output_dir="unused", num_generations=2, per_device_train_batch_size=4, max_completion_length=8,
-                                 disc_warmup_steps=2, disc_warmup_target=1.0, disc_warmup_check_steps=1)
+    settings = AdversarialConfig(
+        output_dir="unused",
+        num_generations=2,
+        per_device_train_batch_size=4,
+        max_completion_length=8,
+        disc_warmup_steps=2,
+        disc_warmup_target=1.0,
+        disc_warmup_check_steps=1,
+    )
     warmup = warm_up_discriminator(disc, policy, processor, frame, pool, cache, None, settings)
     monkeypatch.undo()
     assert (warmup["steps_taken"], len(warmup["history"]), warmup["target_reached"]) == (2, 2, False)
-    assert [c["step"] for c in warmup["checks"]] == [1, 2] and all(c["pairs"] == 2 for c in warmup["checks"])  # 1 held-out question
+    assert [c["step"] for c in warmup["checks"]] == [1, 2] and all(
+        c["pairs"] == 2 for c in warmup["checks"]
+    )  # 1 held-out question
 
     fresh = HFBackend.from_model(policy.eval(), load_model(tiny_model)[1])
     held_out, *steps = rollouts  # the held-out question's rollouts come first, once
@@ -191,7 +228,8 @@ def test_warm_up_rollouts_are_left_padded_at_every_step(tiny_model, bench_dir, m
         # the tiny model's texts barely depend on the prompt; the log-probabilities do
         assert [[c.text for c in outs] for outs in completions] == [[c.text for c in outs] for outs in again]
         assert [c.cumulative_logprob for outs in completions for c in outs] == pytest.approx(
-            [c.cumulative_logprob for outs in again for c in outs], abs=1e-3)
+            [c.cumulative_logprob for outs in again for c in outs], abs=1e-3
+        )
 
 
 def test_held_out_questions_are_a_quarter_at_most_drawn_from_the_seed():
@@ -217,8 +255,15 @@ def test_warm_up_stops_at_the_first_check_above_the_target(tiny_model, bench_dir
     policy, processor = load_model(tiny_model)
     cache = FrameCache(FramesConfig(num_frames=4), video_base("gt", prompts))
     disc = DiscriminatorTrainer(Discriminator.from_student(tiny_model), VideoSFTCollator(processor, cache), lr=1e-3)
-    settings = AdversarialConfig(output_dir="unused", num_generations=2, per_device_train_batch_size=4, max_completion_length=4,
-                                 disc_warmup_steps=20, disc_warmup_target=0.0, disc_warmup_check_steps=2)
+    settings = AdversarialConfig(
+        output_dir="unused",
+        num_generations=2,
+        per_device_train_batch_size=4,
+        max_completion_length=4,
+        disc_warmup_steps=20,
+        disc_warmup_target=0.0,
+        disc_warmup_check_steps=2,
+    )
     warmup = warm_up_discriminator(disc, policy, processor, frame, pool, cache, None, settings)
     assert (warmup["steps_taken"], warmup["target_reached"], warmup["heldout_questions"]) == (2, True, 4)
     assert len(warmup["checks"]) == 1 and warmup["checks"][0]["step"] == 2 and warmup["checks"][0]["pairs"] == 8

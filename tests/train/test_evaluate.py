@@ -4,7 +4,6 @@ questions it is told to ask (--task-types)."""
 import json
 
 import polars as pl
-
 from typer.testing import CliRunner
 
 from rmsd.gen.adapters import load_prompts
@@ -18,11 +17,20 @@ from rmsd.train.evaluate import answer_prompts
 def test_greedy_answers_are_the_same_alone_and_left_padded_in_one_batch(tiny_model, bench_dir):
     rows = load_prompts(bench_dir / "prompts.parquet")[0][:8]  # every task type of one video, and two of the next
     _, processor = load_model(tiny_model)
-    lengths = {len(processor.tokenizer(processor.apply_chat_template(prompt_messages(r), add_generation_prompt=True, tokenize=False))["input_ids"]) for r in rows}
+    lengths = {
+        len(
+            processor.tokenizer(
+                processor.apply_chat_template(prompt_messages(r), add_generation_prompt=True, tokenize=False)
+            )["input_ids"]
+        )
+        for r in rows
+    }
     assert len(lengths) > 1, "the batch needs padding"
 
     def answers(batch_size):
-        frame = answer_prompts(tiny_model, rows, bench_dir, FramesConfig(), max_tokens=8, batch_size=batch_size, progress=False)
+        frame = answer_prompts(
+            tiny_model, rows, bench_dir, FramesConfig(), max_tokens=8, batch_size=batch_size, progress=False
+        )
         return frame["text"].to_list()
 
     alone = answers(1)
@@ -31,13 +39,29 @@ def test_greedy_answers_are_the_same_alone_and_left_padded_in_one_batch(tiny_mod
 
 
 def test_eval_asks_only_the_task_types_it_is_given_and_names_the_known_ones(tiny_model, bench_dir, tmp_path):
-    command = ["eval", "--model", str(tiny_model), "--prompts", str(bench_dir / "prompts.parquet"), "--split", "", "--max-tokens", "4", "--no-progress"]
+    command = [
+        "eval",
+        "--model",
+        str(tiny_model),
+        "--prompts",
+        str(bench_dir / "prompts.parquet"),
+        "--split",
+        "",
+        "--max-tokens",
+        "4",
+        "--no-progress",
+    ]
     unknown = CliRunner().invoke(app, [*command, "--out", str(tmp_path / "bad"), "--task-types", "ocr", "counting"])
     assert unknown.exit_code == 2
-    assert "unknown task type 'counting'; known: multiple_choice, numerical, temporal_grounding, spatial_grounding, ocr, open_ended" in unknown.output
+    assert (
+        "unknown task type 'counting'; known: multiple_choice, numerical, temporal_grounding, spatial_grounding, ocr, open_ended"
+        in unknown.output
+    )
     assert not (tmp_path / "bad").exists()
 
-    done = CliRunner().invoke(app, [*command, "--out", str(tmp_path / "eval"), "--task-types", "ocr", "numerical", "--batch-size", "5"])
+    done = CliRunner().invoke(
+        app, [*command, "--out", str(tmp_path / "eval"), "--task-types", "ocr", "numerical", "--batch-size", "5"]
+    )
     assert done.exit_code == 0, done.output
     result = json.loads((tmp_path / "eval" / "eval.json").read_text())
     assert result["task_types"] == ["ocr", "numerical"]
@@ -62,7 +86,17 @@ def _video_blind_copy(tiny_model, folder):
 
 
 def test_the_blind_check_warns_about_a_model_that_ignores_its_video(tiny_model, bench_dir, tmp_path):
-    command = ["eval", "--prompts", str(bench_dir / "prompts.parquet"), "--split", "", "--max-tokens", "6", "--no-progress", "--blind"]
+    command = [
+        "eval",
+        "--prompts",
+        str(bench_dir / "prompts.parquet"),
+        "--split",
+        "",
+        "--max-tokens",
+        "6",
+        "--no-progress",
+        "--blind",
+    ]
     blind_model = _video_blind_copy(tiny_model, tmp_path / "blind-model")
     done = CliRunner().invoke(app, [*command, "--model", str(blind_model), "--out", str(tmp_path / "ignores")])
     assert done.exit_code == 0, done.output
@@ -86,8 +120,25 @@ def test_the_blind_check_warns_about_a_model_that_ignores_its_video(tiny_model, 
 
 
 def test_every_evaluation_summary_says_whether_the_blind_check_ran(tiny_model, bench_dir, tmp_path):
-    done = CliRunner().invoke(app, ["eval", "--model", str(tiny_model), "--prompts", str(bench_dir / "prompts.parquet"), "--split", "", "--limit", "3",
-                                    "--max-tokens", "4", "--no-progress", "--out", str(tmp_path / "eval")])
+    done = CliRunner().invoke(
+        app,
+        [
+            "eval",
+            "--model",
+            str(tiny_model),
+            "--prompts",
+            str(bench_dir / "prompts.parquet"),
+            "--split",
+            "",
+            "--limit",
+            "3",
+            "--max-tokens",
+            "4",
+            "--no-progress",
+            "--out",
+            str(tmp_path / "eval"),
+        ],
+    )
     assert done.exit_code == 0, done.output
     assert json.loads((tmp_path / "eval" / "eval.json").read_text())["blind"] is None
     assert "Blind-video check: not run (`rmsd-train eval --blind`" in (tmp_path / "eval" / "eval.md").read_text()

@@ -10,11 +10,19 @@ def history(accuracy, reward_std=None, zero_std=None, seed=0):
     rng = random.Random(seed)
     steps = []
     for i, acc in enumerate(accuracy):
-        entry = {"step": i + 1, "loss": 0.1, "kl": 0.01 * i, "discriminator/accuracy": acc, "discriminator/margin": 2 * acc - 1,
-                 "discriminator/reward_std": reward_std[i] if reward_std else 0.5 + 0.1 * rng.random(),
-                 "rewards/discriminator_reward/mean": rng.random(), "rewards/discriminator_reward/std": 0.5,
-                 "rewards/outer_format_reward/mean": 1.0, "rewards/outer_format_reward/std": 0.0,
-                 "frac_reward_zero_std": zero_std[i] if zero_std else 0.0}
+        entry = {
+            "step": i + 1,
+            "loss": 0.1,
+            "kl": 0.01 * i,
+            "discriminator/accuracy": acc,
+            "discriminator/margin": 2 * acc - 1,
+            "discriminator/reward_std": reward_std[i] if reward_std else 0.5 + 0.1 * rng.random(),
+            "rewards/discriminator_reward/mean": rng.random(),
+            "rewards/discriminator_reward/std": 0.5,
+            "rewards/outer_format_reward/mean": 1.0,
+            "rewards/outer_format_reward/std": 0.0,
+            "frac_reward_zero_std": zero_std[i] if zero_std else 0.0,
+        }
         steps.append(entry)
     return steps
 
@@ -64,8 +72,17 @@ def test_groups_without_reward_spread_are_reported():
 
 
 def test_the_report_shows_the_warmup_the_series_and_the_warnings(tmp_path):
-    warmup = {"target": 0.6, "target_reached": True, "steps_taken": 16, "max_steps": 64, "heldout_questions": 16,
-              "checks": [{"step": 8, "accuracy": 0.5, "margin": 0.01, "pairs": 64}, {"step": 16, "accuracy": 0.7, "margin": 0.3, "pairs": 64}]}
+    warmup = {
+        "target": 0.6,
+        "target_reached": True,
+        "steps_taken": 16,
+        "max_steps": 64,
+        "heldout_questions": 16,
+        "checks": [
+            {"step": 8, "accuracy": 0.5, "margin": 0.01, "pairs": 64},
+            {"step": 16, "accuracy": 0.7, "margin": 0.3, "pairs": 64},
+        ],
+    }
     md, png, warnings = write_health_report(tmp_path, history(healthy(20) + [1.0] * 40), warmup)
     text = md.read_text()
     assert "reached after 16 of at most 64 steps" in text and "| 16 | 0.700 | 0.300 | 64 |" in text

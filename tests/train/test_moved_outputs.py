@@ -41,7 +41,9 @@ def test_the_filter_output_records_its_samples_relative_to_itself(moved):
 def test_a_moved_run_finds_its_samples_and_videos_through_the_relative_paths(moved):
     root, examples = moved
     assert example_frame("weighted", root / "filtered").equals(examples)
-    assert example_frame("unfiltered", root / "filtered").height == 2 * examples.height  # scored from the moved samples too
+    assert (
+        example_frame("unfiltered", root / "filtered").height == 2 * examples.height
+    )  # scored from the moved samples too
     assert next(iter(sft_dataset("best", root / "filtered", streaming=True)))["response"].startswith("<think>")
     assert video_base("weighted", root / "filtered") == root / "benchmark"
     assert video_base("single", root / "samples") == root / "benchmark"
@@ -54,14 +56,18 @@ def test_samples_not_found_are_named_with_what_to_do_and_can_be_given_explicitly
     with pytest.raises(SchemaError) as error:
         example_frame("weighted", root / "filtered")
     message = str(error.value)
-    assert str(root / "samples") in message and str(tmp_path / "before" / "samples") in message  # relative first, then absolute
+    assert (
+        str(root / "samples") in message and str(tmp_path / "before" / "samples") in message
+    )  # relative first, then absolute
     assert "move the samples folder and the filter output together" in message and "--samples" in message
     with pytest.raises(SchemaError, match="--samples"):
         video_base("weighted", root / "filtered")
     assert example_frame("weighted", root / "filtered", samples=elsewhere).equals(examples)
     with pytest.raises(FileNotFoundError) as error:  # the samples moved away from the benchmark, which moved too
         video_base("weighted", root / "filtered", samples=elsewhere)
-    assert str(tmp_path / "benchmark") in str(error.value) and str(tmp_path / "before" / "benchmark") in str(error.value)
+    assert str(tmp_path / "benchmark") in str(error.value) and str(tmp_path / "before" / "benchmark") in str(
+        error.value
+    )
     assert "--video-base" in str(error.value)
     with pytest.raises(SchemaError, match=f"{tmp_path / 'gone'}.* are not there"):
         example_frame("weighted", root / "filtered", samples=tmp_path / "gone")
@@ -71,7 +77,10 @@ def test_a_manifest_with_only_the_absolute_path_still_reads(bench_dir, tmp_path)
     """Outputs written before the relative paths were recorded: the absolute one is used."""
     tmp_path = tmp_path.resolve()
     filtered = _run_outputs(tmp_path, bench_dir)
-    for manifest, key in ((filtered / "_manifest.json", "samples_dir"), (tmp_path / "samples" / "_manifest.json", "prompts_path")):
+    for manifest, key in (
+        (filtered / "_manifest.json", "samples_dir"),
+        (tmp_path / "samples" / "_manifest.json", "prompts_path"),
+    ):
         info = json.loads(manifest.read_text())
         del info[f"{key}_relative"]
         manifest.write_text(json.dumps(info))
@@ -88,9 +97,26 @@ def test_rmsd_train_sft_trains_from_the_moved_copy(moved, tiny_model):
     root, _ = moved
     out = root / "student"
     done = subprocess.run(
-        [str(BIN / "rmsd-train"), "sft", "--mode", "weighted", "--data", str(root / "filtered"), "--model", str(tiny_model),
-         "--out", str(out), "--max-steps", "1", "--batch-size", "2", "--save-steps", "1"],
-        capture_output=True, text=True,
+        [
+            str(BIN / "rmsd-train"),
+            "sft",
+            "--mode",
+            "weighted",
+            "--data",
+            str(root / "filtered"),
+            "--model",
+            str(tiny_model),
+            "--out",
+            str(out),
+            "--max-steps",
+            "1",
+            "--batch-size",
+            "2",
+            "--save-steps",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert (out / "final" / "model.safetensors").exists()

@@ -45,31 +45,67 @@ def assert_same_tensors(a: dict, b: dict, what: str) -> None:
 
 def optimizer_tensors(path: Path) -> dict:
     state = torch.load(path, map_location="cpu", weights_only=True)["state"]
-    return {f"{i}.{name}": value for i, entry in state.items() for name, value in entry.items() if torch.is_tensor(value)}
+    return {
+        f"{i}.{name}": value for i, entry in state.items() for name, value in entry.items() if torch.is_tensor(value)
+    }
 
 
 def assert_same_checkpoint(a: Path, b: Path, extra: tuple[str, ...] = ()) -> None:
     assert_same_tensors(load_file(a / "model.safetensors"), load_file(b / "model.safetensors"), f"{b} model")
     assert_same_tensors(optimizer_tensors(a / "optimizer.pt"), optimizer_tensors(b / "optimizer.pt"), f"{b} optimizer")
     for name in extra:
-        load = load_file if name.endswith(".safetensors") else lambda p: torch.load(p, map_location="cpu", weights_only=True)
+        load = (
+            load_file
+            if name.endswith(".safetensors")
+            else lambda p: torch.load(p, map_location="cpu", weights_only=True)
+        )
         assert_same_tensors(load(a / name), load(b / name), f"{b / name}")
 
 
 def digest(folder: Path) -> dict:
-    return {p.relative_to(folder): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(folder): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_sft_with_visual_probes_resumes_exactly_and_a_finished_run_is_left_alone(bench_dir, tiny_model, tmp_path):
     def sft(out):
-        return [str(BIN / "rmsd-train"), "sft", "--mode", "gt", "--data", str(bench_dir / "prompts.parquet"), "--model", str(tiny_model),
-                "--out", str(out), "--lr", "1e-3", "--batch-size", "2", "--max-steps", "40", "--save-steps", "4", "--visual-aux", "1.0"]
+        return [
+            str(BIN / "rmsd-train"),
+            "sft",
+            "--mode",
+            "gt",
+            "--data",
+            str(bench_dir / "prompts.parquet"),
+            "--model",
+            str(tiny_model),
+            "--out",
+            str(out),
+            "--lr",
+            "1e-3",
+            "--batch-size",
+            "2",
+            "--max-steps",
+            "40",
+            "--save-steps",
+            "4",
+            "--visual-aux",
+            "1.0",
+        ]
 
     run(sft(tmp_path / "whole"))
     kill_after(sft(tmp_path / "killed"), tmp_path / "killed" / "checkpoint-8")
     run(sft(tmp_path / "killed"))
-    assert_same_checkpoint(tmp_path / "whole" / "checkpoint-40", tmp_path / "killed" / "checkpoint-40", extra=("visual_probe.pt",))
-    assert_same_tensors(load_file(tmp_path / "whole" / "final" / "model.safetensors"), load_file(tmp_path / "killed" / "final" / "model.safetensors"), "final")
+    assert_same_checkpoint(
+        tmp_path / "whole" / "checkpoint-40", tmp_path / "killed" / "checkpoint-40", extra=("visual_probe.pt",)
+    )
+    assert_same_tensors(
+        load_file(tmp_path / "whole" / "final" / "model.safetensors"),
+        load_file(tmp_path / "killed" / "final" / "model.safetensors"),
+        "final",
+    )
 
     before = digest(tmp_path / "killed" / "final")
     done = run(sft(tmp_path / "killed"))
@@ -81,8 +117,24 @@ def test_a_checkpoint_whose_weights_do_not_load_whole_is_refused(bench_dir, tiny
     from safetensors.torch import save_file
 
     out = tmp_path / "sft"
-    command = [str(BIN / "rmsd-train"), "sft", "--mode", "gt", "--data", str(bench_dir / "prompts.parquet"), "--model", str(tiny_model),
-               "--out", str(out), "--batch-size", "2", "--max-steps", "8", "--save-steps", "4"]
+    command = [
+        str(BIN / "rmsd-train"),
+        "sft",
+        "--mode",
+        "gt",
+        "--data",
+        str(bench_dir / "prompts.parquet"),
+        "--model",
+        str(tiny_model),
+        "--out",
+        str(out),
+        "--batch-size",
+        "2",
+        "--max-steps",
+        "8",
+        "--save-steps",
+        "4",
+    ]
     kill_after(command, out / "checkpoint-4")
     weights = out / "checkpoint-4" / "model.safetensors"
     tensors = load_file(weights)
@@ -96,24 +148,57 @@ def test_a_checkpoint_whose_weights_do_not_load_whole_is_refused(bench_dir, tiny
 
 def test_rl_with_the_discriminator_resumes_exactly(distilled, tiny_model, tmp_path):
     def rl(out):
-        return [str(BIN / "rmsd-train"), "rl", "--data", str(distilled), "--model", str(tiny_model), "--out", str(out), "--num-generations", "2",
-                "--batch-size", "4", "--max-tokens", "12", "--disc-warmup-steps", "1", "--max-steps", "6", "--save-steps", "2", "--lr", "1e-3",
-                "--disc-lr", "1e-3"]
+        return [
+            str(BIN / "rmsd-train"),
+            "rl",
+            "--data",
+            str(distilled),
+            "--model",
+            str(tiny_model),
+            "--out",
+            str(out),
+            "--num-generations",
+            "2",
+            "--batch-size",
+            "4",
+            "--max-tokens",
+            "12",
+            "--disc-warmup-steps",
+            "1",
+            "--max-steps",
+            "6",
+            "--save-steps",
+            "2",
+            "--lr",
+            "1e-3",
+            "--disc-lr",
+            "1e-3",
+        ]
 
     run(rl(tmp_path / "whole"))
     kill_after(rl(tmp_path / "killed"), tmp_path / "killed" / "checkpoint-2")
     assert not (tmp_path / "killed" / "checkpoint-6").exists()
     warmed = (tmp_path / "killed" / "discriminator_warmup.json").read_text()
     run(rl(tmp_path / "killed"))
-    assert (tmp_path / "killed" / "discriminator_warmup.json").read_text() == warmed  # a resumed run does not warm D up again
+    assert (
+        tmp_path / "killed" / "discriminator_warmup.json"
+    ).read_text() == warmed  # a resumed run does not warm D up again
     # the summary covers the whole run, the steps before the kill too
     assert json.loads((tmp_path / "killed" / "discriminator_stats.json").read_text())["rl"]["logged"] == 6
     whole, killed = tmp_path / "whole" / "checkpoint-6", tmp_path / "killed" / "checkpoint-6"
     assert_same_checkpoint(whole, killed)
     disc = Path("discriminator")
-    assert_same_tensors(load_file(whole / disc / "model.safetensors"), load_file(killed / disc / "model.safetensors"), "discriminator")
-    assert_same_tensors(load_file(whole / disc / "score_head.safetensors"), load_file(killed / disc / "score_head.safetensors"), "discriminator head")
-    states = [torch.load(c / disc / "trainer_state-0.pt", map_location="cpu", weights_only=True) for c in (whole, killed)]
+    assert_same_tensors(
+        load_file(whole / disc / "model.safetensors"), load_file(killed / disc / "model.safetensors"), "discriminator"
+    )
+    assert_same_tensors(
+        load_file(whole / disc / "score_head.safetensors"),
+        load_file(killed / disc / "score_head.safetensors"),
+        "discriminator head",
+    )
+    states = [
+        torch.load(c / disc / "trainer_state-0.pt", map_location="cpu", weights_only=True) for c in (whole, killed)
+    ]
     flat = [{f"{i}.{k}": v for i, e in s["optimizer"]["state"].items() for k, v in e.items()} for s in states]
     assert_same_tensors(*flat, "discriminator optimizer")
     assert states[0]["draws"] == states[1]["draws"]

@@ -6,8 +6,8 @@ import torch
 from rmsd.models import load_model
 from rmsd.schemas.config import FramesConfig
 from rmsd.train.collate import IGNORE, FrameCache, VideoSFTCollator
-from rmsd.train.data import sft_dataset, video_base
 from rmsd.train.config import DistillSFTConfig
+from rmsd.train.data import sft_dataset, video_base
 from rmsd.train.sft import WeightedSFTTrainer
 
 
@@ -18,7 +18,13 @@ def setup(tiny_model, bench_dir, tmp_path_factory):
     dataset = sft_dataset("gt", prompts, split=None)
     collator = VideoSFTCollator(processor, FrameCache(FramesConfig(num_frames=4), video_base("gt", prompts)))
     out = tmp_path_factory.mktemp("sft")
-    trainer = WeightedSFTTrainer(model=model, args=DistillSFTConfig(output_dir=str(out), mode="weighted"), train_dataset=dataset, data_collator=collator, processing_class=processor)
+    trainer = WeightedSFTTrainer(
+        model=model,
+        args=DistillSFTConfig(output_dir=str(out), mode="weighted"),
+        train_dataset=dataset,
+        data_collator=collator,
+        processing_class=processor,
+    )
     examples = [dict(dataset[i], weight=w) for i, w in zip(range(3), (0.25, 0.75, 2.0))]
     return trainer, collator, examples
 

@@ -18,7 +18,9 @@ from tests.train.test_rl import distilled  # noqa: F401 (fixture)
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(find_spec("vllm") is None, reason="vLLM is not installed (make setup installs its CPU build on x86-64 only)"),
+    pytest.mark.skipif(
+        find_spec("vllm") is None, reason="vLLM is not installed (make setup installs its CPU build on x86-64 only)"
+    ),
 ]
 
 
@@ -51,8 +53,19 @@ def _video_requests(bench_dir, rows, suppress):
         # 4 frames: 2 temporal patches, fewer than the merged grid's side, where vLLM and transformers
         # place the text after the video at the same M-RoPE positions (README, eval's caveat)
         f = sample_frames(bench_dir / r["video"], num_frames=4)
-        requests.append(GenerationRequest(r["prompt_id"], build_messages(r["question"], r["task_type"], r["options"]), f.array, f.fps, f.timestamps,
-                                          seeds=[0], temperature=0.0, max_tokens=12, suppress_tokens=suppress))
+        requests.append(
+            GenerationRequest(
+                r["prompt_id"],
+                build_messages(r["question"], r["task_type"], r["options"]),
+                f.array,
+                f.fps,
+                f.timestamps,
+                seeds=[0],
+                temperature=0.0,
+                max_tokens=12,
+                suppress_tokens=suppress,
+            )
+        )
     return requests
 
 
@@ -66,7 +79,10 @@ def test_after_a_policy_update_the_engine_serves_the_new_weights(tied_model, ben
     rollouts = VLLMRollouts(tied_model, enforce_eager=True)
     model, processor = load_model(tied_model)
     assert model.get_output_embeddings().weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()
-    texts = ["<|im_start|>user\nHow many red shapes are there?<|im_end|>\n<|im_start|>assistant\n", "<|im_start|>user\nWhat colour?<|im_end|>\n"]
+    texts = [
+        "<|im_start|>user\nHow many red shapes are there?<|im_end|>\n<|im_start|>assistant\n",
+        "<|im_start|>user\nWhat colour?<|im_end|>\n",
+    ]
 
     def text_greedy_vllm():
         from vllm import SamplingParams
@@ -78,7 +94,9 @@ def test_after_a_policy_update_the_engine_serves_the_new_weights(tied_model, ben
         answers = []
         for text in texts:
             ids = processor.tokenizer(text, return_tensors="pt")
-            out = model.generate(**ids, do_sample=False, max_new_tokens=12, eos_token_id=processor.tokenizer.eos_token_id)
+            out = model.generate(
+                **ids, do_sample=False, max_new_tokens=12, eos_token_id=processor.tokenizer.eos_token_id
+            )
             answers.append(out[0, ids["input_ids"].shape[1] :].tolist())
         return answers
 
@@ -103,8 +121,32 @@ def _rl(*args):
 
 def test_rl_with_vllm_rollouts_trains_saves_and_resumes(tiny_model, distilled, tmp_path):
     out = tmp_path / "rl"
-    command = _rl("--data", distilled, "--out", out, "--model", tiny_model, "--num-generations", 2, "--batch-size", 4, "--max-tokens", 12,
-                  "--disc-warmup-steps", 1, "--max-steps", 3, "--save-steps", 1, "--save-total-limit", 3, "--rollouts", "vllm", "--rollout-enforce-eager", "True")
+    command = _rl(
+        "--data",
+        distilled,
+        "--out",
+        out,
+        "--model",
+        tiny_model,
+        "--num-generations",
+        2,
+        "--batch-size",
+        4,
+        "--max-tokens",
+        12,
+        "--disc-warmup-steps",
+        1,
+        "--max-steps",
+        3,
+        "--save-steps",
+        1,
+        "--save-total-limit",
+        3,
+        "--rollouts",
+        "vllm",
+        "--rollout-enforce-eager",
+        "True",
+    )
     kill_after(command, out / "checkpoint-1", timeout=600)
     killed_at = {p.name: p.stat().st_mtime_ns for p in (out / "checkpoint-1").iterdir()}
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
@@ -114,11 +156,15 @@ def test_rl_with_vllm_rollouts_trains_saves_and_resumes(tiny_model, distilled, t
     logged = [e for e in state["log_history"] if "completions/mean_length" in e]
     assert len(logged) == 3 and all(0 < e["completions/mean_length"] <= 12 for e in logged)
     assert all("rewards/discriminator_reward/mean" in e for e in logged)
-    assert {p.name: p.stat().st_mtime_ns for p in (out / "checkpoint-1").iterdir()} == killed_at  # resumed from it, not started again
+    assert {
+        p.name: p.stat().st_mtime_ns for p in (out / "checkpoint-1").iterdir()
+    } == killed_at  # resumed from it, not started again
 
 
 def test_trls_own_vllm_flag_points_to_video_rollouts(tmp_path):
     from rmsd.train.config import AdversarialConfig
 
-    with pytest.raises(ValueError, match="TRL's --use_vllm routes images only; for video rollouts on vLLM use --rollouts vllm"):
+    with pytest.raises(
+        ValueError, match="TRL's --use_vllm routes images only; for video rollouts on vLLM use --rollouts vllm"
+    ):
         AdversarialConfig(output_dir=str(tmp_path), use_vllm=True)
