@@ -70,9 +70,7 @@ def run(
     config: Path | None = typer.Option(
         None, "--config", help="pipelines file (default: ./pipelines.yaml, else the packaged one)"
     ),
-    address: str | None = typer.Option(
-        None, "--address", help="Ray cluster address (default: a local Ray instance)"
-    ),
+    address: str | None = typer.Option(None, "--address", help="Ray cluster address (default: a local Ray instance)"),
     media_root: list[Path] = typer.Option([], "--media-root", help="extra folder videos may be read from (repeatable)"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar with samples/s"),
     retry_errors: bool = typer.Option(
