@@ -82,7 +82,8 @@ def _indexed_samples(curated: Path, samples: Path | None = None) -> dict[str, li
     manifest = _filter_output(curated) / MANIFEST_FILE
     if not manifest.exists():
         raise SchemaError(
-            f"{curated}: curated shards index the samples rmsd-filter scored, and there is no rmsd-filter manifest ({manifest}) to find them"
+            f"{curated}: curated shards index the samples rmsd-filter scored, and there is no rmsd-filter manifest "
+            f"({manifest}) to find them"
         )
     info = json.loads(manifest.read_text())
     samples = _recorded_samples(_filter_output(curated), info, MOVED_SAMPLES_HINT, samples)
@@ -98,7 +99,8 @@ def _check_scored_samples(samples: Path, info: dict) -> None:
     recorded = info.get("input_manifest_sha256")
     if recorded and _input_manifest_hash(samples) != recorded:  # the hash rmsd-filter recorded, computed the same way
         raise SchemaError(
-            f"{samples}: the samples changed since rmsd-filter scored them (their manifest's hash differs); run rmsd-filter again"
+            f"{samples}: the samples changed since rmsd-filter scored them (their manifest's hash differs); run "
+            "rmsd-filter again"
         )
     shards = info.get("input_shards")
     if isinstance(shards, dict):  # rmsd-filter before completion records listed names only
@@ -106,7 +108,8 @@ def _check_scored_samples(samples: Path, info: dict) -> None:
         if present != shards:
             changed = sorted(set(present) ^ set(shards)) or sorted(n for n in shards if present[n] != shards[n])
             raise SchemaError(
-                f"{samples}: the samples changed since rmsd-filter scored them ({changed[0]} differs); run rmsd-filter again"
+                f"{samples}: the samples changed since rmsd-filter scored them ({changed[0]} differs); run "
+                "rmsd-filter again"
             )
 
 
@@ -120,7 +123,8 @@ def _check_complete(output: Path, files: list[Path], prefix: str) -> dict[Path, 
             file_schema_version(p)[1] >= 3 for p in files
         ):  # v3 shards: written by an rmsd-filter that writes a manifest
             raise SchemaError(
-                f"{output}: no manifest, so no complete rmsd-filter result (a run was interrupted, or is running); run rmsd-filter again"
+                f"{output}: no manifest, so no complete rmsd-filter result (a run was interrupted, or is running); "
+                "run rmsd-filter again"
             )
         return {}
     recorded = json.loads(manifest.read_text()).get("files")
@@ -130,7 +134,8 @@ def _check_complete(output: Path, files: list[Path], prefix: str) -> dict[Path, 
         )
     if why := check_recorded(output, recorded, files, prefix):
         raise SchemaError(
-            f"{output}: the files are not the complete rmsd-filter result its manifest records ({why}); run rmsd-filter again"
+            f"{output}: the files are not the complete rmsd-filter result its manifest records ({why}); run "
+            "rmsd-filter again"
         )
     return {path: recorded[path.relative_to(output).as_posix()]["sha256"] for path in files}
 
@@ -144,8 +149,9 @@ def _with_content(curated: pl.DataFrame, samples: list[Path], where: Path) -> pl
     if joined.height != curated.height or missing.height:
         example = missing.row(0, named=True) if missing.height else {}
         raise SchemaError(
-            f"{where}: {missing.height or joined.height - curated.height} curated samples do not match exactly one sample in "
-            f"{samples[0].parent} (e.g. {', '.join(f'{k}={example.get(k)!r}' for k in SAMPLE_KEY)}); run rmsd-filter again"
+            f"{where}: {missing.height or joined.height - curated.height} curated samples do not match exactly one "
+            f"sample in {samples[0].parent} (e.g. {', '.join(f'{k}={example.get(k)!r}' for k in SAMPLE_KEY)}); "
+            "run rmsd-filter again"
         )
     return joined
 
@@ -157,7 +163,8 @@ def curated_parts(data: Path) -> list[Path]:
     curated = _curated_folder(data)
     if curated == data and any((data / name).exists() for name in ("scored", "dropped_prompts.parquet", MANIFEST_FILE)):
         raise SchemaError(
-            f"{data}: no curated folder, so no complete rmsd-filter result (a run was interrupted, or is running); run rmsd-filter again"
+            f"{data}: no curated folder, so no complete rmsd-filter result (a run was interrupted, or is running); "
+            "run rmsd-filter again"
         )
     parts = _tables(curated, "curated")
     _curated_record(parts)
@@ -198,7 +205,8 @@ def read_curated(path: Path, samples: list[Path] | None, sha256: str | None = No
     data = Path(path).read_bytes()
     if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
         raise SchemaError(
-            f"{path}: not the curated shard its rmsd-filter manifest records (replaced by another run since?); run rmsd-filter again"
+            f"{path}: not the curated shard its rmsd-filter manifest records (replaced by another run since?); run "
+            "rmsd-filter again"
         )
     frame = pl.read_parquet(io.BytesIO(data))
     return frame if samples is None else _with_content(frame, samples, path)
@@ -227,6 +235,13 @@ def _samples_folder(data: Path, samples: Path | None = None) -> Path:
     if why := samples_unfinished(data, [p for p in data.glob("*.parquet") if not p.name.startswith(".")]):
         raise SchemaError(f"{data}: {why}; finish it (rerun the same rmsd-gen command) before training on it")
     return data
+
+
+def sample_shards(data: Path, samples: Path | None = None) -> list[Path]:
+    """The rmsd-gen sample shards of ``data`` (a samples folder, or an rmsd-filter output and the
+    samples it scored: ``samples``, else the folder its manifest records), each checked against
+    the samples schema."""
+    return _tables(_samples_folder(data, samples), "samples")
 
 
 def _recorded_samples(out: Path, info: dict, hint: str, samples: Path | None = None) -> Path:
@@ -278,8 +293,10 @@ def video_base(mode: str, data: Path, samples: Path | None = None) -> Path:
             found = next((base for base in tried if base.is_dir()), None)
             if found is None:
                 raise FileNotFoundError(
-                    f"{folder}: the folder of the prompts file its samples were generated from ({' nor '.join(map(str, tried))}), "
-                    "where the videos' paths start, is not there; move it together with the samples, or pass --video-base"
+                    f"{folder}: the folder of the prompts file its samples were generated from "
+                    f"({' nor '.join(map(str, tried))}), "
+                    "where the videos' paths start, is not there; move it together with the samples, or pass "
+                    "--video-base"
                 )
             return found
         if "samples_dir" in info:
@@ -316,12 +333,12 @@ def example_frame(
         frame = curated_frame(data, samples).rename({"text": "response"})
         frame = frame.with_columns(weight=1.0 / pl.len().over("prompt_id"))
     elif mode == "unfiltered":
-        frame = pl.read_parquet(_tables(_samples_folder(data, samples), "samples")).filter(
+        frame = pl.read_parquet(sample_shards(data, samples)).filter(
             pl.col("error").is_null() & pl.col("text").is_not_null()
         )
         frame = frame.rename({"text": "response"}).with_columns(weight=1.0 / pl.len().over("prompt_id"))
     elif mode == "single":
-        frame = pl.read_parquet(_tables(_samples_folder(data, samples), "samples")).filter(
+        frame = pl.read_parquet(sample_shards(data, samples)).filter(
             pl.col("error").is_null() & pl.col("text").is_not_null()
         )
         frame = (

@@ -49,7 +49,7 @@ from ..schemas.tables import SchemaError
 from .checkpoints import StrictResume, finished, last_checkpoint, save_final
 from .collate import FrameCache, VideoSFTCollator, prompt_messages
 from .config import AdversarialConfig
-from .data import _samples_folder, _tables, curated_frame
+from .data import curated_frame, sample_shards
 from .discriminator import Discriminator, DiscriminatorReward, DiscriminatorTrainer, TeacherPool
 from .health import write_health_report
 from .rewards import ContentReward, outer_format_reward, task_format_reward
@@ -65,7 +65,7 @@ RL_STATS = ("accuracy", "margin", "reward_std")  # summarised in STATS_FILE
 def rl_frame(data: Path, split: str | None = "train", samples: Path | None = None) -> pl.DataFrame:
     """One row per question of rmsd-filter's output (its samples: every question, kept or not),
     with its ground truth and the frame timestamps the teachers saw."""
-    frame = pl.read_parquet(_tables(_samples_folder(Path(data), samples), "samples"), columns=[*RL_COLUMNS, "error"])
+    frame = pl.read_parquet(sample_shards(Path(data), samples), columns=[*RL_COLUMNS, "error"])
     frame = frame.sort("prompt_id", "error", nulls_last=False).unique("prompt_id", keep="first", maintain_order=True)
     if frame.is_empty():
         raise SchemaError(f"{data}: no questions")
@@ -459,7 +459,8 @@ def run_rl(
         saved = Path(checkpoint) / DISCRIMINATOR_DIR if checkpoint else None
         if saved is not None and not saved.is_dir():
             raise FileNotFoundError(
-                f"{checkpoint}: no {DISCRIMINATOR_DIR}/; a run with the discriminator cannot resume from it (was it trained without?)"
+                f"{checkpoint}: no {DISCRIMINATOR_DIR}/; a run with the discriminator cannot resume from it (was it "
+                "trained without?)"
             )
         collator = VideoSFTCollator(processor, frame_cache, templates, policy.config.model_type)
         disc = DiscriminatorTrainer(
