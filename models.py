@@ -52,13 +52,13 @@ MIN_PIXELS, MAX_PIXELS = 56 * 56, 112 * 112
 
 def _tokenizer_corpus() -> list[str]:
     """Text the tokenizer is trained on: every word the benchmark, prompts and grammar use."""
-    from .gen import synth
+    from . import synth
     from .schemas import grammar, prompting
 
     lines = [prompting.DEFAULT_SYSTEM, grammar.FORMAT_INSTRUCTION, *grammar.ANSWER_INSTRUCTIONS.values()]
     for i in range(300):
         scene = synth.make_scene(12345, i)
-        for row in synth.make_questions(scene, synth._rng(1, i)):
+        for row in synth.make_questions(scene, synth.video_rng(1, i)):
             lines += [row["question"], row["answer"], prompting.format_options(row["options"])]
     lines += [" ".join(synth.WORDS), " ".join(w.upper() for w in synth.WORDS), "0123456789 . , [ ] : - s"]
     lines += ["the answer is", "I see a shape moving", "Answer: B", "(A) (B) (C) (D)"]

@@ -76,7 +76,8 @@ def worker(args) -> None:
 
 
 def run(arm: str, prompts: Path, model: Path, max_tokens: int, batch_size: int, copies: int) -> list[dict]:
-    """``copies`` evaluations of ``arm`` at once (2: each with OMP_NUM_THREADS=1, as the ablation's --jobs 2 gives them)."""
+    """``copies`` evaluations of ``arm`` at once (2: each with OMP_NUM_THREADS=1, as the ablation's --jobs 2 gives "
+    "them)."""
     env = {**os.environ, **({"OMP_NUM_THREADS": "1"} if copies > 1 else {})}
     command = [
         sys.executable,
@@ -119,8 +120,8 @@ def main() -> None:
     if args.worker:
         return worker(args)
 
-    from rmsd.gen.synth import synthesise
     from rmsd.models import init_model
+    from rmsd.synth import synthesise
     from rmsd.train.evaluate import BATCH_SIZE
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -128,8 +129,10 @@ def main() -> None:
         prompts = synthesise(tmp / "bench", args.videos, seed=3, workers=2, progress=False, split="test")
         model = init_model(tmp / "model", "demo")
         print(
-            f"{5 * args.videos} closed-ended prompts, demo preset (random weights), {args.max_tokens} new tokens each, {os.cpu_count()} cores, "
-            f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, load average {os.getloadavg()[0]:.1f} before the start",
+            f"{5 * args.videos} closed-ended prompts, demo preset (random weights), {args.max_tokens} new tokens "
+            f"each, {os.cpu_count()} cores, "
+            f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, load average {os.getloadavg()[0]:.1f} "
+            "before the start",
             flush=True,
         )
         # (arm, batch size, evaluations at once): before is the old thread count at the old batch size
@@ -161,7 +164,8 @@ def main() -> None:
             for key in (k for k in results if k[2] == copies):
                 best = min(o["seconds"] for o in results[key])
                 print(
-                    f"{copies} at once, {key[0]:6s} batch {key[1]:3d}: best {best:6.1f} s per evaluation, before / this = {before / best:.2f}x"
+                    f"{copies} at once, {key[0]:6s} batch {key[1]:3d}: best {best:6.1f} s per evaluation, before / "
+                    f"this = {before / best:.2f}x"
                 )
         print("same answers in every run:", len({o["answers"] for outs in results.values() for o in outs}) == 1)
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from rmsd.gen.frames import sample_frames
-from rmsd.gen.synth import encode_mp4
+from rmsd.synth import encode_mp4
 
 SECONDS, FPS, WIDTH, HEIGHT, GOP_SECONDS = 60, 30, 640, 360, 2
 

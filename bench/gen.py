@@ -19,10 +19,10 @@ from pathlib import Path
 
 from rmsd.gen.backends import GenerationRequest
 from rmsd.gen.frames import sample_frames
-from rmsd.gen.synth import synthesise
 from rmsd.models import build_model, init_model
 from rmsd.schemas.prompting import build_messages
 from rmsd.schemas.tables import read_table
+from rmsd.synth import synthesise
 
 
 def requests(bench: Path, rows: list[dict], k: int, max_tokens: int) -> list[GenerationRequest]:

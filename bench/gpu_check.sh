@@ -18,7 +18,7 @@ if python3 -c "import vllm" 2>/dev/null; then
 else
   echo "no vLLM build on this machine: the RL rollout comparison (hf vs vllm) was not run" | tee "$out/bench_rl_rollouts.txt"
 fi
-python3 -c "from rmsd.gen.synth import synthesise; synthesise('$work/bench', 8, seed=0, workers=2, progress=False)"
+python3 -c "from rmsd.synth import synthesise; synthesise('$work/bench', 8, seed=0, workers=2, progress=False)"
 start=$(date +%s)
 python3 -m rmsd.train.cli sft --mode gt --data "$work/bench/prompts.parquet" --model "$work/student" --init "${PRESET:-bench}" --out "$work/sft" \
   --max-steps 40 --batch-size 8 --lr 1e-4 --save-steps 20 2>&1 | grep -v -i "warn\|it/s\]" | tail -5 | tee "$out/sft.txt"

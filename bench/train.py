@@ -13,7 +13,8 @@ included in its generation time), same model, questions and settings, one after 
 Goals (issue 23, 2 cores): generation >= 3x faster with vllm, the whole step >= 1.5x.
 
     .venv/bin/python bench/train.py [--preset demo] [--batch 8] [--steps 20] [--rl-steps 4]
-    .venv/bin/python bench/train.py --preset bench --steps 0 --rl-steps 3 --batch 8 --rl-generations 8 --rl-tokens 128 --rl-rollouts hf,vllm
+    .venv/bin/python bench/train.py --preset bench --steps 0 --rl-steps 3 --batch 8 --rl-generations 8 \
+        --rl-tokens 128 --rl-rollouts hf,vllm
 """
 
 from __future__ import annotations
@@ -28,9 +29,9 @@ from pathlib import Path
 import torch
 from trl import SFTTrainer
 
-from rmsd.gen.synth import synthesise
 from rmsd.models import build_model
 from rmsd.schemas.config import FramesConfig
+from rmsd.synth import synthesise
 from rmsd.train.collate import FrameCache, VideoSFTCollator
 from rmsd.train.config import AdversarialConfig, DistillSFTConfig
 from rmsd.train.data import sft_dataset, video_base
@@ -97,16 +98,20 @@ def main() -> None:
             if {"hf", "vllm"} <= set(totals):
                 (hf_gen, hf_total), (vl_gen, vl_total) = totals["hf"], totals["vllm"]
                 print(
-                    f"vllm / hf: generation {hf_gen / vl_gen:.2f}x faster (goal >= 3x): {'PASS' if hf_gen >= 3 * vl_gen else 'FAIL'}; "
-                    f"whole step {hf_total / vl_total:.2f}x faster (goal >= 1.5x): {'PASS' if hf_total >= 1.5 * vl_total else 'FAIL'}"
+                    f"vllm / hf: generation {hf_gen / vl_gen:.2f}x faster (goal >= 3x): "
+                    f"{'PASS' if hf_gen >= 3 * vl_gen else 'FAIL'}; "
+                    f"whole step {hf_total / vl_total:.2f}x faster (goal >= 1.5x): "
+                    f"{'PASS' if hf_total >= 1.5 * vl_total else 'FAIL'}"
                 )
 
 
 def sft_summary(args, model, batch, times) -> None:
     tokens = int(batch["attention_mask"].sum())
     print(
-        f"model preset {args.preset} ({sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters), batch {args.batch} "
-        f"({tokens} tokens, {batch['pixel_values_videos'].shape[0]} video patches), {args.steps} steps each, interleaved"
+        f"model preset {args.preset} ({sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters), batch "
+        f"{args.batch} "
+        f"({tokens} tokens, {batch['pixel_values_videos'].shape[0]} video patches), {args.steps} steps each, "
+        "interleaved"
     )
     p, w = statistics.median(times["plain"]), statistics.median(times["weighted"])
     print(f"plain TRL SFT step:   {p * 1000:.1f} ms (median)")
@@ -215,7 +220,8 @@ def rl_step_split(args, processor, prompts: Path, tmp: Path, engine: str = "hf")
     }
     n = config.per_device_train_batch_size
     print(
-        f"RL step, {engine} rollouts: {n} rollouts ({n // config.num_generations} questions x N={config.num_generations}), "
+        f"RL step, {engine} rollouts: {n} rollouts ({n // config.num_generations} questions x "
+        f"N={config.num_generations}), "
         f"up to {config.max_completion_length} tokens, KL beta {config.beta}; mean of steps 2..{len(steps)}:"
     )
     for name, value in parts.items():

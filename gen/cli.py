@@ -27,11 +27,12 @@ def synth(
     split: str | None = typer.Option(
         None,
         "--split",
-        help="put every video in this split (e.g. test: a test set on a seed of its own); default: train/validation/test 80/10/10 per video",
+        help="put every video in this split (e.g. test: a test set on a seed of its own); "
+        "default: train/validation/test 80/10/10 per video",
     ),
 ) -> None:
     """Write the synthetic video-QA benchmark: real H.264 mp4 files and prompts.parquet."""
-    from .synth import synthesise
+    from ..synth import synthesise
 
     path = synthesise(out, num, seed=seed, workers=workers, split=split)
     typer.echo(f"wrote {num} videos and {num * 6} prompts: {path}")
@@ -121,8 +122,10 @@ def run(
     except (ConfigError, SchemaError, JobMismatchError, RunRefused, FileNotFoundError, re.error) as exc:
         _fail(str(exc))
     typer.echo(
-        f"rmsd-gen: {summary.samples}/{summary.expected_samples} samples for {summary.prompts} prompts in {summary.out} "
-        f"({summary.written_shards} shards written, {summary.skipped_shards} already done, {summary.wall_seconds:.1f} s)"
+        f"rmsd-gen: {summary.samples}/{summary.expected_samples} samples for {summary.prompts} prompts in "
+        f"{summary.out} "
+        f"({summary.written_shards} shards written, {summary.skipped_shards} already done, {summary.wall_seconds:.1f} "
+        "s)"
     )
     if summary.retried_samples:
         typer.echo(f"rmsd-gen: {summary.retried_samples} error samples regenerated")

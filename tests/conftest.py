@@ -34,7 +34,7 @@ def tiny_model(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def bench_dir(tmp_path_factory) -> Path:
     """8 videos x 6 questions of the synthetic benchmark."""
-    from rmsd.gen.synth import synthesise
+    from rmsd.synth import synthesise
 
     out = tmp_path_factory.mktemp("bench")
     synthesise(out, 8, seed=7, workers=1, progress=False)

@@ -14,7 +14,7 @@ shows:
 
 The probes live beside the model only while it trains and are discarded after (saved with each
 checkpoint so a resumed run continues them). Ground truth comes from the synthetic benchmark's scene
-facts (``meta.scene`` of its prompts, rasterised by ``rmsd.gen.synth.scene_labels``).
+facts (``meta.scene`` of its prompts, rasterised by ``rmsd.synth.scene_labels``).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..gen.synth import COLOURS, SCENE_LABELS, scene_labels
+from ..synth import COLOURS, SCENE_LABELS, scene_labels
 
 PROBE_FILE = "visual_probe.pt"
 
@@ -37,7 +37,8 @@ def vision_tower(model) -> nn.Module:
     visual = getattr(inner, "visual", None)
     if visual is None:
         raise ValueError(
-            f"{type(model).__name__} has no vision tower at .model.visual; auxiliary visual loss needs a Qwen-VL-family model"
+            f"{type(model).__name__} has no vision tower at .model.visual; auxiliary visual loss needs a "
+            "Qwen-VL-family model"
         )
     return visual
 
@@ -74,7 +75,8 @@ def scene_facts(meta: str | None) -> dict:
     facts = json.loads(meta) if meta else {}
     if "scene" not in facts:
         raise ValueError(
-            "auxiliary visual loss needs the synthetic benchmark's scene facts (meta.scene) for every example (rmsd-gen synth writes them)"
+            "auxiliary visual loss needs the synthetic benchmark's scene facts (meta.scene) for every example "
+            "(rmsd-gen synth writes them)"
         )
     return facts["scene"]
 
@@ -128,7 +130,8 @@ def copy_vision_tower(source, target) -> int:
     mismatched = [k for k in dst if k not in src or src[k].shape != dst[k].shape]
     if mismatched:
         raise ValueError(
-            f"vision towers differ ({len(mismatched)} tensors, e.g. {mismatched[0]}): build the student with the same vision config"
+            f"vision towers differ ({len(mismatched)} tensors, e.g. {mismatched[0]}): build the student with the same "
+            "vision config"
         )
     vision_tower(target).load_state_dict(src)
     return len(src)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from rmsd.gen.frames import VideoError, fit_pixels, resolve_video, sample_frames, target_times
-from rmsd.gen.synth import encode_mp4
+from rmsd.synth import encode_mp4
 
 FPS, GOP = 30, 10
 

@@ -4,9 +4,9 @@ import numpy as np
 import polars as pl
 
 from rmsd.gen.frames import sample_frames
-from rmsd.gen.synth import COLOURS, FPS, NUM_FRAMES, synthesise
 from rmsd.schemas.grammar import extract_answer
 from rmsd.schemas.tables import TASK_TYPES, read_table
+from rmsd.synth import COLOURS, FPS, NUM_FRAMES, synthesise
 
 
 def test_covers_every_task_type_with_strict_ground_truth(bench_dir):

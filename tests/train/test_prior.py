@@ -29,7 +29,8 @@ def test_each_template_gets_the_constant_that_scores_best_on_the_training_answer
             ("numerical", "How many shapes?", "2"),
             ("numerical", "How many shapes?", "2"),
             ("numerical", "How many shapes?", "3"),
-            # summed IoU against these: [1, 3] 1 + 2/3 + 2/3 = 2.33; [0, 3] 2/3 + 1 + 1/2 = 2.17; [1, 4] 2/3 + 1/2 + 1 = 2.17
+            # summed IoU against these: [1, 3] 1 + 2/3 + 2/3 = 2.33; [0, 3] 2/3 + 1 + 1/2 = 2.17;
+            # [1, 4] 2/3 + 1/2 + 1 = 2.17
             ("temporal_grounding", WHEN, "[1, 3]"),
             ("temporal_grounding", WHEN, "[0, 3]"),
             ("temporal_grounding", WHEN, "[1, 4]"),
@@ -83,23 +84,29 @@ def test_the_prior_answers_without_the_video(bench_dir, tmp_path):
 
 
 def test_a_test_set_of_its_own_gets_the_constants_of_the_benchmarks_train_split(bench_dir, tmp_path):
-    from rmsd.gen.synth import synthesise
+    from rmsd.synth import synthesise
 
     test_set = synthesise(tmp_path / "test-set", 4, seed=9, progress=False, split="test")
     evaluate_prior(test_set, tmp_path / "own", split="test", fit_prompts=bench_dir / "prompts.parquet")
     evaluate_prior(bench_dir / "prompts.parquet", tmp_path / "bench", split=None)
-    constants = lambda folder: dict(
-        pl.read_parquet(folder / "responses.parquet")
-        .join(  # noqa: E731
-            pl.concat(
-                [pl.read_parquet(f).select("prompt_id", "question") for f in (test_set, bench_dir / "prompts.parquet")]
-            ),
-            on="prompt_id",
+
+    def constants(folder):
+        return dict(
+            pl.read_parquet(folder / "responses.parquet")
+            .join(
+                pl.concat(
+                    [
+                        pl.read_parquet(f).select("prompt_id", "question")
+                        for f in (test_set, bench_dir / "prompts.parquet")
+                    ]
+                ),
+                on="prompt_id",
+            )
+            .select("question", "text")
+            .unique()
+            .iter_rows()
         )
-        .select("question", "text")
-        .unique()
-        .iter_rows()
-    )
+
     own, bench = constants(tmp_path / "own"), constants(tmp_path / "bench")
     assert own and all(bench[q] == text for q, text in own.items() if q in bench)
     with pytest.raises(ValueError, match="train"):  # a test set has no train split to fit on
@@ -132,7 +139,7 @@ def test_compare_reports_the_headroom_each_run_recovers(tmp_path):
 
 @pytest.mark.parametrize("split", [None, "test"])
 def test_synth_puts_every_video_in_one_split_on_request(tmp_path, split):
-    from rmsd.gen.synth import synthesise
+    from rmsd.synth import synthesise
 
     path = synthesise(tmp_path / "b", 10, seed=3, progress=False, split=split)
     splits = set(pl.read_parquet(path)["split"])

@@ -6,9 +6,9 @@ import subprocess
 import pytest
 import torch
 
-from rmsd.gen.synth import COLOURS, DIRECTIONS, SHAPES, WORDS, scene_labels
 from rmsd.models import init_model, load_model
 from rmsd.schemas.config import FramesConfig
+from rmsd.synth import COLOURS, DIRECTIONS, SHAPES, WORDS, scene_labels
 from rmsd.train.collate import FrameCache, VideoSFTCollator
 from rmsd.train.data import sft_dataset, video_base
 from rmsd.train.visual_aux import VisualProbe, batch_targets, vision_tower

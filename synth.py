@@ -24,6 +24,11 @@ a constant ``[start, end]`` overlaps few answers; the word is drawn 20 px high.
 Everything derives from ``(seed, video index)``: the same seed gives the same prompts and frames
 whatever the number of worker processes. ``meta`` (JSON) holds the scene facts and a short
 ``reasoning`` sentence, which ground-truth SFT puts in the response's ``<think>``.
+
+A public, stage-neutral module (it imports no stage): ``rmsd-gen synth`` writes the benchmark
+(``synthesise``), ``rmsd.models`` trains its tokenizer on the benchmark's questions
+(``make_scene``, ``make_questions``, ``video_rng``, ``WORDS``), and rmsd-train's auxiliary visual
+loss rasterises its scene facts (``scene_labels``, ``SCENE_LABELS``, ``COLOURS``).
 """
 
 from __future__ import annotations
@@ -42,8 +47,8 @@ import av
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from ..schemas.grammar import format_answer, option_letters
-from ..schemas.tables import to_table, write_table
+from .schemas.grammar import format_answer, option_letters
+from .schemas.tables import to_table, write_table
 
 COLOURS = {"red": (230, 40, 40), "green": (40, 200, 60), "blue": (50, 90, 240), "yellow": (240, 220, 40)}
 SHAPES = ("square", "circle", "triangle")
@@ -95,7 +100,9 @@ class Scene:
     split: str
 
 
-def _rng(seed: int, index: int) -> np.random.Generator:
+def video_rng(seed: int, index: int) -> np.random.Generator:
+    """The random generator of video ``index`` under ``seed``: its scene draws from ``(seed, index)``,
+    its questions from ``(seed + 1, index)``."""
     digest = hashlib.sha256(f"rmsd-synth/{seed}/{index}".encode()).digest()
     return np.random.default_rng(int.from_bytes(digest[:8], "little"))
 
@@ -128,7 +135,7 @@ def _overlap(a: Shape, b: Shape) -> bool:
 
 
 def make_scene(seed: int, index: int) -> Scene:
-    rng = _rng(seed, index)
+    rng = video_rng(seed, index)
     count = int(rng.integers(1, 5))
     colours = rng.choice(list(COLOURS), size=count, replace=False)
     shapes = []
@@ -408,7 +415,7 @@ def _build_one(args: tuple[int, int, str]) -> list[dict]:
     path = Path(out) / "videos" / f"{scene.video_id}.mp4"
     if not path.exists():
         write_video(scene, path)
-    return make_questions(scene, _rng(seed + 1, index))
+    return make_questions(scene, video_rng(seed + 1, index))
 
 
 def synthesise(
