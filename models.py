@@ -1,6 +1,9 @@
 """Small Qwen2-VL-architecture models built from configs, and the one loader for every checkpoint.
 
-Shared by rmsd-gen (teachers) and rmsd-train (students), so it lives beside the stages.
+Shared by rmsd-gen (teachers) and rmsd-train (students), so it lives beside the stages and imports
+none of them (tests/test_boundaries.py): a public, stage-neutral module. It also knows where a
+Qwen-VL model keeps its vision tower (``vision_tower``, ``copy_vision_tower``: a student that
+starts with a teacher's encoder, and the auxiliary visual loss of rmsd-train).
 
 No model hub is reachable in CI or on the demo machine: the demo's teacher and student and the
 tests use models written here (random weights, a byte-level BPE tokenizer trained on the
@@ -166,8 +169,6 @@ def init_model(
     out.parent.mkdir(parents=True, exist_ok=True)
     model, processor = build_model(preset, seed)
     if vision_from is not None:
-        from .train.visual_aux import copy_vision_tower
-
         copy_vision_tower(load_model(vision_from)[0], model)
     tmp = temp_dir_beside(out)  # mode 0777 less the umask, as the folder keeps it when renamed
     try:
@@ -221,3 +222,30 @@ def load_model(path: str | os.PathLike, dtype: str = "float32", device: str = "c
         raise ValueError(f"{path}: the checkpoint's weights do not match its model class: {details}")
     processor = AutoProcessor.from_pretrained(str(path), local_files_only=True)
     return model.to(device).eval(), processor
+
+
+def vision_tower(model) -> torch.nn.Module:
+    """The vision encoder of a Qwen-VL-family model (its output's ``pooler_output`` holds the merged tokens)."""
+    inner = getattr(model, "model", model)
+    visual = getattr(inner, "visual", None)
+    if visual is None:
+        raise ValueError(
+            f"{type(model).__name__} has no vision tower at .model.visual (the auxiliary visual loss and "
+            "--vision-from need a Qwen-VL-family model)"
+        )
+    return visual
+
+
+def copy_vision_tower(source, target) -> int:
+    """Copy the vision tower (patch embedding, blocks and merger) of ``source`` into ``target``: a
+    from-scratch student that starts with a visually trained encoder, as a pretrained VLM would.
+    Returns the number of tensors copied."""
+    src, dst = vision_tower(source).state_dict(), vision_tower(target).state_dict()
+    mismatched = [k for k in dst if k not in src or src[k].shape != dst[k].shape]
+    if mismatched:
+        raise ValueError(
+            f"vision towers differ ({len(mismatched)} tensors, e.g. {mismatched[0]}): build the student with the same "
+            "vision config"
+        )
+    vision_tower(target).load_state_dict(src)
+    return len(src)

@@ -26,21 +26,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..models import vision_tower
 from ..synth import COLOURS, SCENE_LABELS, scene_labels
 
 PROBE_FILE = "visual_probe.pt"
-
-
-def vision_tower(model) -> nn.Module:
-    """The vision encoder of a Qwen-VL-family model (its output's ``pooler_output`` holds the merged tokens)."""
-    inner = getattr(model, "model", model)
-    visual = getattr(inner, "visual", None)
-    if visual is None:
-        raise ValueError(
-            f"{type(model).__name__} has no vision tower at .model.visual; auxiliary visual loss needs a "
-            "Qwen-VL-family model"
-        )
-    return visual
 
 
 class VisualProbe(nn.Module):
@@ -122,27 +111,10 @@ class TokenCapture:
         return tokens
 
 
-def copy_vision_tower(source, target) -> int:
-    """Copy the vision tower (patch embedding, blocks and merger) of ``source`` into ``target``: a
-    from-scratch student that starts with a visually trained encoder, as a pretrained VLM would.
-    Returns the number of tensors copied."""
-    src, dst = vision_tower(source).state_dict(), vision_tower(target).state_dict()
-    mismatched = [k for k in dst if k not in src or src[k].shape != dst[k].shape]
-    if mismatched:
-        raise ValueError(
-            f"vision towers differ ({len(mismatched)} tensors, e.g. {mismatched[0]}): build the student with the same "
-            "vision config"
-        )
-    vision_tower(target).load_state_dict(src)
-    return len(src)
-
-
 __all__ = [
     "PROBE_FILE",
     "TokenCapture",
     "VisualProbe",
     "batch_targets",
-    "copy_vision_tower",
     "scene_facts",
-    "vision_tower",
 ]

@@ -6,12 +6,12 @@ import subprocess
 import pytest
 import torch
 
-from rmsd.models import init_model, load_model
+from rmsd.models import init_model, load_model, vision_tower
 from rmsd.schemas.config import FramesConfig
 from rmsd.synth import COLOURS, DIRECTIONS, SHAPES, WORDS, scene_labels
 from rmsd.train.collate import FrameCache, VideoSFTCollator
 from rmsd.train.data import sft_dataset, video_base
-from rmsd.train.visual_aux import VisualProbe, batch_targets, vision_tower
+from rmsd.train.visual_aux import VisualProbe, batch_targets
 from tests.conftest import BIN
 
 SCENE = {
