@@ -20,8 +20,7 @@ import torch
 from tqdm import tqdm
 
 from ..gen.adapters import load_prompts
-from ..gen.backends import GenerationRequest
-from ..gen.backends.hf import HFBackend
+from ..gen.backends import GenerationRequest, HFBackend
 from ..gen.frames import decode_prompts
 from ..schemas.config import FilterConfig, FramesConfig, TemplateConfig
 from ..schemas.frame_policy import load_frame_policy, policy_warning
@@ -113,7 +112,7 @@ def _backend(name: str, model_path: str | Path, enforce_eager: bool = False):
         # 10-25x slower (OpenMP's threads wait for each other at every operation).
         return HFBackend(str(model_path), num_threads=torch.get_num_threads(), use_gpu=use_gpu)
     if name == "vllm":
-        from ..gen.backends.vllm import VLLMBackend
+        from ..gen.backends import VLLMBackend
 
         return VLLMBackend(
             str(model_path),
@@ -188,7 +187,8 @@ def split_prompts(
         return load_prompts(prompts_path, split=split or None, limit=limit)[0]
     if unknown := [t for t in task_types if t not in TASK_TYPES]:
         raise ValueError(
-            f"unknown task type{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; known: {', '.join(TASK_TYPES)}"
+            f"unknown task type{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; known: "
+            f"{', '.join(TASK_TYPES)}"
         )
     rows = [r for r in load_prompts(prompts_path, split=split or None)[0] if r["task_type"] in task_types]
     if not rows:
@@ -291,7 +291,8 @@ def write_evaluation(
     for r in table.iter_rows(named=True):
         acc = "-" if r["accuracy"] is None else f"{100 * r['accuracy']:.1f}%"
         lines.append(
-            f"| {r['task_type']} | {r['questions']} | {acc} | {100 * (r['format_valid'] or 0):.1f}% | {100 * (r['kept'] or 0):.1f}% |"
+            f"| {r['task_type']} | {r['questions']} | {acc} | {100 * (r['format_valid'] or 0):.1f}% | "
+            f"{100 * (r['kept'] or 0):.1f}% |"
         )
     lines += ["", blind_summary(check)]
     if check is not None:
@@ -301,7 +302,8 @@ def write_evaluation(
             "| --- | ---: | ---: | ---: |",
         ]
         lines += [
-            f"| {r['task_type']} | {_percent(r['accuracy'])} | {_percent(r['accuracy_blind'])} | {_percent(r['changed'])} |"
+            f"| {r['task_type']} | {_percent(r['accuracy'])} | {_percent(r['accuracy_blind'])} | "
+            f"{_percent(r['changed'])} |"
             for r in check["by_task"]
         ]
     (out / "eval.md").write_text("\n".join(lines) + "\n")
@@ -329,7 +331,8 @@ def blind_check(scored: pl.DataFrame) -> dict:
     warning = None
     if summary["questions"] and summary["changed"] < BLIND_CHANGED_MIN:
         warning = (
-            f"the answers barely depend on the video: {100 * summary['changed']:.1f}% of closed-ended answers change when every frame "
+            f"the answers barely depend on the video: {100 * summary['changed']:.1f}% of closed-ended answers change "
+            "when every frame "
             f"is grey (under {100 * BLIND_CHANGED_MIN:.0f}%); accuracy {_percent(summary['accuracy'])} with the video, "
             f"{_percent(summary['accuracy_blind'])} without"
         )
@@ -348,7 +351,8 @@ def blind_summary(check: dict | None) -> str:
         return "Blind-video check: not run (`rmsd-train eval --blind` answers every question again with grey frames)."
     c = check["closed_ended"]
     line = (
-        f"Blind-video check: closed-ended accuracy {_percent(c['accuracy'])} with the video, {_percent(c['accuracy_blind'])} with grey frames; "
+        f"Blind-video check: closed-ended accuracy {_percent(c['accuracy'])} with the video, "
+        f"{_percent(c['accuracy_blind'])} with grey frames; "
         f"{_percent(c['changed'])} of the answers change."
     )
     return line + (f" **Warning: {check['warning']}.**" if check["warning"] else "")

@@ -40,8 +40,7 @@ import torch
 from transformers import set_seed
 from trl import GRPOTrainer
 
-from ..gen.backends import GenerationRequest
-from ..gen.backends.hf import HFBackend
+from ..gen.backends import GenerationRequest, HFBackend
 from ..gen.frames import processor_video_kwargs
 from ..schemas.config import FilterConfig
 from ..schemas.frame_policy import save_frame_policy

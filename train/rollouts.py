@@ -30,7 +30,7 @@ class VLLMRollouts:
         dtype: str = "float32",
         enforce_eager: bool = False,
     ):
-        from ..gen.backends.vllm import VLLMBackend
+        from ..gen.backends import VLLMBackend
 
         self.backend = VLLMBackend(
             str(model_path),

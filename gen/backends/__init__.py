@@ -3,13 +3,28 @@
 A backend is created inside a Ray actor (see ``rmsd.gen.driver``), so it may hold a model in
 memory for the whole job. Every sample carries its own seed: which engine, batch or position
 serves a request never changes what it generates.
+
+This package is rmsd-gen's public contract for generation: rmsd-train's evaluation and RL rollouts
+generate with the same engines, importing from here only (``GenerationRequest``, ``Completion``,
+``HFBackend``, ``VLLMBackend``, ``OpenAIBackend``; tests/test_boundaries.py). The engines load on
+first use, so importing the package does not import torch, vLLM or the OpenAI client.
 """
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 
 import numpy as np
+
+# engine class -> its module in this package, imported when the class is first asked for
+ENGINES = {"HFBackend": "hf", "VLLMBackend": "vllm", "OpenAIBackend": "openai"}
+
+
+def __getattr__(name: str):
+    if name in ENGINES:
+        return getattr(importlib.import_module(f".{ENGINES[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass
