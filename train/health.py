@@ -85,13 +85,15 @@ def health_warnings(history: list[dict]) -> list[str]:
         early, late = sum(spread[:quarter]) / quarter, sum(spread[-quarter:]) / quarter
         if early > 0 and late < COLLAPSE_RATIO * early:
             warnings.append(
-                f"the reward's spread collapsed: its std fell from {early:.3g} (first quarter of the logged steps) to {late:.3g} "
+                f"the reward's spread collapsed: its std fell from {early:.3g} (first quarter of the logged steps) to "
+                f"{late:.3g} "
                 f"(last quarter), under {COLLAPSE_RATIO:g}x; GRPO's advantages vanish with it"
             )
     zero = [v for _, v in _series(history, "frac_reward_zero_std")]
     if len(zero) >= 8 and (share := sum(zero[-(len(zero) // 4) :]) / (len(zero) // 4)) >= ZERO_STD_SHARE:
         warnings.append(
-            f"{100 * share:.0f}% of the question groups had rewards without any spread over the last quarter of the logged steps "
+            f"{100 * share:.0f}% of the question groups had rewards without any spread over the last quarter of the "
+            "logged steps "
             f"(TRL's frac_reward_zero_std): those groups teach the policy nothing"
         )
     return warnings
@@ -114,7 +116,8 @@ def write_health_report(out: str | Path, history: list[dict], warmup: dict | Non
     if warmup and warmup.get("checks"):
         outcome = "reached" if warmup["target_reached"] else "not reached (the budget ended)"
         lines += [
-            f"Warm-up: target held-out accuracy > {warmup['target']}, {outcome} after {warmup['steps_taken']} of at most {warmup['max_steps']} steps "
+            f"Warm-up: target held-out accuracy > {warmup['target']}, {outcome} after {warmup['steps_taken']} of at "
+            f"most {warmup['max_steps']} steps "
             f"({warmup['heldout_questions']} held-out questions).",
             "",
             "| warm-up step | held-out accuracy | margin D(T) - D(S) | pairs |",
@@ -162,9 +165,9 @@ def write_health_report(out: str | Path, history: list[dict], warmup: dict | Non
 
 
 def _plot(path: Path, history: list[dict], warmup: dict | None) -> Path:
-    from ..filter.report import load_plotting
+    import matplotlib
 
-    load_plotting()
+    matplotlib.use("Agg")  # the file backend: no display
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(2, 2, figsize=(10, 6.5))
