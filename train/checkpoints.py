@@ -28,7 +28,7 @@ class StrictResume:
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.add_callback(_umask_modes())
+        self.add_callback(umask_modes())
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
         from transformers import PreTrainedModel
@@ -53,7 +53,7 @@ class StrictResume:
         _refuse_partial_load("checkpoint", load_result.missing_keys, load_result.unexpected_keys)
 
 
-def _umask_modes():
+def umask_modes():
     """A Trainer callback giving each saved checkpoint folder the umask's modes (``match_umask``)."""
     from transformers import TrainerCallback
     from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR

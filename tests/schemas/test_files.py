@@ -55,7 +55,7 @@ def test_trained_models_get_the_umask_mode_though_safetensors_writes_0600(tmp_pa
     """rmsd-train's checkpoints and final model: the Trainer callback and save_final (faked trainer)."""
     from types import SimpleNamespace
 
-    from rmsd.train.checkpoints import _umask_modes, save_final
+    from rmsd.train.checkpoints import save_final, umask_modes
 
     def save_weights(folder):
         os.makedirs(folder, exist_ok=True)
@@ -63,7 +63,7 @@ def test_trained_models_get_the_umask_mode_though_safetensors_writes_0600(tmp_pa
         os.close(fd)
 
     save_weights(tmp_path / "checkpoint-3")
-    _umask_modes().on_save(
+    umask_modes().on_save(
         SimpleNamespace(output_dir=str(tmp_path)), SimpleNamespace(global_step=3, is_world_process_zero=True), None
     )
     trainer = SimpleNamespace(
