@@ -5,6 +5,9 @@ reason (``Refusal``), never dropped silently. ``load_prompts`` is the one way in
 that reads prompts: a file that cannot be read, a row with a field missing or of the wrong type, or a
 selection (``split``, ``limit``) of no prompt raises ``SchemaError`` naming the file (row, field)
 before any work starts.
+
+``load_prompts`` is public beyond rmsd-gen: rmsd-train's evaluation and ground-truth SFT read prompts
+files through it (tests/test_boundaries.py lists this module).
 """
 
 from __future__ import annotations

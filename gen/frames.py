@@ -8,6 +8,11 @@ effective fps):
 - ``keyframe``: seek to each target and keep the keyframe found there (fast; timestamps are the
   keyframes' own, which may be up to a GOP away from the targets).
 - ``all``: decode every frame and keep the nearest ones (the reference; slow on long videos).
+
+A public contract beyond rmsd-gen: the frames a sample was made from are decoded by this one module
+wherever they are needed again, rmsd-filter's report page (``sample_frames``, ``resolve_video``)
+and rmsd-train's batches, RL rollouts and evaluation (``sample_frames``, ``resolve_video``,
+``decode_prompts``, ``Frames``, ``processor_video_kwargs``); tests/test_boundaries.py lists it.
 """
 
 from __future__ import annotations
