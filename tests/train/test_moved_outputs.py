@@ -11,7 +11,7 @@ import pytest
 from rmsd.schemas.tables import SchemaError
 from rmsd.train.data import example_frame, sft_dataset, video_base
 from tests.conftest import BIN
-from tests.train.test_rl import distil
+from tests.train.conftest import distil
 
 
 def _run_outputs(root, bench_dir):

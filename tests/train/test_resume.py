@@ -15,7 +15,6 @@ import torch
 from safetensors.torch import load_file
 
 from tests.conftest import BIN
-from tests.train.test_rl import distilled  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.slow
 
