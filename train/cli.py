@@ -305,6 +305,42 @@ def evaluate_command(
             typer.echo(f"rmsd-train: warning: {result['blind']['warning']}", err=True)
 
 
+@app.command("rollout-server")
+def rollout_server(
+    model: Path = typer.Option(..., "--model", help="the policy's starting checkpoint (the RL run's --model)"),
+    name: str = typer.Option("rmsd-rollouts", "--name", help="the name runs find it by (rl --rollout-server NAME)"),
+    address: str = typer.Option(
+        "auto", "--address", help="the Ray cluster to run in (`ray start --head` first; auto: the one on this node)"
+    ),
+    gpus: float = typer.Option(1.0, "--gpus", help="GPUs of the server (0: vLLM's CPU build)"),
+    memory: float = typer.Option(0.9, "--memory", help="the share of its GPU's memory the engine takes"),
+    dtype: str = typer.Option("bfloat16", "--dtype", help="weights' dtype in the engine (the policy's)"),
+    enforce_eager: bool = typer.Option(False, "--enforce-eager", help="no torch.compile: starts sooner, runs slower"),
+    stop: bool = typer.Option(False, "--stop", help="end the server of this name instead"),
+) -> None:
+    """Start a vLLM rollout server for `rmsd-train rl --rollouts vllm-server --rollout-server NAME` (a detached
+    Ray actor: it serves runs, one after another, until --stop ends it)."""
+    import ray
+
+    from .rollouts import SERVER_NAMESPACE, start_server
+
+    if stop:
+        ray.init(address=address, include_dashboard=False, logging_level="WARNING", namespace=SERVER_NAMESPACE)
+        try:
+            ray.kill(ray.get_actor(name, namespace=SERVER_NAMESPACE))
+        except ValueError:
+            _fail(f"no rollout server named {name!r} in the Ray cluster at {address}")
+        typer.echo(f"rmsd-train: rollout server {name!r} stopped")
+        return
+    if not (model / "config.json").exists():
+        _fail(f"--model {model}: not a model folder (no config.json)")
+    try:
+        start_server(model.resolve(), name, address, gpus, 1, memory, dtype, enforce_eager, detached=True)
+    except ConnectionError as exc:
+        _fail(f"{exc} (start the cluster first: `ray start --head`)")
+    typer.echo(f"rmsd-train: rollout server {name!r} serves {model} in the Ray cluster at {address}")
+
+
 @app.command()
 def prior(
     prompts: Path = typer.Option(..., "--prompts", help="prompts file with ground truth"),

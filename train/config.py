@@ -183,8 +183,8 @@ class AdversarialConfig(_RmsdTraining, GRPOConfig):
     weights: list[float] = field(
         default_factory=lambda: list(PAPER_WEIGHTS),
         metadata={
-            "help": "alpha beta eta delta: weights of the rewards D, outer format, task format and content (paper: .4 .1 .1 .4); "
-            "they become TRL's reward_weights"
+            "help": "alpha beta eta delta: weights of the rewards D, outer format, task format and content "
+            "(paper: .4 .1 .1 .4); they become TRL's reward_weights"
         },
     )
     disc_learning_rate: float = field(
@@ -200,15 +200,16 @@ class AdversarialConfig(_RmsdTraining, GRPOConfig):
     disc_warmup_target: float = field(
         default=0.6,
         metadata={
-            "help": "the warm-up stops once D ranks the teacher's answer above the student's on more than this share of held-out pairs "
-            "(questions set aside from its updates: 64 pairs, at most a quarter of the questions); 1.0: the whole budget"
+            "help": "the warm-up stops once D ranks the teacher's answer above the student's on more than this share "
+            "of held-out pairs (questions set aside from its updates: 64 pairs, at most a quarter of the questions); "
+            "1.0: the whole budget"
         },
     )
     disc_warmup_check_steps: int = field(
         default=10,
         metadata={
-            "help": "warm-up steps between two held-out checks, and one at the budget's last step (a check: one forward pass of D over the "
-            "held-out pairs' answers, no rollouts)"
+            "help": "warm-up steps between two held-out checks, and one at the budget's last step (a check: one "
+            "forward pass of D over the held-out pairs' answers, no rollouts)"
         },
     )
     learning_rate: float = field(
@@ -226,9 +227,36 @@ class AdversarialConfig(_RmsdTraining, GRPOConfig):
     rollouts: str = field(
         default="hf",
         metadata={
-            "help": "rollout engine: hf (transformers' generate, in the trainer) or vllm (a vLLM engine colocated in each training process, "
-            "serving the policy's weights after every update; video prompts built as rmsd-gen's vllm backend builds them)",
-            "choices": ["hf", "vllm"],
+            "help": "rollout engine: hf (transformers' generate, in the trainer), vllm (a vLLM engine colocated in "
+            "each training process) or vllm-server (a vLLM engine in its own process, a Ray actor: started by the "
+            "run, or by `rmsd-train rollout-server`, see --rollout-server); vLLM serves the policy's weights after "
+            "every update, and builds video prompts as rmsd-gen's vllm backend does",
+            "choices": ["hf", "vllm", "vllm-server"],
+        },
+    )
+    rollout_sleep: bool = field(
+        default=False,
+        metadata={
+            "help": "--rollouts vllm: the engine sleeps between rollouts (weights in host memory, KV cache freed) "
+            "so the update has the GPU; vLLM's CUDA, ROCm and XPU builds only"
+        },
+    )
+    rollout_server: str | None = field(
+        default=None,
+        metadata={
+            "help": "--rollouts vllm-server: the name of a server started beforehand with `rmsd-train rollout-server` "
+            "(default: the run starts its own and ends it)"
+        },
+    )
+    rollout_address: str | None = field(
+        default=None,
+        metadata={"help": "--rollouts vllm-server: the Ray cluster's address (default: a local Ray instance)"},
+    )
+    rollout_gpus: float = field(
+        default=-1,
+        metadata={
+            "help": "--rollouts vllm-server started by the run: its GPUs (default -1: one where this process sees "
+            "CUDA, else none)"
         },
     )
     rollout_memory: float = field(
@@ -237,7 +265,8 @@ class AdversarialConfig(_RmsdTraining, GRPOConfig):
     rollout_enforce_eager: bool = field(
         default=False,
         metadata={
-            "help": "--rollouts vllm: no torch.compile (the engine starts sooner, about 30 s on the CPU build, and generates slower)"
+            "help": "--rollouts vllm: no torch.compile (the engine starts sooner, about 30 s on the CPU build, "
+            "and generates slower)"
         },
     )
 
@@ -245,6 +274,10 @@ class AdversarialConfig(_RmsdTraining, GRPOConfig):
         self._rmsd_post_init()
         if self.use_vllm:
             raise ValueError("TRL's --use_vllm routes images only; for video rollouts on vLLM use --rollouts vllm")
+        if self.rollout_sleep and self.rollouts != "vllm":
+            raise ValueError("--rollout-sleep puts a colocated engine to sleep: it needs --rollouts vllm")
+        if (self.rollout_server or self.rollout_address) and self.rollouts != "vllm-server":
+            raise ValueError("--rollout-server and --rollout-address are for --rollouts vllm-server")
         if not 0.0 < self.rollout_memory < 1.0:
             raise ValueError(f"--rollout-memory is a share of the GPU's memory, in (0, 1); got {self.rollout_memory}")
         if self.disc_warmup_steps < 0 or self.disc_warmup_check_steps < 1:
@@ -257,7 +290,8 @@ class AdversarialConfig(_RmsdTraining, GRPOConfig):
             raise ValueError(f"--weights takes four numbers alpha beta eta delta; got {self.weights}")
         if self.reward_weights is not None:
             raise ValueError(
-                "set the rewards' weights with --weights alpha beta eta delta (rmsd derives TRL's reward_weights from them)"
+                "set the rewards' weights with --weights alpha beta eta delta "
+                "(rmsd derives TRL's reward_weights from them)"
             )
         self.reward_weights = list(self.weights if self.discriminator else self.weights[1:])
         if (self.per_device_train_batch_size * self.gradient_accumulation_steps) % self.num_generations:
@@ -273,8 +307,9 @@ class AdversarialConfig(_RmsdTraining, GRPOConfig):
 
 
 RECIPE_HELP = (
-    "--config RECIPE.yaml: a training recipe (TRL's): any option above as a key (mode: weighted, learning_rate: 2.0e-6, ...); "
-    "options on the command line override it. rmsd-gen's and rmsd-filter's --config, a pipelines file, is --pipelines-file here."
+    "--config RECIPE.yaml: a training recipe (TRL's): any option above as a key (mode: weighted, "
+    "learning_rate: 2.0e-6, ...); options on the command line override it. rmsd-gen's and rmsd-filter's "
+    "--config, a pipelines file, is --pipelines-file here."
 )
 
 
@@ -292,7 +327,8 @@ def parse(config_class: type, args: list[str], prog: str) -> tuple["Inputs", SFT
 
 
 def _check_recipe(path: Path | None, parser) -> None:
-    """``--config`` is TRL's recipe; rmsd-gen's and rmsd-filter's ``--config`` (a pipelines file) is ``--pipelines-file`` here."""
+    """``--config`` is TRL's recipe; rmsd-gen's and rmsd-filter's ``--config`` (a pipelines file) is
+    ``--pipelines-file`` here."""
     import yaml
 
     if path is None or not path.is_file():
@@ -300,7 +336,8 @@ def _check_recipe(path: Path | None, parser) -> None:
     recipe = yaml.safe_load(path.read_text())
     if isinstance(recipe, dict) and "pipelines" in recipe:
         parser.error(
-            f"--config {path} is a pipelines file; rmsd-train reads it with --pipelines-file (its --config is a training recipe)"
+            f"--config {path} is a pipelines file; rmsd-train reads it with --pipelines-file "
+            "(its --config is a training recipe)"
         )
 
 

@@ -32,6 +32,8 @@ import os
 import random
 import sys
 import time
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import datasets
@@ -40,7 +42,7 @@ import torch
 from transformers import set_seed
 from trl import GRPOTrainer
 
-from ..gen.backends import GenerationRequest, HFBackend
+from ..gen.backends import Completion, GenerationRequest, HFBackend
 from ..gen.frames import processor_video_kwargs
 from ..schemas.config import FilterConfig
 from ..schemas.frame_policy import save_frame_policy
@@ -52,7 +54,7 @@ from .data import curated_frame, sample_shards
 from .discriminator import Discriminator, DiscriminatorReward, DiscriminatorTrainer, TeacherPool
 from .health import write_health_report
 from .rewards import ContentReward, outer_format_reward, task_format_reward
-from .rollouts import VLLMRollouts
+from .rollouts import Rollouts, ServedRollouts, VLLMRollouts, start_server
 
 RL_COLUMNS = ["prompt_id", "task_type", "question", "options", "answer", "video", "frame_timestamps"]
 DISCRIMINATOR_DIR = "discriminator"
@@ -88,7 +90,7 @@ class VideoGRPOTrainer(StrictResume, GRPOTrainer):
         frame_cache: FrameCache,
         templates: dict | None = None,
         discriminator: DiscriminatorReward | None = None,
-        rollouts: VLLMRollouts | None = None,
+        rollouts: Rollouts | None = None,
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
@@ -278,7 +280,7 @@ def heldout_questions(prompt_ids: list[str], num_generations: int, seed: int) ->
 
 
 def _rollouts(
-    backend: HFBackend,
+    complete: Callable[[list[GenerationRequest]], list[list[Completion]]],
     rows: list[dict],
     frame_cache: FrameCache,
     templates: dict | None,
@@ -299,7 +301,7 @@ def _rollouts(
         )
         for r in rows
     ]
-    return [[c.text or "" for c in outs] for outs in backend.generate(requests)] if requests else []
+    return [[c.text or "" for c in outs] for outs in complete(requests)] if requests else []
 
 
 def warm_up_discriminator(
@@ -311,7 +313,7 @@ def warm_up_discriminator(
     frame_cache: FrameCache,
     templates: dict | None,
     s: AdversarialConfig,
-    rollouts: VLLMRollouts | None = None,
+    rollouts: Rollouts | None = None,
 ) -> dict:
     """GAD's warm-up: D learns teacher-vs-student on the SFT student's own rollouts (sampled as in
     RL) before the policy moves, until it tells them apart on held-out pairs or its step budget ends.
@@ -328,7 +330,9 @@ def warm_up_discriminator(
     the held-out ones), and every rank takes part in every update and check (D's update and its
     accuracy are collective, over all ranks' pairs): all ranks read the same accuracy and stop at
     the same step, a rank whose share is empty with no pairs."""
-    backend = rollouts.backend if rollouts is not None else HFBackend.from_model(policy, processor)
+    if rollouts is not None:
+        rollouts.sync(policy, 0)  # a server's first weights (a colocated engine starts with them)
+    complete = rollouts.completions if rollouts is not None else HFBackend.from_model(policy, processor).generate
     policy.eval()
     rank = torch.distributed.get_rank() if disc.world > 1 else 0
     questions = [r for r in frame.to_dicts() if pool.responses.get(r["prompt_id"])]
@@ -342,7 +346,7 @@ def warm_up_discriminator(
     ):  # in the warm-up's batches, with seeds of a range apart from its steps'
         batch = held_rows[start : start + per_step]
         for r, texts in zip(
-            batch, _rollouts(backend, batch, frame_cache, templates, s, 2**31 + s.seed * 1_000_003 + start * 10_007)
+            batch, _rollouts(complete, batch, frame_cache, templates, s, 2**31 + s.seed * 1_000_003 + start * 10_007)
         ):
             held_teachers += [dict(r, response=pool.best[r["prompt_id"]])] * len(texts)
             held_students += [dict(r, response=text) for text in texts]
@@ -352,7 +356,7 @@ def warm_up_discriminator(
         batch = [rows[(steps * per_step + i) % len(rows)] for i in range(per_step)] if rows else []
         students, teachers, quality = [], [], []
         for r, texts in zip(
-            batch, _rollouts(backend, batch, frame_cache, templates, s, s.seed * 1_000_003 + steps * 10_007)
+            batch, _rollouts(complete, batch, frame_cache, templates, s, s.seed * 1_000_003 + steps * 10_007)
         ):
             for text in texts:
                 drawn, q = pool.draw(r["prompt_id"], rng)
@@ -442,17 +446,7 @@ def run_rl(
     dataset = datasets.Dataset.from_polars(frame)
     disc_reward = None
     checkpoint = last_checkpoint(out) if resume else None
-    rollouts = None
-    if args.rollouts == "vllm":
-        from .rollouts import VLLMRollouts
-
-        rollouts = VLLMRollouts(
-            model_path,
-            memory=args.rollout_memory,
-            use_gpu=torch.cuda.is_available(),
-            dtype="bfloat16" if args.bf16 else "float32",
-            enforce_eager=args.rollout_enforce_eager,
-        )
+    rollouts = vllm_rollouts(args, model_path, main_process)
     if args.discriminator:
         pool = teacher_pool(data, samples=samples)
         saved = Path(checkpoint) / DISCRIMINATOR_DIR if checkpoint else None
@@ -493,7 +487,11 @@ def run_rl(
         discriminator=disc_reward,
         rollouts=rollouts,
     )
-    trainer.train(resume_from_checkpoint=checkpoint)
+    try:
+        trainer.train(resume_from_checkpoint=checkpoint)
+    finally:
+        if isinstance(rollouts, ServedRollouts):
+            rollouts.close()
     if main_process:
         if disc_reward is not None:
             (out / STATS_FILE).write_text(json.dumps(discriminator_stats(out, trainer.state.log_history), indent=1))
@@ -509,6 +507,38 @@ def run_rl(
     return save_final(trainer, processor, out, extra=extra)
 
 
+def vllm_rollouts(args: AdversarialConfig, model_path: Path, main_process: bool) -> Rollouts | None:
+    """The run's vLLM rollout engine (``--rollouts vllm`` or ``vllm-server``), None with hf rollouts.
+
+    Server mode: the main process starts the server (named after a token all processes share) or
+    finds the one named ``--rollout-server``; the other processes find it by its name once it is up,
+    and only the main process sends it weights."""
+    dtype = "bfloat16" if args.bf16 else "float32"
+    if args.rollouts == "vllm":
+        use_gpu = torch.cuda.is_available()
+        return VLLMRollouts(
+            model_path, args.rollout_memory, use_gpu, dtype, args.rollout_enforce_eager, args.rollout_sleep
+        )
+    if args.rollouts != "vllm-server":
+        return None
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    token = [uuid.uuid4().hex[:12]]
+    if distributed:
+        torch.distributed.broadcast_object_list(token, src=0)
+    run = token[0]
+    name, owned = args.rollout_server or f"rmsd-rollouts-{run}", args.rollout_server is None
+    if main_process and owned:
+        gpus = args.rollout_gpus if args.rollout_gpus >= 0 else float(torch.cuda.is_available())
+        memory = args.rollout_memory if gpus else 0.9
+        start_server(model_path, name, args.rollout_address, gpus, 1, memory, dtype, args.rollout_enforce_eager)
+    if distributed:
+        torch.distributed.barrier()  # the server is up before the other processes look for it
+    address = args.rollout_address or (None if main_process else "auto")  # the main process's local Ray
+    served = ServedRollouts.connect(name, run, address, sends_weights=main_process)
+    served.owned = main_process and owned
+    return served
+
+
 __all__ = [
     "VideoGRPOTrainer",
     "discriminator_stats",
@@ -517,6 +547,7 @@ __all__ = [
     "rl_frame",
     "rollout_config",
     "run_rl",
+    "vllm_rollouts",
     "teacher_pool",
     "warm_up_discriminator",
 ]

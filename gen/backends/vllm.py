@@ -32,10 +32,9 @@ class VLLMBackend:
         use_gpu: bool = False,
         enforce_eager: bool = False,
         in_process: bool = False,
+        sleep_mode: bool = False,
     ):
-        if (
-            in_process
-        ):  # the engine and its one worker in this process: weights reload from tensors here, unpickled (RL rollouts)
+        if in_process:  # the engine and its one worker in this process: weights reload from tensors, unpickled (RL)
             os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         if not use_gpu:
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB of KV cache on the CPU build
@@ -52,6 +51,16 @@ class VLLMBackend:
         kwargs = dict(gpu_memory_utilization=gpu_memory_utilization) if use_gpu else {}
         if in_process:
             kwargs["distributed_executor_backend"] = "uni"
+        if sleep_mode:  # RL rollouts colocated on a GPU: the engine frees the device while the policy updates
+            from vllm.platforms import current_platform
+
+            if not current_platform.is_sleep_mode_available():
+                raise ValueError(
+                    "vLLM's sleep mode needs its CUDA, ROCm or XPU build; "
+                    f"this one runs on {current_platform.device_type}"
+                )
+            kwargs["enable_sleep_mode"] = True
+        self.sleeping = False
         self.llm = LLM(
             model=model_path,
             dtype=dtype,
@@ -124,7 +133,19 @@ class VLLMBackend:
         weights = [(name, tensor.detach().to("cpu").contiguous()) for name, tensor in named_tensors]
         self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights, "is_checkpoint_format": True})
         self.llm.reset_prefix_cache()
-        self.llm.llm_engine.reset_encoder_cache()  # the scheduler's record of cached video encodings too, not only the worker's
+        # the scheduler's record of cached video encodings too, not only the worker's
+        self.llm.llm_engine.reset_encoder_cache()
+
+    def sleep(self) -> None:
+        """Offload the weights to host memory and free the KV cache (``sleep_mode`` engines)."""
+        if not self.sleeping:
+            self.llm.sleep(level=1)
+            self.sleeping = True
+
+    def wake_up(self) -> None:
+        if self.sleeping:
+            self.llm.wake_up()
+            self.sleeping = False
 
 
 def _token_logprobs(output) -> list[list[dict]]:

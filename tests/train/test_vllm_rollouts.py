@@ -1,6 +1,7 @@
 """RL rollouts on vLLM's CPU build (no mock): after a policy update the engine serves the new
 weights (its greedy output equals transformers' for the updated model, tied embeddings included,
-on text and on video prompts), and a short RL run with vLLM rollouts completes, saves and resumes."""
+on text and on video prompts), colocated and as a server in its own process; a short RL run with
+vLLM rollouts completes, saves and resumes (with the engine colocated, then as a server)."""
 
 import json
 import subprocess
@@ -14,7 +15,6 @@ from rmsd.gen.frames import sample_frames
 from rmsd.schemas.prompting import build_messages
 from tests.conftest import BIN
 from tests.train.test_resume import kill_after
-from tests.train.test_rl import distilled  # noqa: F401 (fixture)
 
 pytestmark = [
     pytest.mark.slow,
@@ -115,6 +115,45 @@ def test_after_a_policy_update_the_engine_serves_the_new_weights(tied_model, ben
     assert rollouts.synced_step == 1
 
 
+def test_a_rollout_server_in_its_own_process_serves_the_weights_it_is_sent(tied_model, bench_dir):
+    """Server mode: the engine is a Ray actor; after each update the trainer sends the weights, and
+    its rollouts equal transformers' greedy ones for the weights sent (the tied output layer too)."""
+    import polars as pl
+    import ray
+
+    from rmsd.gen.backends.hf import HFBackend
+    from rmsd.models import load_model
+    from rmsd.train.rollouts import ServedRollouts, start_server
+
+    model, processor = load_model(tied_model)
+    rows = pl.read_parquet(bench_dir / "prompts.parquet").to_dicts()[:4]
+    requests = _video_requests(bench_dir, rows, [processor.video_token_id, processor.image_token_id])
+    try:
+        actor = start_server(tied_model, num_cpus=0, enforce_eager=True)
+        served = ServedRollouts(actor, run="test", owned=True)
+        served.sync(model, 0)
+        before = served.generate(requests)
+        assert before == [c[0].token_ids for c in HFBackend.from_model(model, processor).generate(requests)]
+        served.sync(_updated(model), 1)
+        after = served.generate(requests)
+        assert after != before
+        assert after == [c[0].token_ids for c in HFBackend.from_model(model, processor).generate(requests)]
+        other = ServedRollouts(actor, run="another run", sends_weights=False)  # waits for its own run's weights
+        other.synced_step = 1
+        with pytest.raises(ray.exceptions.RayTaskError, match="no weights of run another run step 1"):
+            ray.get(actor.completions.remote(requests[:1], other.run, 1, timeout=0.2))
+        served.close()
+    finally:
+        ray.shutdown()
+
+
+def test_sleep_mode_is_refused_on_a_build_without_it(tiny_model):
+    from rmsd.gen.backends.vllm import VLLMBackend
+
+    with pytest.raises(ValueError, match="vLLM's sleep mode needs its CUDA, ROCm or XPU build; this one runs on cpu"):
+        VLLMBackend(str(tiny_model), sleep_mode=True)
+
+
 def _rl(*args):
     return [str(BIN / "rmsd-train"), "rl", *map(str, args)]
 
@@ -149,6 +188,8 @@ def test_rl_with_vllm_rollouts_trains_saves_and_resumes(tiny_model, distilled, t
     )
     kill_after(command, out / "checkpoint-1", timeout=600)
     killed_at = {p.name: p.stat().st_mtime_ns for p in (out / "checkpoint-1").iterdir()}
+    # resumed with the engine in its own process (server mode), started and ended by the run
+    command[command.index("vllm")] = "vllm-server"
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     state = json.loads((out / "checkpoint-3" / "trainer_state.json").read_text())
@@ -159,6 +200,15 @@ def test_rl_with_vllm_rollouts_trains_saves_and_resumes(tiny_model, distilled, t
     assert {
         p.name: p.stat().st_mtime_ns for p in (out / "checkpoint-1").iterdir()
     } == killed_at  # resumed from it, not started again
+
+
+def test_rollout_options_name_the_mode_they_need(tmp_path):
+    from rmsd.train.config import AdversarialConfig
+
+    with pytest.raises(ValueError, match="--rollout-sleep puts a colocated engine to sleep: it needs --rollouts vllm"):
+        AdversarialConfig(output_dir=str(tmp_path), rollout_sleep=True)
+    with pytest.raises(ValueError, match="--rollout-server and --rollout-address are for --rollouts vllm-server"):
+        AdversarialConfig(output_dir=str(tmp_path), rollouts="vllm", rollout_server="rmsd-rollouts")
 
 
 def test_trls_own_vllm_flag_points_to_video_rollouts(tmp_path):
