@@ -87,6 +87,11 @@ class TeacherEngine:
         self.teacher = next(t for t in pipeline.teachers if t.id == teacher_id)
         self.run_id = run_id
         self.backend = create_backend(self.teacher, self.teacher.model.path if self.teacher.model else None)
+        self.ready_at = time.time()
+
+    def ready_time(self) -> float:
+        """When this engine was ready to generate (wall clock, seconds since the epoch)."""
+        return self.ready_at
 
     def _row(self, p: DecodedPrompt, index: int, seed: int, **values) -> dict:
         r = p.row
@@ -195,7 +200,10 @@ class GenSummary:
     skipped_shards: int = 0
     written_shards: int = 0
     retried_samples: int = 0
+    started_at: float = 0.0  # wall clock, seconds since the epoch
     wall_seconds: float = 0.0
+    engine_start_seconds: float | None = None  # from the run's start until its last engine was ready
+    generation_seconds: float | None = None  # from then until the last shard was written
 
     @property
     def complete(self) -> bool:
@@ -328,7 +336,9 @@ def run_job(
         todo = [work for work in todo if work.samples]
         if retry is not None:
             todo += _retry_work(out, plan, done, retry)
-        summary = GenSummary(out, run_id, len(rows), expected, 0, 0, {}, refused, skipped_shards=len(done))
+        summary = GenSummary(
+            out, run_id, len(rows), expected, 0, 0, {}, refused, skipped_shards=len(done), started_at=started
+        )
         writes = bool(todo) or not (out / MANIFEST_FILE).exists()
         if writes:
             withdraw_completion(out)  # first: while shards change, no reader takes the folder for complete
@@ -405,7 +415,8 @@ def _run_slices(
             disable=not progress,
             smoothing=0.1,
         )
-        pending: dict = {}  # generation ref -> (place in todo, slice index, teacher, expected rows, indices retried or None)
+        # generation ref -> (place in todo, slice index, teacher, expected rows, indices retried or None)
+        pending: dict = {}
         queue = deque(todo)
         inflight: dict[int, int] = {}  # position in todo -> shards still generating
         limit = pipeline.gen.max_inflight_shards + sum(len(v) for v in engines.values())
@@ -443,10 +454,23 @@ def _run_slices(
             if inflight[slot] == 0:
                 del inflight[slot]
         bar.close()
+        _engine_timings(engines, summary)
     finally:
         if temp is not None:
             ray.shutdown()
             shutil.rmtree(temp, ignore_errors=True)
+
+
+def _engine_timings(engines: dict, summary: GenSummary) -> None:
+    """How the run's time divides: starting the engines (which decoding overlaps), then generating
+    and writing. Actors on other nodes report their own clock."""
+    finished = time.time()
+    try:
+        ready = max(ray.get([actor.ready_time.remote() for actors in engines.values() for actor in actors]))
+    except (ray.exceptions.RayError, ValueError):  # an engine that died has no ready time; no engines at all
+        return
+    summary.engine_start_seconds = ready - summary.started_at
+    summary.generation_seconds = finished - ready
 
 
 def _write_manifest(pipeline, prompts_path, out, identity, summary, stats) -> None:
@@ -472,6 +496,9 @@ def _write_manifest(pipeline, prompts_path, out, identity, summary, stats) -> No
         },
         "timings": {
             "wall_seconds_last_run": round(summary.wall_seconds, 3),
+            # the engines' start (decoding overlaps it), then generation and writing; None when nothing ran
+            "engine_start_seconds_last_run": _rounded(summary.engine_start_seconds),
+            "generation_seconds_last_run": _rounded(summary.generation_seconds),
             "shards_written_last_run": summary.written_shards,
             "samples_retried_last_run": summary.retried_samples,
         },
@@ -479,3 +506,7 @@ def _write_manifest(pipeline, prompts_path, out, identity, summary, stats) -> No
         "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     write_json(out / MANIFEST_FILE, manifest)
+
+
+def _rounded(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds, 3)
