@@ -34,6 +34,7 @@ first). In order:
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -249,17 +250,18 @@ def rule3(out: Path, benchmark: Path, init: Path, chosen: dict, jobs: int) -> di
     steps = STEP_CHOICES[-1]
     for candidate in STEP_CHOICES:
         train = ceiling_training(init, benchmark, candidate)
+        name = f"ceiling-{candidate}steps"
         with ThreadPoolExecutor(jobs) as pool:
             scores = pool.map(
-                lambda seed: student(
-                    out, f"ceiling-{candidate}steps", seed, train, (validation, None), threads, "validation"
+                functools.partial(
+                    student, out, name, train=train, tests=(validation, None), threads=threads, split="validation"
                 ),
                 RULE3_SEEDS,
             )
             trials[candidate] = dict(zip(RULE3_SEEDS, scores))
+        shown = [round(100 * v, 1) for v in trials[candidate].values()]
         print(
-            f"  rule 3: {candidate} steps, ceiling on validation {[round(100 * v, 1) for v in trials[candidate].values()]} "
-            f"against the prior's {100 * prior_score:.1f}",
+            f"  rule 3: {candidate} steps, ceiling on validation {shown} against the prior's {100 * prior_score:.1f}",
             flush=True,
         )
         if min(trials[candidate].values()) - prior_score >= HEADLINE_MARGIN:
@@ -547,9 +549,10 @@ def _stats(values: dict[int, float]) -> tuple[float, float]:
 
 def changed_share(out: Path, before: str, after: str, seed: int) -> float:
     """Share of headline test questions whose parsed answer differs between two students."""
-    read = lambda name: pl.read_parquet(out / "eval" / f"{name}-s{seed}" / "responses.parquet").select(
-        "prompt_id", "normalised"
-    )  # noqa: E731
+
+    def read(name: str) -> pl.DataFrame:
+        return pl.read_parquet(out / "eval" / f"{name}-s{seed}" / "responses.parquet").select("prompt_id", "normalised")
+
     joined = read(before).join(read(after), on="prompt_id", suffix="_after")
     return joined.select((pl.col("normalised").ne_missing(pl.col("normalised_after"))).mean()).item()
 
@@ -592,29 +595,46 @@ def write_results(results: dict, out: Path, results_md: Path, seconds: float) ->
     def headroom(name: str) -> str:  # a ceiling at or below A leaves nothing to recover: a ratio would only flip signs
         return f"{(get(name)[0] - get('A')[0]) / room + 0.0:+.2f}" if room > 0 else "n/a"  # + 0.0: no "-0.00"
 
+    met = (
+        ""
+        if budget["met"] is None
+        else ", met"
+        if budget["met"]
+        else (", not met: no budget let the ceiling clear the prior by 20 points")
+    )
     lines = [
         "# Results: the R-MSD ablation on the synthetic benchmark (v3)",
         "",
-        f"Written by `make ablation` (experiments/ablation.py) in {seconds / 60:.0f} min on this machine's CPU (2 cores), after "
-        f"`make teacher`. The design and the rules that pick what counts were registered in docs/benchmark.md at commit "
-        f"{chosen['registered_in']} before any student of this design was trained; this run started from commit {chosen['head']}.",
+        f"Written by `make ablation` (experiments/ablation.py) in {seconds / 60:.0f} min on this machine's CPU (2 "
+        "cores), after "
+        "`make teacher`. The design and the rules that pick what counts were registered in docs/benchmark.md at "
+        "commit "
+        f"{chosen['registered_in']} before any student of this design was trained; this run started from commit "
+        f"{chosen['head']}.",
         "",
-        f"Headline: mean metric over the {questions:,} headline questions of the test set (seed {TEST_SEED}; task types "
-        f"{', '.join(headline)}, chosen by rule 1), greedy decoding; binomial sd of one run's accuracy <= 0.5 / sqrt({questions}) = "
-        f"{50 / math.sqrt(questions):.2f} points. Mean +- standard deviation over {len(seeds)} seeds. Every student starts from the same "
-        f"initial weights (the demo preset, 0.8 M parameters, with the teacher's vision tower) and trains {budget['steps']} steps of 16 "
-        f"examples (rule 3{'' if budget['met'] is None else ', met' if budget['met'] else ', not met: no budget let the ceiling clear the prior by 20 points'}); the K and tau sweeps ran on seed 0 only; E and F add {RL_STEPS} GRPO steps (4 rollouts per question, lr 2e-4) to D. Teacher samples at T = {chosen['temperature']} (rule 2).",
+        f"Headline: mean metric over the {questions:,} headline questions of the test set (seed {TEST_SEED}; task "
+        "types "
+        f"{', '.join(headline)}, chosen by rule 1), greedy decoding; binomial sd of one run's accuracy <= 0.5 / "
+        f"sqrt({questions}) = "
+        f"{50 / math.sqrt(questions):.2f} points. Mean +- standard deviation over {len(seeds)} seeds. Every student "
+        "starts from the same "
+        "initial weights (the demo preset, 0.8 M parameters, with the teacher's vision tower) and trains "
+        f"{budget['steps']} steps of 16 "
+        f"examples (rule 3{met}); the K and tau sweeps ran on seed 0 only; E and F add {RL_STEPS} GRPO steps "
+        f"(4 rollouts per question, lr 2e-4) to D. Teacher samples at T = {chosen['temperature']} (rule 2).",
         "",
         "Headroom recovered: (run - A) / (ceiling - A); n/a when the ceiling does not beat A.",
         "",
         "| run | what | accuracy (%) | headroom recovered |",
         "| --- | --- | ---: | ---: |",
-        f"| prior | the best constant answer per question template of the benchmark's train split, no video | {reference['prior']:.1f} | |",
+        "| prior | the best constant answer per question template of the benchmark's train split, no video | "
+        f"{reference['prior']:.1f} | |",
         f"| teacher | the teacher's greedy answers | {reference['teacher']:.1f} | |",
     ]
     lines += [f"| {n} | {what} | {get(n)[0]:.1f} +- {get(n)[1]:.1f} | {headroom(n)} |" for n, what in rows.items()]
     lines += [
-        f"| ceiling | the same student, initialisation and steps, trained on the ground truth | {ceiling[0]:.1f} +- {ceiling[1]:.1f} | {headroom('ceiling')} |"
+        f"| ceiling | the same student, initialisation and steps, trained on the ground truth | {ceiling[0]:.1f} +- "
+        f"{ceiling[1]:.1f} | {headroom('ceiling')} |"
     ]
     first = seeds[0]
     sweep = lambda name: 100 * results[alias.get(name, name)][first]  # noqa: E731
@@ -639,7 +659,8 @@ def write_results(results: dict, out: Path, results_md: Path, seconds: float) ->
         )
     order = d[0] >= c[0] >= b[0] >= a[0]
     lines.append(
-        f"- D >= C >= B >= A (means): {d[0]:.1f} / {c[0]:.1f} / {b[0]:.1f} / {a[0]:.1f}: **{'holds' if order else 'does not hold'}**"
+        f"- D >= C >= B >= A (means): {d[0]:.1f} / {c[0]:.1f} / {b[0]:.1f} / {a[0]:.1f}: "
+        f"**{'holds' if order else 'does not hold'}**"
         + (
             ""
             if order
@@ -663,10 +684,13 @@ def write_results(results: dict, out: Path, results_md: Path, seconds: float) ->
         "",
         "## The adversarial stage",
         "",
-        "Share of headline test answers (parsed) that RL changes, same seed; the discriminator's held-out accuracy and margin "
-        "at the end of its warm-up (target 0.6, at most 64 steps), and over RL training (from `discriminator_stats.json`).",
+        "Share of headline test answers (parsed) that RL changes, same seed; the discriminator's held-out accuracy "
+        "and margin "
+        "at the end of its warm-up (target 0.6, at most 64 steps), and over RL training (from "
+        "`discriminator_stats.json`).",
         "",
-        "| seed | D -> E changed | D -> F changed | warm-up steps | held-out accuracy | margin | reward sd over RL (mean) |",
+        "| seed | D -> E changed | D -> F changed | warm-up steps | held-out accuracy | margin | reward sd over RL "
+        "(mean) |",
         "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for seed in seeds:
@@ -675,8 +699,10 @@ def write_results(results: dict, out: Path, results_md: Path, seconds: float) ->
         rl = fig.get("rl", {})
         fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
         lines.append(
-            f"| {seed} | {100 * changed_share(out, 'D', 'E', seed):.1f}% | {100 * changed_share(out, 'D', 'F', seed):.1f}% | "
-            f"{warm.get('steps_taken', '-')} | {fmt(warm.get('accuracy'))} | {fmt(warm.get('margin'))} | {fmt((rl.get('reward_std') or {}).get('mean'))} |"
+            f"| {seed} | {100 * changed_share(out, 'D', 'E', seed):.1f}% | "
+            f"{100 * changed_share(out, 'D', 'F', seed):.1f}% | "
+            f"{warm.get('steps_taken', '-')} | {fmt(warm.get('accuracy'))} | {fmt(warm.get('margin'))} | "
+            f"{fmt((rl.get('reward_std') or {}).get('mean'))} |"
         )
     lines += [
         "",
@@ -721,7 +747,8 @@ def write_results(results: dict, out: Path, results_md: Path, seconds: float) ->
         "| --- | ---: | ---: | ---: | --- |",
     ]
     lines += [
-        f"| {t} | {100 * (r['teacher'] or 0):.1f} | {100 * (r['prior'] or 0):.1f} | {100 * ((r['teacher'] or 0) - (r['prior'] or 0)):+.1f} | "
+        f"| {t} | {100 * (r['teacher'] or 0):.1f} | {100 * (r['prior'] or 0):.1f} | "
+        f"{100 * ((r['teacher'] or 0) - (r['prior'] or 0)):+.1f} | "
         f"{'yes' if r['headline'] else 'no'} |"
         for t, r in rule1.items()
     ]

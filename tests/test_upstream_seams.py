@@ -23,17 +23,27 @@ TESTED = {"trl": "1.16.0", "transformers": "5.19.0"}
 # rmsd class . private method -> the signature of the upstream method it overrides, in TESTED.
 SEAMS = {
     "WeightedSFTTrainer._save_checkpoint": "(self, model, trial)",
-    "WeightedSFTTrainer._get_num_items_in_batch": "(self, batch_samples: list, device: torch.device) -> torch.Tensor | int | None",
-    "StrictResume._load_from_checkpoint": "(self, resume_from_checkpoint: str, model: torch.nn.modules.module.Module | None = None) -> None",
+    "WeightedSFTTrainer._get_num_items_in_batch": (
+        "(self, batch_samples: list, device: torch.device) -> torch.Tensor | int | None"
+    ),
+    "StrictResume._load_from_checkpoint": (
+        "(self, resume_from_checkpoint: str, model: torch.nn.modules.module.Module | None = None) -> None"
+    ),
     "StrictResume._issue_warnings_after_load": "(self, load_result: Any) -> None",
     "VideoGRPOTrainer._save_checkpoint": "(self, model, trial)",
-    "VideoGRPOTrainer._generate_and_score_completions": "(self, inputs: list[dict[str, torch.Tensor | typing.Any]]) -> dict[str, torch.Tensor | typing.Any]",
+    "VideoGRPOTrainer._generate_and_score_completions": (
+        "(self, inputs: list[dict[str, torch.Tensor | typing.Any]]) -> dict[str, torch.Tensor | typing.Any]"
+    ),
     "VideoGRPOTrainer._tokenize_prompts": "(self, prompts: list)",
-    "VideoGRPOTrainer._generate_single_turn": "(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False)",
+    "VideoGRPOTrainer._generate_single_turn": (
+        "(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False)"
+    ),
     "VideoGRPOTrainer._compute_loss": "(self, model, inputs)",
     "VideoGRPOTrainer._get_per_token_logps_and_entropies": (
-        "(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None, compute_entropy=False, compute_aux_loss=False, "
-        "pixel_values=None, image_grid_thw=None, num_images=None, pixel_attention_mask=None, spatial_shapes=None, num_tiles=None, "
+        "(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None, compute_entropy=False, "
+        "compute_aux_loss=False, "
+        "pixel_values=None, image_grid_thw=None, num_images=None, pixel_attention_mask=None, spatial_shapes=None, "
+        "num_tiles=None, "
         "image_sizes=None, token_type_ids=None, mm_token_type_ids=None, image_position_ids=None) "
         "-> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]"
     ),
@@ -85,7 +95,8 @@ def _private_overrides() -> dict[str, tuple[str, str]]:
     found = {}
     for cls in _rmsd_classes():
         bases = [b for b in cls.__mro__[1:] if _is_upstream(b)]
-        # the class and the rmsd mixins ahead of upstream in its bases (a mixin overrides through the class it is mixed into)
+        # the class and the rmsd mixins ahead of upstream in its bases (a mixin overrides through the class it is
+        # mixed into)
         for own in [c for c in cls.__mro__ if c.__module__.startswith("rmsd.")]:
             for name, member in vars(own).items():
                 if (
@@ -132,8 +143,8 @@ def test_every_private_upstream_method_rmsd_overrides_has_the_signature_it_was_w
 def test_pyproject_and_constraints_pin_the_versions_the_seams_were_recorded_against():
     pyproject = (REPO / "pyproject.toml").read_text()
     constraints = (REPO / "constraints.txt").read_text()
-    for package, version in TESTED.items():
-        pin = f"{package}=={version}"
+    for package, tested in TESTED.items():
+        pin = f"{package}=={tested}"
         assert re.search(rf'^\s*"{re.escape(pin)}",', pyproject, re.M), (
             f"pyproject.toml must depend on {pin}: the version SEAMS was recorded against"
         )

@@ -194,7 +194,10 @@ def test_one_run_per_output_folder(pipeline, samples_dir, tmp_path):  # noqa: F8
     path, cfg = pipeline
     out = tmp_path / "out"
     out.mkdir()
-    hold = "import fcntl, sys, time\nlock = open(sys.argv[1], 'a')\nfcntl.flock(lock, fcntl.LOCK_EX)\nprint('held', flush=True)\ntime.sleep(120)\n"
+    hold = (
+        "import fcntl, sys, time\nlock = open(sys.argv[1], 'a')\nfcntl.flock(lock, fcntl.LOCK_EX)\n"
+        "print('held', flush=True)\ntime.sleep(120)\n"
+    )
     holder = subprocess.Popen(
         [sys.executable, "-c", hold, str(out / LOCK_FILE)], stdout=subprocess.PIPE, text=True
     )  # a run on the folder

@@ -29,8 +29,6 @@ class EchoServer:
     answers: ``status`` 401 / 500 with it in the error body, or 200 with it in the response text."""
 
     def __init__(self, status: int):
-        server = self
-
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, *args):
                 pass

@@ -20,7 +20,10 @@ from rmsd.schemas.manifests import (
     model_fingerprint,
 )
 
-HOLD = "import sys, time\nfrom rmsd.schemas.manifests import folder_lock\nwith folder_lock(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(120)\n"
+HOLD = (
+    "import sys, time\nfrom rmsd.schemas.manifests import folder_lock\n"
+    "with folder_lock(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(120)\n"
+)
 
 
 def test_one_run_per_folder_and_a_killed_holder_blocks_nothing(tmp_path):

@@ -96,7 +96,8 @@ def test_sft_builds_its_student_trains_logs_and_eval_scores_the_result(bench_dir
     # the same checkpoint in a vLLM engine (CPU build): loadable by vLLM, every question answered
     if find_spec("vllm") is None:
         pytest.skip(
-            "vLLM is not installed (make setup installs its CPU build on x86-64 only): all but the vLLM evaluation passed"
+            "vLLM is not installed (make setup installs its CPU build on x86-64 only): all but the vLLM evaluation "
+            "passed"
         )
     done = subprocess.run(
         train(
@@ -199,7 +200,8 @@ def test_sft_and_rl_take_every_trl_option_from_the_command_line_and_a_recipe(tmp
 
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(
-        "mode: weighted\ndata: curated\noutput_dir: out\nlearning_rate: 3.0e-4\ngradient_checkpointing: false\nweight_decay: 0.1\n"
+        "mode: weighted\ndata: curated\noutput_dir: out\nlearning_rate: 3.0e-4\ngradient_checkpointing: "
+        "false\nweight_decay: 0.1\n"
     )
     inputs, args = parse(DistillSFTConfig, ["--config", str(recipe), "--lr", "1e-3"], "rmsd-train sft")
     assert (inputs.data, args.mode, args.output_dir) == ("curated", "weighted", "out")

@@ -54,8 +54,8 @@ def test_eval_asks_only_the_task_types_it_is_given_and_names_the_known_ones(tiny
     unknown = CliRunner().invoke(app, [*command, "--out", str(tmp_path / "bad"), "--task-types", "ocr", "counting"])
     assert unknown.exit_code == 2
     assert (
-        "unknown task type 'counting'; known: multiple_choice, numerical, temporal_grounding, spatial_grounding, ocr, open_ended"
-        in unknown.output
+        "unknown task type 'counting'; known: multiple_choice, numerical, temporal_grounding, spatial_grounding, "
+        "ocr, open_ended" in unknown.output
     )
     assert not (tmp_path / "bad").exists()
 

@@ -24,8 +24,8 @@ def test_a_checkpoints_frames_are_the_evaluations_default_and_an_option_override
     frames, source, warning = evaluation_frames(tmp_path, FramesConfig(), "demo", {"num_frames": 64, "fps": None})
     assert frames == FramesConfig(num_frames=64, max_pixels=56 * 56) and source.endswith("with --num-frames 64")
     assert (
-        warning
-        == f"this evaluation takes frames as 64 frames, <= 3136 px, exact; the checkpoint's training frames ({tmp_path}) were 16 frames, <= 3136 px, exact"
+        warning == "this evaluation takes frames as 64 frames, <= 3136 px, exact; "
+        f"the checkpoint's training frames ({tmp_path}) were 16 frames, <= 3136 px, exact"
     )
 
     frames, source, _ = evaluation_frames(tmp_path, FramesConfig(), "demo", {"fps": 2.0, "mode": "keyframe"})
@@ -65,8 +65,8 @@ def test_gen_warns_when_a_teacher_was_trained_with_other_frames(tmp_path):
     )
     (warning,) = teacher_frame_warnings(load_pipeline("p", path, check_models=False))
     assert (
-        warning
-        == f"this run takes frames as 8 frames, <= 12544 px, exact; teacher t's training frames ({teacher}) were 16 frames, <= 3136 px, exact"
+        warning == "this run takes frames as 8 frames, <= 12544 px, exact; "
+        f"teacher t's training frames ({teacher}) were 16 frames, <= 3136 px, exact"
     )
 
 

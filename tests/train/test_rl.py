@@ -136,7 +136,8 @@ def test_rl_with_the_discriminator_trains_saves_and_logs(tiny_model, distilled, 
     assert done.returncode == 0, done.stderr[-3000:]
     warmup = json.loads((out / "discriminator_warmup.json").read_text())
     assert warmup["steps_taken"] == len(warmup["history"]) == 2 and all("accuracy" in s for s in warmup["history"])
-    # one held-out check (a quarter of the questions held out, 2 rollouts each), at the budget's last step: the default cadence is longer
+    # one held-out check (a quarter of the questions held out, 2 rollouts each), at the budget's last step: the
+    # default cadence is longer
     pairs = 2 * warmup["heldout_questions"]
     assert (
         pairs
