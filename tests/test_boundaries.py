@@ -34,18 +34,6 @@ PUBLIC = {
     "rmsd.gen.adapters": "load_prompts, the one reader of prompts files: train's evaluation and ground-truth SFT",
 }
 
-# TEMPORARY: known violations that other changes of issue 25 are removing (rmsd-filter's run.py and
-# its tests are being rewritten, and the helpers train/data.py takes from it are moving to
-# schemas/). (file, what it reaches) -> why it is still here. An entry that no longer matches a
-# violation fails test_temporary_entries_still_needed: delete it once fixed.
-TEMPORARY = {
-    ("train/data.py", "rmsd.filter.run"): "shard_groups, batch_files: moving to a public module of schemas/",
-    ("train/data.py", "rmsd.filter.run._input_manifest_hash"): "moving to a public module of schemas/",
-    ("tests/filter/test_run.py", "rmsd.filter.run._on_polars_thread"): "filter/run.py being rewritten",
-    ("bench/filter.py", "rmsd.filter.run._WORKER_ENV"): "filter/run.py being rewritten",
-    ("tests/filter/test_score.py", "rmsd.filter.score._COUNTS_PER_ROW"): "patched by its test; filter/score.py's owner",
-}
-
 
 def _private(name: str) -> bool:
     return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
@@ -185,16 +173,10 @@ def violations() -> list[tuple[str, int, str, str]]:
 
 
 def test_no_module_crosses_a_boundary():
-    found = [v for v in violations() if (v[0], v[2]) not in TEMPORARY]
+    found = violations()
     assert not found, "stage boundaries crossed (tests/test_boundaries.py says what may cross):\n" + "\n".join(
         f"{rel}:{line}: {message}" for rel, line, _, message in found
     )
-
-
-def test_temporary_entries_still_needed():
-    used = {(rel, target) for rel, _, target, _ in violations()}
-    stale = [key for key in TEMPORARY if key not in used]
-    assert not stale, f"fixed: remove from TEMPORARY in tests/test_boundaries.py: {stale}"
 
 
 def test_public_modules_exist_and_say_so():
