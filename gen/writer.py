@@ -47,8 +47,9 @@ def prepare_output(out: Path, identity: dict) -> None:
             swapped = [t for t in sorted(now) if before is not None and before.get(t) != now[t] and _has_shards(out, t)]
             if swapped:
                 raise JobMismatchError(
-                    f"{out}: the checkpoint of teacher {', '.join(swapped)} is not the one this job began with (its fingerprint "
-                    "differs): resuming would mix two models' samples under one run_id; restore that checkpoint, or use a new --out folder"
+                    f"{out}: the checkpoint of teacher {', '.join(swapped)} is not the one this job began with (its "
+                    "fingerprint differs): resuming would mix two models' samples under one run_id; restore that "
+                    "checkpoint, or use a new --out folder"
                 )
             write_json(job, identity)
         elif changed:
