@@ -8,14 +8,12 @@ from hypothesis import strategies as st
 from rmsd.schemas import grammar
 from rmsd.schemas.grammar import (
     ANSWER_CODE,
-    RESPONSE_COLUMNS,
     TaskType,
     add_response_parts,
     extract,
     extract_answer,
     parse_answers,
     parse_responses,
-    response_stages,
     split_response,
     wrap_response,
 )
@@ -108,49 +106,10 @@ def test_no_parser_raises(rows):
     assert answers.height == len(rows)
 
 
-PIECES = [
-    "<think>",
-    "</think>",
-    "<answer>",
-    "</answer>",
-    " ",
-    "\n",
-    "\u00a0",
-    "\u2003",
-    "B",
-    "[1, 2]",
-    "é",
-    "日本",
-    "<",
-    ">",
-    "/",
-    "answer",
-]
-
-
-_PIECES = st.lists(st.sampled_from(PIECES), max_size=4).map("".join)
-WRAPPED = st.builds("{}<think>{}</think>{}<answer>{}</answer>{}".format, _PIECES, _PIECES, _PIECES, _PIECES, _PIECES)
-
-
-@settings(max_examples=300, deadline=None)
-@given(
-    texts=st.lists(
-        st.none() | st.lists(st.sampled_from(PIECES), max_size=12).map("".join) | WRAPPED, min_size=1, max_size=40
-    )
-)
-def test_answer_part_shortcut_equals_the_definition(texts):
-    """add_response_parts takes byte offsets where a text has one <answer>; response_stages is the
-    definition (splits and OUTER_PATTERN). Both agree on any mix of tags, whitespace and text."""
-    frame = pl.DataFrame({"text": texts}, schema={"text": pl.String})
-    defined = frame
-    for stage in response_stages(pl.col("text")):
-        defined = defined.with_columns(**stage)
-    assert add_response_parts(frame).select(RESPONSE_COLUMNS).equals(defined.select(RESPONSE_COLUMNS))
-
-
-def test_wrapper_checked_by_bytes_and_by_pattern_alike():
-    """Tightly wrapped responses are told by exact bytes, the others by the patterns: one batch
-    mixing both gives the definition's outer_ok on each row."""
+def test_wrapper_checked_by_the_fast_path_and_the_definition_alike():
+    """Tightly wrapped responses are told by the fast path's exact bytes, the others by the
+    definition: one batch mixing both gives the definition's outer_ok on each row (generated
+    responses: test_grammar_properties.py)."""
     texts = [
         "<think>a</think><answer>B</answer>",
         "<think>a</think><answer>B</answer>\n",
@@ -166,9 +125,7 @@ def test_wrapper_checked_by_bytes_and_by_pattern_alike():
         None,
     ]
     frame = pl.DataFrame({"text": texts}, schema={"text": pl.String})
-    defined = frame
-    for stage in response_stages(pl.col("text")):
-        defined = defined.with_columns(**stage)
+    defined = add_response_parts(frame, fast=False)
     assert add_response_parts(frame)["outer_ok"].to_list() == defined["outer_ok"].to_list()
     assert defined["outer_ok"].to_list() == [
         True,
@@ -211,7 +168,7 @@ def test_repeated_answers_parse_as_each_alone(rows):
     runs = frame.select(pl.col("options").ne_missing(pl.col("options").shift()).cum_sum().alias("runs"))
     assert parse_answers(frame.hstack(runs), "answer", option_runs="runs").drop("runs").equals(alone)
     # rows find their distinct answer in a table of the keys, or by a join where the keys are sparse
-    with mock.patch.object(grammar, "_TABLE_PER_ROW", 0):
+    with mock.patch.object(grammar, "ANSWERS_TABLE_PER_ROW", 0):
         assert parse_answers(frame, "answer").equals(alone)
     # the answer code, made once per distinct answer: equal exactly where the normalised answers are
     coded = parse_answers(frame, "answer", only=("normalised", ANSWER_CODE))
