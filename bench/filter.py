@@ -10,7 +10,7 @@ response at a time, dictionaries for the per-prompt steps). Goals (issue 4): >= 
 peak < 3 GB, >= 5x the row-by-row baseline.
 
     .venv/bin/python bench/filter.py [--rows 10000000] [--baseline-rows 300000] [--repeat N] [--workdir DIR]
-        [--slice-prompts N] [--steps GROUPS] [--against DIR]
+        [--slice-prompts N] [--steps GROUPS] [--grammar ROWS] [--against DIR]
 """
 
 from __future__ import annotations
@@ -234,9 +234,10 @@ import json, sys, time
 from pathlib import Path
 import polars as pl
 from rmsd.filter.report import partial_stats
-from rmsd.filter.run import read_group, shard_groups, write_curated, write_scored
+from rmsd.filter.run import read_group, write_curated, write_scored
 from rmsd.filter.score import dropped_prompts, score_samples
 from rmsd.schemas.config import FilterConfig
+from rmsd.schemas.filtered import shard_groups
 cfg, work = FilterConfig(), Path(sys.argv[2])
 def timed(files, passes=3):
     best = {}
@@ -259,24 +260,24 @@ def timed(files, passes=3):
         best = {k: min(best.get(k, 1e9), v / rows) for k, v in times.items()}
     return best, rows
 groups = [[str(f) for f in fs] for _, fs in shard_groups(Path(sys.argv[1]))][: int(sys.argv[3])]
-from rmsd.filter.run import _on_polars_thread  # the steps on the Polars pool's thread, as a worker runs them
-per_row, rows = _on_polars_thread(timed, groups)
+per_row, rows = timed(groups)
 small = []
 for f in groups[0]:
     path = work / ("small-" + Path(f).name)
     pl.read_parquet(f).head(500).write_parquet(path)
     small.append(str(path))
-fixed, small_rows = _on_polars_thread(timed, [small] * 5, 5)
-print(json.dumps({"rows": rows, "per_row": per_row, "small_rows": small_rows // 5, "fixed": {k: v * small_rows / 5 for k, v in fixed.items()}}))
+fixed, small_rows = timed([small] * 5, 5)
+fixed = {k: v * small_rows / 5 for k, v in fixed.items()}
+print(json.dumps({"rows": rows, "per_row": per_row, "small_rows": small_rows // 5, "fixed": fixed}))
 """
 
 
 def _one_worker(child: str, *args: object) -> dict:
     """Run ``child`` in a process as one rmsd-filter worker runs (its environment: Polars on one
     thread, queries in memory); its last line of output, JSON."""
-    from rmsd.filter.run import _WORKER_ENV
+    from rmsd.filter.executors import WORKER_ENV
 
-    env = {**os.environ, **_WORKER_ENV}
+    env = {**os.environ, **WORKER_ENV}
     done = subprocess.run([sys.executable, "-c", child, *map(str, args)], capture_output=True, text=True, env=env)
     if done.returncode:
         sys.exit(done.stderr)
@@ -287,12 +288,14 @@ def _steps(samples: Path, work: Path, groups: int) -> None:
     work.mkdir(parents=True, exist_ok=True)
     result = _one_worker(STEPS_CHILD, samples, work, groups)
     print(
-        f"steps, one worker, CPU per row over {result['rows']:,} rows (best of 3), and per group of {result['small_rows']:,} rows:"
+        f"steps, one worker, CPU per row over {result['rows']:,} rows (best of 3), "
+        f"and per group of {result['small_rows']:,} rows:"
     )
     for step, us in result["per_row"].items():
         print(f"  {step:16s} {us * 1e6:6.3f} us per row   {result['fixed'][step] * 1e3:6.1f} ms per small group")
     print(
-        f"  {'all':16s} {sum(result['per_row'].values()) * 1e6:6.3f} us per row   {sum(result['fixed'].values()) * 1e3:6.1f} ms per small group"
+        f"  {'all':16s} {sum(result['per_row'].values()) * 1e6:6.3f} us per row   "
+        f"{sum(result['fixed'].values()) * 1e3:6.1f} ms per small group"
     )
 
 
@@ -304,7 +307,9 @@ AGAINST_CHILD = """
 import importlib.util, json, statistics, sys, time
 from pathlib import Path
 def load(name, folder):  # the other checkout as a package of another name (its imports are relative)
-    spec = importlib.util.spec_from_file_location(name, Path(folder) / "__init__.py", submodule_search_locations=[folder])
+    spec = importlib.util.spec_from_file_location(
+        name, Path(folder) / "__init__.py", submodule_search_locations=[folder]
+    )
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)
@@ -313,9 +318,11 @@ load("rmsd_against", sys.argv[2])
 import rmsd.filter.run as this_run, rmsd.schemas.config as this_config
 import rmsd_against.filter.run as that_run, rmsd_against.schemas.config as that_config
 def pipeline(config):
-    return config.PipelineConfig(teachers=[config.TeacherConfig(id="bench", model=config.ModelConfig(path="unused"))], filter=config.FilterConfig())
+    teacher = config.TeacherConfig(id="bench", model=config.ModelConfig(path="unused"))
+    return config.PipelineConfig(teachers=[teacher], filter=config.FilterConfig())
 runs = {"this": (this_run, pipeline(this_config)), "other": (that_run, pipeline(that_config))}
-groups = [[str(f) for f in fs] for _, fs in this_run.shard_groups(Path(sys.argv[1]))][: int(sys.argv[4])]
+from rmsd.schemas.filtered import shard_groups
+groups = [[str(f) for f in fs] for _, fs in shard_groups(Path(sys.argv[1]))][: int(sys.argv[4])]
 totals, walls, ratios, rows = {"this": 0.0, "other": 0.0}, {"this": 0.0, "other": 0.0}, [], 0
 for rep in range(int(sys.argv[5]) + 1):
     for i, files in enumerate(groups):
@@ -323,7 +330,7 @@ for rep in range(int(sys.argv[5]) + 1):
         seconds, wall = {}, {}
         for name in order:
             module, cfg = runs[name]
-            score = getattr(module, "_score_group_in_worker", module.score_group)  # as a worker runs it, where the code says how
+            score = getattr(module, "score_batch", None) or module.score_group  # score_group: its name before
             t, w = time.process_time(), time.perf_counter()
             n = score(f"{name}-{i}", files, cfg, str(Path(sys.argv[3]) / name))["samples"]
             seconds[name], wall[name] = time.process_time() - t, time.perf_counter() - w
@@ -331,9 +338,39 @@ for rep in range(int(sys.argv[5]) + 1):
             for name in totals:
                 totals[name] += seconds[name]; walls[name] += wall[name]
             ratios.append(seconds["other"] / seconds["this"]); rows += n
-print(json.dumps({"rows": rows, "this": totals["this"] / rows, "other": totals["other"] / rows, "ratio": totals["other"] / totals["this"],
-                  "wall_ratio": walls["other"] / walls["this"], "median": statistics.median(ratios), "pairs": len(ratios)}))
+print(json.dumps({
+    "rows": rows, "this": totals["this"] / rows, "other": totals["other"] / rows,
+    "ratio": totals["other"] / totals["this"], "wall_ratio": walls["other"] / walls["this"],
+    "median": statistics.median(ratios), "pairs": len(ratios),
+}))
 """
+
+
+# The grammar's fast path against its reference definition (``add_response_parts(..., fast=False)``)
+# on the corpus's first responses, as one worker runs them (Polars on one thread): CPU per response,
+# best of three passes. The number quoted by the fast path's comment in schemas/grammar.py.
+GRAMMAR_CHILD = """
+import json, sys, time
+import polars as pl
+from rmsd.schemas.grammar import add_response_parts
+texts = pl.scan_parquet(sys.argv[1] + "/*.parquet").select("text").head(int(sys.argv[2])).collect()
+best = {}
+for _ in range(3):
+    for fast in (True, False):
+        t = time.process_time()
+        add_response_parts(texts, fast=fast)
+        best[fast] = min(best.get(fast, 1e9), time.process_time() - t)
+print(json.dumps({"rows": texts.height, "fast": best[True] / texts.height, "definition": best[False] / texts.height}))
+"""
+
+
+def _grammar(samples: Path, rows: int) -> None:
+    r = _one_worker(GRAMMAR_CHILD, samples, rows)
+    print(
+        f"grammar, one worker, CPU per response over {r['rows']:,} responses (best of 3): fast path "
+        f"{r['fast'] * 1e6:.3f} us, the definition alone {r['definition'] * 1e6:.3f} us "
+        f"({r['fast'] / r['definition']:.2f}x)"
+    )
 
 
 def _against(samples: Path, other: Path, work: Path, groups: int, passes: int) -> None:
@@ -344,8 +381,9 @@ def _against(samples: Path, other: Path, work: Path, groups: int, passes: int) -
     work.mkdir(parents=True, exist_ok=True)
     r = _one_worker(AGAINST_CHILD, samples, other.resolve(), work, groups, passes)
     print(
-        f"one worker, this code against {other}, alternating group by group ({r['pairs']} pairs, {r['rows']:,} rows, CPU time): "
-        f"{r['this'] * 1e6:.3f} against {r['other'] * 1e6:.3f} us per row = {r['ratio']:.3f}x (median of the pairs {r['median']:.3f}x); "
+        f"one worker, this code against {other}, alternating group by group ({r['pairs']} pairs, "
+        f"{r['rows']:,} rows, CPU time): {r['this'] * 1e6:.3f} against {r['other'] * 1e6:.3f} us per row = "
+        f"{r['ratio']:.3f}x (median of the pairs {r['median']:.3f}x); "
         f"wall time {r['wall_ratio']:.3f}x"
     )
 
@@ -423,22 +461,26 @@ def _run(samples: Path, out: Path, subset: list[dict]) -> dict:
 def _report(r: dict, subset: int) -> None:
     print(
         f"rmsd-filter (Polars): {r['samples']:,} rows in {r['seconds']:.1f} s = {r['rate'] / 1e6:.2f} M rows/s, "
-        f"peak RSS {r['peak']:.2f} GB (the job's processes together, {os.cpu_count()} workers), kept {r['kept'] / r['samples']:.1%}, "
+        f"peak RSS {r['peak']:.2f} GB (the job's processes together, {os.cpu_count()} workers), "
+        f"kept {r['kept'] / r['samples']:.1%}, "
         f"load average {r['load_before']:.2f} before, {r['load_after']:.2f} after"
     )
     # CPU time (the job's and its workers') does not count the time other processes held the cores: rows per CPU-second
     # bound what the job reaches with the cores to itself
     print(
         f"  CPU time {r['cpu_seconds']:.1f} s = {r['cpu_seconds'] / r['samples'] * 1e6:.2f} us per row "
-        f"({r['samples'] / r['cpu_seconds'] / 1e6:.2f} M rows per CPU-second); machine before it: copy {r['bandwidth']:.1f} GB/s, "
+        f"({r['samples'] / r['cpu_seconds'] / 1e6:.2f} M rows per CPU-second); "
+        f"machine before it: copy {r['bandwidth']:.1f} GB/s, "
         f"random reads {r['reads']:.0f} M/s"
     )
     print(f"row-by-row Python (score only, no I/O, {subset:,} rows): {r['python_rate'] / 1e6:.3f} M rows/s")
     print(
-        f"speed-up: {r['rate'] / r['python_rate']:.1f}x (goal >= 5x): {'PASS' if r['rate'] >= 5 * r['python_rate'] else 'FAIL'}"
+        f"speed-up: {r['rate'] / r['python_rate']:.1f}x (goal >= 5x): "
+        f"{'PASS' if r['rate'] >= 5 * r['python_rate'] else 'FAIL'}"
     )
     print(
-        f"throughput goal >= 1 M rows/s: {'PASS' if r['rate'] >= 1e6 else 'FAIL'}; memory goal < 3 GB: {'PASS' if r['peak'] < 3 else 'FAIL'}"
+        f"throughput goal >= 1 M rows/s: {'PASS' if r['rate'] >= 1e6 else 'FAIL'}; "
+        f"memory goal < 3 GB: {'PASS' if r['peak'] < 3 else 'FAIL'}"
     )
 
 
@@ -452,7 +494,8 @@ def _summary(runs: list[dict]) -> None:
     each = ", ".join(f"{r['rate'] / 1e6:.2f}" for r in runs)
     print(
         f"{len(runs)} runs: {each} M rows/s (median {statistics.median(rates):.2f}, "
-        f"{rates[0]:.2f}-{rates[-1]:.2f}); CPU {cpu[0]:.2f}-{cpu[-1]:.2f} us per row; speed-up {speedups[0]:.1f}-{speedups[-1]:.1f}x "
+        f"{rates[0]:.2f}-{rates[-1]:.2f}); CPU {cpu[0]:.2f}-{cpu[-1]:.2f} us per row; "
+        f"speed-up {speedups[0]:.1f}-{speedups[-1]:.1f}x "
         f"(median {statistics.median(speedups):.1f}x); peak memory up to {max(r['peak'] for r in runs):.2f} GB; "
         f">= 1 M rows/s in {met} of {len(runs)}"
     )
@@ -480,21 +523,24 @@ def main() -> None:
         type=int,
         default=PROMPTS_PER_SLICE,
         metavar="N",
-        help=f"prompts per rmsd-gen slice in the written corpus (default {PROMPTS_PER_SLICE:,}; rmsd-gen's own default is 64)",
+        help=f"prompts per rmsd-gen slice in the written corpus (default {PROMPTS_PER_SLICE:,}; "
+        "rmsd-gen's own default is 64)",
     )
     parser.add_argument(
         "--steps",
         type=int,
         default=0,
         metavar="GROUPS",
-        help="also time the job's steps one by one on this many shard groups (one worker), and their fixed cost per group",
+        help="also time the job's steps one by one on this many shard groups (one worker), "
+        "and their fixed cost per group",
     )
     parser.add_argument(
         "--against",
         type=Path,
         default=None,
         metavar="DIR",
-        help="also time one worker of this code against one of the rmsd checkout in DIR (e.g. a git worktree of another commit), "
+        help="also time one worker of this code against one of the rmsd checkout in DIR "
+        "(e.g. a git worktree of another commit), "
         "alternating group by group in one process",
     )
     parser.add_argument(
@@ -503,6 +549,13 @@ def main() -> None:
         default=6,
         metavar="N",
         help="shard groups for --against (default 6; 5 passes after a warm-up)",
+    )
+    parser.add_argument(
+        "--grammar",
+        type=int,
+        default=0,
+        metavar="ROWS",
+        help="also time the grammar's fast path against its reference definition on this many responses (one worker)",
     )
     args = parser.parse_args()
     if args.repeat < 1:
@@ -516,7 +569,8 @@ def main() -> None:
         total = pl.scan_parquet(samples / "*.parquet").select(pl.len()).collect().item()
         size = sum(p.stat().st_size for p in samples.glob("*.parquet")) / 1e9
         print(
-            f"corpus: {total:,} rows in {len(list(samples.glob('*.parquet')))} shards, {size:.2f} GB on disk ({time.perf_counter() - t:.0f} s to write)"
+            f"corpus: {total:,} rows in {len(list(samples.glob('*.parquet')))} shards, {size:.2f} GB on disk "
+            f"({time.perf_counter() - t:.0f} s to write)"
         )
 
         subset = pl.scan_parquet(samples / "*.parquet").head(args.baseline_rows).collect().to_dicts()
@@ -530,6 +584,8 @@ def main() -> None:
             _summary(runs)
         if args.steps:
             _steps(samples, work / "steps", args.steps)
+        if args.grammar:
+            _grammar(samples, args.grammar)
         if args.against:
             _against(samples, args.against, work / "against", args.against_groups, passes=5)
 

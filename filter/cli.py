@@ -77,14 +77,15 @@ def run(
         )
     except (ConfigError, SchemaError, RunRefused, FileNotFoundError) as exc:
         typer.secho(f"rmsd-filter: error: {exc}", fg="red", err=True)
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     share = summary.kept / max(summary.samples, 1)
     typer.echo(
         f"rmsd-filter: {summary.samples} samples of {summary.prompts} prompts scored in {summary.wall_seconds:.1f} s; "
         f"kept {summary.kept} ({100 * share:.1f}%); {summary.dropped} prompts without a kept sample"
     )
     typer.echo(
-        f"rmsd-filter: report {summary.out / 'report' / 'report.md'} (browsable page: {summary.out / 'report' / 'index.html'}); curated shards {summary.out / 'curated'}"
+        f"rmsd-filter: report {summary.out / 'report' / 'report.md'} (browsable page: "
+        f"{summary.out / 'report' / 'index.html'}); curated shards {summary.out / 'curated'}"
     )
 
 

@@ -4,8 +4,11 @@ list of prompts left without a kept sample, the reliability report and a manifes
 rmsd-gen writes one shard per teacher and slice of prompts (``samples-<teacher>-<slice>``); all
 teachers' shards of one slice (a shard group) hold every sample of those prompts, so a group is
 scored without the others. Consecutive groups are scored together in batches (``plan_batches``)
-that bound a worker's memory; batches run in parallel, in local processes or on a Ray cluster
-(``use_ray``) with the same results as the local run. Outputs are deterministic: the same input gives identical bytes.
+that bound a worker's memory. Scoring a batch is one function, ``score_batch``, that knows nothing
+of processes; the executors of ``executors`` run the batches in this process, on local worker
+processes or on a Ray cluster (``use_ray``), and every one of them writes the same files. Outputs
+are deterministic: the same input gives identical bytes. What an output holds, and how rmsd-train
+finds the samples behind it, is ``schemas.filtered``'s contract.
 
 A run holds ``--out``'s lock (one run per folder) and a shared lock on the samples (rmsd-gen cannot
 change them meanwhile), writes its whole result beside the previous one and swaps it in at the end
@@ -17,15 +20,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import json
-import multiprocessing
 import os
-import re
 import shutil
 import time
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +33,7 @@ import pyarrow.parquet as pq
 
 from ..schemas.config import PipelineConfig
 from ..schemas.files import temp_dir_beside, write_json
+from ..schemas.filtered import OTHER, RESULT, batch_name, input_manifest_hash, shard_groups
 from ..schemas.manifests import (
     MANIFEST_FILE,
     RunRefused,
@@ -45,17 +44,11 @@ from ..schemas.manifests import (
     samples_unfinished,
     withdraw_completion,
 )
-from ..schemas.tables import SchemaError, check_files, schema_for, shard_paths, with_string_views, write_table
+from ..schemas.tables import SchemaError, check_files, schema_for, with_string_views, write_table
+from .executors import run_local, run_ray, run_serial, worker_context
 from .page import page_data, write_page
 from .report import finish_stats, load_plotting, partial_stats, write_report
 from .score import SCORING_COLUMNS, dropped_prompts, score_samples
-
-_SLICE = re.compile(r"^samples-.+-(\d+)\.parquet$")
-_OTHER = "other"  # the group of shards named otherwise than rmsd-gen's: a batch of its own
-# read by the workers' libraries when they are imported: Polars on one thread per worker, running
-# every query in memory (the streaming engine hands each query to threads of its own), and OpenBLAS
-# (loaded with numpy) without threads of its own
-_WORKER_ENV = {"POLARS_MAX_THREADS": "1", "POLARS_ENGINE_AFFINITY": "in-memory", "OPENBLAS_NUM_THREADS": "1"}
 
 
 @dataclass
@@ -68,18 +61,6 @@ class FilterSummary:
     groups: int
     wall_seconds: float
     report: dict
-
-
-def shard_groups(samples_dir: Path, check: bool = True) -> list[tuple[str, list[Path]]]:
-    """Shards grouped by rmsd-gen slice; files of another naming form one group. Each file is
-    checked to be a samples shard (``shard_paths``) unless ``check`` is false."""
-    groups: dict[str, list[Path]] = {}
-    for path in shard_paths(samples_dir, "samples", check=check):
-        match = _SLICE.match(path.name)
-        groups.setdefault(match.group(1) if match else _OTHER, []).append(path)
-    if not groups:
-        raise SchemaError(f"{samples_dir}: no samples shards (*.parquet) found")
-    return sorted(groups.items())
 
 
 # A batch: consecutive shard groups scored together, up to BATCH_ROWS rows and BATCH_BYTES of
@@ -95,7 +76,7 @@ BATCH_ROWS, BATCH_BYTES, MIN_BATCHES = 200_000, 256 * 2**20, 16
 
 @dataclass(frozen=True)
 class Batch:
-    name: str  # the output shards' part-<name>.parquet: its first group's key, or "<first>-<last>"
+    name: str  # the output shards' part-<name>.parquet (``batch_name``)
     files: list[str]
     groups: int
 
@@ -121,7 +102,7 @@ def plan_batches(
         group_rows, group_bytes = sizes[key]
         fits = (
             batches
-            and _OTHER not in (key, batches[-1][-1][0])
+            and OTHER not in (key, batches[-1][-1][0])
             and rows + group_rows <= rows_cap
             and size_bytes + group_bytes <= BATCH_BYTES
         )
@@ -131,23 +112,9 @@ def plan_batches(
         batches[-1].append((key, files))
         rows, size_bytes = rows + group_rows, size_bytes + group_bytes
     return [
-        Batch(
-            members[0][0] if len(members) == 1 else f"{members[0][0]}-{members[-1][0]}",
-            [str(f) for _, fs in members for f in fs],
-            len(members),
-        )
+        Batch(batch_name([key for key, _ in members]), [str(f) for _, fs in members for f in fs], len(members))
         for members in batches
     ]
-
-
-def batch_files(groups: dict[str, list[Path]], name: str) -> list[Path] | None:
-    """The samples shards a batch's output shard (``part-<name>``) was scored from, given the
-    samples' ``shard_groups``; None for a name that is not a batch's."""
-    first, _, last = name.partition("-")
-    if not last:
-        return groups.get(first)
-    keys = [key for key in groups if first <= key <= last]
-    return [f for key in keys for f in groups[key]] if first in groups and last in groups else None
 
 
 def _arrow(frame: pl.DataFrame, table: str) -> pa.Table:
@@ -205,12 +172,13 @@ def write_curated(scored: pl.DataFrame, path: Path) -> int:
     return curated.height
 
 
-def score_group(key: str, files: list[str], pipeline: PipelineConfig, out: str) -> dict:
+def score_batch(name: str, files: list[str], pipeline: PipelineConfig, out: str) -> dict:
     """Score one batch (its shards: ``files``) and write its scored and curated shards
-    (``part-<key>.parquet``); returns its statistics."""
+    (``out/{scored,curated}/part-<name>.parquet``); returns its statistics. What every executor
+    runs: it knows nothing of where it runs."""
     scored = score_samples(read_group(files), pipeline.filter, keys=True)
-    write_scored(scored, Path(out) / "scored" / f"part-{key}.parquet")
-    kept = write_curated(scored, Path(out) / "curated" / f"part-{key}.parquet")
+    write_scored(scored, Path(out) / "scored" / f"part-{name}.parquet")
+    kept = write_curated(scored, Path(out) / "curated" / f"part-{name}.parquet")
     return {
         "stats": partial_stats(scored),
         "dropped": dropped_prompts(scored),
@@ -218,96 +186,6 @@ def score_group(key: str, files: list[str], pipeline: PipelineConfig, out: str) 
         "kept": kept,
         "prompts": scored["_prompt"].max() + 1 if scored.height else 0,  # codes are dense (0..n-1): nothing hashed
     }
-
-
-def _on_polars_thread(fn, *args):
-    """``fn(*args)``, run on the thread of this process's Polars pool (a worker's only one) and
-    returned or raised here as it was.
-
-    From Python's thread, each parallel section of a Polars query (a ``with_columns`` of two
-    expressions, a grouping, a filter) is handed to the pool's thread and back, two context
-    switches and a wake-up that leaves the core idle: some 220 per 100,000-row group. From the
-    pool's own thread, Polars runs them in line. Polars has no call for this, but it evaluates the
-    expressions of a two-expression query on its pool, so a Python callback in one of them runs
-    there, and the queries it makes run in line (a group with the in-memory engine: 68 switches, and
-    0.88-0.91x the time; docs/benchmarks.md). Should a Polars version run the callback on this
-    thread instead, ``fn`` runs the same, only without the saving."""
-    outcome: dict = {}
-
-    def call(column: pl.Series, **_) -> pl.Series:  # Polars passes return_dtype (and retries without it on a TypeError)
-        if not outcome:  # once, whatever Polars does with the callback
-            try:
-                outcome["value"] = fn(*args)
-            except BaseException as exc:  # noqa: BLE001 - raised again below, unchanged
-                outcome["error"] = exc
-        return column
-
-    pl.DataFrame({"_": [0]}).select(pl.col("_").map_batches(call, return_dtype=pl.Int64), pl.lit(0).alias("_other"))
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["value"]
-
-
-def _score_group_in_worker(key: str, files: list[str], pipeline: PipelineConfig, out: str) -> dict:
-    """``score_group`` as a worker process runs it: on its Polars pool's thread."""
-    return _on_polars_thread(score_group, key, files, pipeline, out)
-
-
-def _input_manifest_hash(samples_dir: Path) -> str | None:
-    manifest = samples_dir / MANIFEST_FILE
-    return hashlib.sha256(manifest.read_bytes()).hexdigest() if manifest.exists() else None
-
-
-@contextlib.contextmanager
-def _worker_env():
-    """The environment the workers (and the fork server they fork from) start with."""
-    saved = {name: os.environ.get(name) for name in _WORKER_ENV}
-    os.environ.update(_WORKER_ENV)
-    try:
-        yield
-    finally:
-        _restore(saved)
-
-
-def _worker_context() -> multiprocessing.context.BaseContext:
-    """How workers start: forked from a server that has imported the scoring code once
-    (forkserver; spawn where there is none). The server starts here: its imports (about 0.35 s)
-    run while this process checks the shards and loads plotting for the report."""
-    methods = multiprocessing.get_all_start_methods()
-    context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
-    if context.get_start_method() == "forkserver":
-        from multiprocessing import forkserver
-
-        context.set_forkserver_preload([__name__])
-        with _worker_env():  # the server takes the environment of this moment, and its workers with it
-            forkserver.ensure_running()
-    return context
-
-
-@contextlib.contextmanager
-def _worker_pool(workers: int, context: multiprocessing.context.BaseContext):
-    """Processes, one per core, each running Polars on one thread: no GIL between the groups' many
-    short Polars calls and no oversubscribed Polars pool (1.22x the groups' throughput of a thread
-    pool on 10 M rows, docs/benchmarks.md). ``context``: ``_worker_context()``'s."""
-    env = contextlib.ExitStack()
-    env.enter_context(_worker_env())  # spawned workers take the environment of the moment they start
-    try:
-        load_plotting()  # while the fork server imports, if it still does: starting a worker waits for that
-        with ProcessPoolExecutor(workers, mp_context=context) as pool:  # shut down however it ends
-            for future in [pool.submit(os.getpid) for _ in range(workers)]:
-                future.result()
-            env.close()
-            yield pool
-    finally:
-        env.close()  # also when a worker fails to start
-
-
-def _restore(saved: dict[str, str | None]) -> None:
-    for name, value in saved.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
 
 
 def run_filter(
@@ -340,14 +218,16 @@ def run_filter(
         except RunRefused:
             if not allow_incomplete:
                 raise RunRefused(
-                    f"{samples_dir}: rmsd-gen is writing these samples now; wait for it to end, or pass --allow-incomplete to score what is there"
+                    f"{samples_dir}: rmsd-gen is writing these samples now; wait for it to end, "
+                    "or pass --allow-incomplete to score what is there"
                 ) from None
         groups = shard_groups(samples_dir, check=False)
         files = [f for _, group in groups for f in group]
         unfinished = samples_unfinished(samples_dir, files)
         if unfinished and not allow_incomplete:
             raise RunRefused(
-                f"{samples_dir}: {unfinished}; finish it (rerun the same rmsd-gen command), or pass --allow-incomplete to score what is there"
+                f"{samples_dir}: {unfinished}; finish it (rerun the same rmsd-gen command), "
+                "or pass --allow-incomplete to score what is there"
             )
         source = _samples_identity(samples_dir, files)
         held.enter_context(folder_lock(out))  # the input checked: the output folder is made, and is this run's
@@ -358,12 +238,15 @@ def run_filter(
                 stale.unlink()
         staging = temp_dir_beside(out / "result")
         held.callback(shutil.rmtree, staging, ignore_errors=True)  # on failure; gone already on success
-        local_pool = not use_ray and workers > 1 and len(groups) > 1
-        context = _worker_context() if local_pool else None  # first: the server imports while the shards are checked
+        executor, options = "serial", {}
+        if use_ray:
+            executor, options = "ray", {"address": address}
+        elif workers > 1 and len(groups) > 1:  # the fork server first: it imports while the shards are checked
+            executor, options = "local", {"workers": workers, "context": worker_context([__name__])}
         batches = plan_batches(groups, dict(zip(files, check_files(files, "samples"))), batch_rows)
-        results = _score_batches(
-            batches, len(groups), pipeline, staging, use_ray, address, progress, workers, local_pool, context
-        )
+        if executor == "local":
+            load_plotting()  # for the report, while the fork server may still import
+        results = _score_batches(batches, len(groups), pipeline, staging, executor, progress=progress, **options)
 
         dropped = pl.concat([r["dropped"] for r in results]).sort("prompt_id")
         write_table(dropped.to_arrow().cast(schema_for("dropped")), staging / "dropped_prompts.parquet", "dropped")
@@ -433,9 +316,6 @@ def run_filter(
     )
 
 
-RESULT = ("scored", "curated", "report", "dropped_prompts.parquet")  # what a run writes in --out, beside its manifest
-
-
 def _swap_in(staging: Path, out: Path, manifest: dict) -> None:
     """Replace the result in ``out`` with the one in ``staging``: the manifest withdrawn first,
     the previous result moved aside, the new one renamed into place, the manifest written last."""
@@ -452,50 +332,21 @@ def _swap_in(staging: Path, out: Path, manifest: dict) -> None:
 
 def _samples_identity(samples_dir: Path, files: list[Path]) -> dict:
     """What the filter records of its input: the hash of its manifest and every shard's size."""
-    return {"manifest_sha256": _input_manifest_hash(samples_dir), "shards": {f.name: f.stat().st_size for f in files}}
+    return {"manifest_sha256": input_manifest_hash(samples_dir), "shards": {f.name: f.stat().st_size for f in files}}
 
 
 def _score_batches(
-    batches, groups, pipeline, out, use_ray, address, progress, workers, local_pool, context
+    batches: list[Batch], groups: int, pipeline: PipelineConfig, out: Path, executor: str, **options
 ) -> list[dict]:
-    """Every batch's statistics, in order; each batch's shards written in ``out``."""
+    """Every batch's statistics, in order, from ``score_batch`` run by the executor named
+    (``serial``, ``local``, ``ray``; ``options``: its own); each batch's shards written in ``out``."""
     from tqdm import tqdm
 
-    bar = tqdm(total=groups, unit="shard", desc="rmsd-filter", disable=not progress)
-    results = []
-    if use_ray:
-        import ray
-
-        started_ray = not ray.is_initialized()
-        if started_ray:
-            ray.init(address=address, include_dashboard=False, logging_level="WARNING") if address else ray.init(
-                include_dashboard=False, logging_level="WARNING"
-            )
-        try:
-            task = ray.remote(score_group)
-            refs = [task.remote(b.name, b.files, pipeline, str(out)) for b in batches]
-            for ref, batch in zip(refs, batches):  # in order: the combined statistics do not depend on timing
-                results.append(ray.get(ref))
-                bar.update(batch.groups)
-        finally:
-            if started_ray:
-                ray.shutdown()
-    elif local_pool:
-        try:
-            with _worker_pool(min(workers, len(batches)), context) as pool:
-                futures = [pool.submit(_score_group_in_worker, b.name, b.files, pipeline, str(out)) for b in batches]
-                for future, batch in zip(futures, batches):  # in order: combined statistics do not depend on timing
-                    results.append(future.result())
-                    bar.update(batch.groups)
-        except BrokenProcessPool as exc:
-            raise RuntimeError(
-                "a worker process ended abruptly (killed, e.g. out of memory, or it could not start). A script that "
-                'calls run_filter must do so under `if __name__ == "__main__":` (each worker imports the script); '
-                "workers=1 (--workers 1) scores in this process"
-            ) from exc
-    else:
-        for batch in batches:
-            results.append(score_group(batch.name, batch.files, pipeline, str(out)))
-            bar.update(batch.groups)
-    bar.close()
-    return results
+    with tqdm(total=groups, unit="shard", desc="rmsd-filter", disable=not options.pop("progress", True)) as bar:
+        run = {"serial": run_serial, "local": run_local, "ray": run_ray}[executor]
+        return run(
+            score_batch,
+            [(b.name, b.files, pipeline, str(out)) for b in batches],
+            done=lambda i: bar.update(batches[i].groups),
+            **options,
+        )

@@ -77,7 +77,7 @@ def _indexed_samples(curated: Path, samples: Path | None = None) -> dict[str, li
     ``samples``, that folder given explicitly), by the shard group (``shard_groups``; curated
     ``part-<batch>.parquet`` covers a batch of them). Refused if the samples are gone or changed
     since (``_check_scored_samples``)."""
-    from ..filter.run import shard_groups
+    from ..schemas.filtered import shard_groups
 
     manifest = _filter_output(curated) / MANIFEST_FILE
     if not manifest.exists():
@@ -94,10 +94,10 @@ def _indexed_samples(curated: Path, samples: Path | None = None) -> dict[str, li
 def _check_scored_samples(samples: Path, info: dict) -> None:
     """Refuse samples that are not the ones the rmsd-filter manifest ``info`` records it scored:
     their manifest's hash, and the names and sizes of their shards."""
-    from ..filter.run import _input_manifest_hash
+    from ..schemas.filtered import input_manifest_hash
 
     recorded = info.get("input_manifest_sha256")
-    if recorded and _input_manifest_hash(samples) != recorded:  # the hash rmsd-filter recorded, computed the same way
+    if recorded and input_manifest_hash(samples) != recorded:  # the hash rmsd-filter recorded, computed the same way
         raise SchemaError(
             f"{samples}: the samples changed since rmsd-filter scored them (their manifest's hash differs); run "
             "rmsd-filter again"
@@ -185,10 +185,10 @@ def _curated_record(parts: list[Path]) -> dict[Path, str]:
 
 def curated_sources(parts: list[Path], samples: Path | None = None) -> list[list[Path] | None]:
     """For each curated shard, the samples shards that hold its samples' content: those of its
-    batch of shard groups (``part-<batch>``, ``filter.run.batch_files``; all of them for a shard of
+    batch of shard groups (``part-<batch>``, ``schemas.filtered.batch_files``; all of them for a shard of
     another name), or None for a v2 shard, which carries it. The samples folder (``samples``, else
     the one the filter output records) is checked once, here."""
-    from ..filter.run import batch_files
+    from ..schemas.filtered import batch_files
 
     v3 = [file_schema_version(p)[1] >= 3 for p in parts]
     if not any(v3):

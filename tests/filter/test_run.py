@@ -1,4 +1,5 @@
-"""rmsd-filter end to end: outputs, determinism, Ray equals local, the report's figures, demo output."""
+"""rmsd-filter end to end: outputs, determinism, every executor writing the same files, the report's
+figures, demo output."""
 
 import json
 import shutil
@@ -10,8 +11,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from rmsd.filter import run as filter_run
-from rmsd.filter.run import batch_files, plan_batches, run_filter, shard_groups
+from rmsd.filter.executors import run_local, run_ray, run_serial, worker_context
+from rmsd.filter.run import plan_batches, run_filter, score_batch
 from rmsd.schemas.config import load_pipeline
+from rmsd.schemas.filtered import batch_files, shard_groups
 from rmsd.schemas.tables import SchemaError, read_table
 from rmsd.train.data import curated_frame
 from tests.conftest import BIN, write_pipelines
@@ -116,11 +119,18 @@ def test_report_figures_match_a_hand_count(pipeline, samples_dir, tmp_path):
 
 
 def test_same_input_gives_identical_bytes_and_ray_matches_local(pipeline, samples_dir, tmp_path):
+    import ray
+
     _, cfg = pipeline
     run_filter(cfg, "f", samples_dir, tmp_path / "one", progress=False)
     run_filter(cfg, "f", samples_dir, tmp_path / "two", progress=False)
-    run_filter(cfg, "f", samples_dir, tmp_path / "ray", use_ray=True, progress=False)
     run_filter(cfg, "f", samples_dir, tmp_path / "inline", progress=False, workers=1)  # no worker processes
+    ray.init(include_dashboard=False, logging_level="WARNING")  # once, for both uses below (they keep it)
+    try:
+        run_filter(cfg, "f", samples_dir, tmp_path / "ray", use_ray=True, progress=False)
+        _check_executor_alone("ray", cfg, samples_dir, tmp_path / "alone")  # the Ray executor without run_filter
+    finally:
+        ray.shutdown()
     one = _bytes(tmp_path / "one")
     assert len(one) >= 6
     assert one == _bytes(tmp_path / "two")
@@ -350,7 +360,8 @@ def test_a_script_without_a_main_guard_is_told_what_to_do(samples_dir, tmp_path)
     script.write_text(
         "from rmsd.filter.run import run_filter\n"
         "from rmsd.schemas.config import FilterConfig, ModelConfig, PipelineConfig, TeacherConfig\n"
-        "cfg = PipelineConfig(teachers=[TeacherConfig(id='a', model=ModelConfig(path='unused'))], filter=FilterConfig())\n"
+        "cfg = PipelineConfig(teachers=[TeacherConfig(id='a', model=ModelConfig(path='unused'))], "
+        "filter=FilterConfig())\n"
         f"run_filter(cfg, 'f', {str(samples_dir)!r}, {str(tmp_path / 'out')!r}, progress=False, workers=2)\n"
     )
     done = subprocess.run([sys.executable, script], capture_output=True, text=True, timeout=120)
@@ -358,29 +369,54 @@ def test_a_script_without_a_main_guard_is_told_what_to_do(samples_dir, tmp_path)
     assert 'if __name__ == "__main__":' in done.stderr and "workers=1" in done.stderr
 
 
-def test_work_handed_to_the_polars_thread_returns_and_raises_as_it_was():
-    """Workers score a group on their Polars pool's thread (its queries then run in line, without
-    a hand-off between threads for each of them); the result or the error comes back unchanged."""
-    import threading
+def _batches(samples_dir):
+    groups = shard_groups(samples_dir)
+    footers = {f: pq.read_metadata(f) for _, files in groups for f in files}
+    return plan_batches(groups, footers)
 
-    from rmsd.filter.run import _on_polars_thread
 
-    calls = []
+@pytest.mark.parametrize("executor", ["serial", "local"])  # ray: in the test above, which starts Ray once
+def test_each_executor_alone_writes_the_same_files(executor, pipeline, samples_dir, tmp_path):
+    _check_executor_alone(executor, pipeline[1], samples_dir, tmp_path)
 
-    def work(x):
-        calls.append(threading.current_thread())
-        return pl.DataFrame({"x": [x, x]}).group_by("x").len()["len"].item()  # Polars inside works there too
 
-    assert _on_polars_thread(work, 3) == 2 and len(calls) == 1
-    assert calls[0] is not threading.main_thread(), (
-        "Polars ran the callback on the calling thread: workers no longer save their hand-offs"
-    )
+def _check_executor_alone(executor, cfg, samples_dir, tmp_path):
+    """score_batch run by one executor, with nothing else of run_filter: the serial executor's
+    files and statistics, whatever runs it."""
+    batches = _batches(samples_dir)
+    assert len(batches) == 2
 
-    def broken():
-        raise SchemaError("broken")
+    def tasks(out):
+        (out / "scored").mkdir(parents=True)
+        (out / "curated").mkdir()
+        return [(b.name, b.files, cfg, str(out)) for b in batches]
 
-    with pytest.raises(SchemaError, match="broken") as raised:
-        _on_polars_thread(broken)
-    # the error a worker sends back reads as it was raised: no exception of Polars' own machinery
-    # chained to it (its traceback, formatted in the worker, is what the user reads)
-    assert raised.value.__context__ is None and raised.value.__cause__ is None
+    expected = run_serial(score_batch, tasks(tmp_path / "expected"))
+    done = []
+    if executor == "serial":
+        results = run_serial(score_batch, tasks(tmp_path / executor), done=done.append)
+    elif executor == "local":
+        results = run_local(score_batch, tasks(tmp_path / executor), workers=2, done=done.append)
+    else:
+        results = run_ray(score_batch, tasks(tmp_path / executor), done=done.append)
+    assert done == [0, 1]  # each result as it comes, in order
+    assert _bytes(tmp_path / executor) == _bytes(tmp_path / "expected") and len(_bytes(tmp_path / "expected")) == 4
+    for got, want in zip(results, expected):
+        assert got["dropped"].equals(want["dropped"]) and got["stats"].equals(want["stats"])
+        assert {k: got[k] for k in ("samples", "kept", "prompts")} == {
+            k: want[k] for k in ("samples", "kept", "prompts")
+        }
+
+
+def _raise_if_negative(x):
+    if x < 0:
+        raise SchemaError(f"negative: {x}")
+    return x * 2
+
+
+def test_the_local_executor_returns_in_order_and_raises_a_task_error_as_it_was():
+    context = worker_context()
+    assert run_local(_raise_if_negative, [(i,) for i in range(5)], workers=2, context=context) == [0, 2, 4, 6, 8]
+    with pytest.raises(SchemaError, match="negative: -1"):
+        run_local(_raise_if_negative, [(1,), (-1,)], workers=2, context=context)
+    assert run_local(_raise_if_negative, [], workers=2) == []

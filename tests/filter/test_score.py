@@ -241,16 +241,19 @@ def test_agreement_counts_the_same_answers_by_table_and_by_grouping(monkeypatch)
                 f"q{p}", "numerical", "1", answers, teacher=teacher, errors={3: "timeout"} if p % 4 == 0 else None
             )
     by_table = score_samples(frame(rows), FilterConfig())
-    monkeypatch.setattr(score, "_COUNTS_PER_ROW", 0)  # every key space too sparse for a table: Polars groups the rows
+    monkeypatch.setattr(
+        score, "COUNTS_TABLE_PER_ROW", 0
+    )  # every key space too sparse for a table: Polars groups the rows
     assert score_samples(frame(rows), FilterConfig()).equals(by_table)
     answered = [r for r in by_table.iter_rows(named=True) if r["error"] is None]
     for r in by_table.iter_rows(named=True):
         pool = [o for o in answered if o["prompt_id"] == r["prompt_id"]]
         own = [o for o in pool if o["teacher"] == r["teacher"]]
-        share = lambda group: (
+        shares = [
             sum(o["extracted"] == r["extracted"] for o in group) / len(group) if r["extracted"] is not None else 0.0
-        )  # noqa: E731
-        assert (r["agreement"], r["agreement_pool"]) == ((None, None) if r["error"] else (share(own), share(pool)))
+            for group in (own, pool)
+        ]
+        assert (r["agreement"], r["agreement_pool"]) == ((None, None) if r["error"] else tuple(shares))
 
 
 def test_t_best_is_the_top_kept_sample_with_the_smallest_seed_hash():
