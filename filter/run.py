@@ -122,7 +122,8 @@ def _arrow(frame: pl.DataFrame, table: str) -> pa.Table:
     Polars' string views (no copy); categoricals as dictionaries built from their codes, which the
     writer dictionary-encodes without hashing a string (Polars' own conversion would first compact
     the categories: 0.7 ms a column of 100,000 rows); other columns cast to the contract's type,
-    column by column (half the time of Table.cast)."""
+    column by column (half the time of Table.cast). String views need ``pl.CompatLevel.newest()``,
+    unstable in Polars: polars is pinned to the version tested (pyproject.toml)."""
     schema, types = _arrow_schema(table), frame.schema
     categorical = {f.name for f in schema if isinstance(types[f.name], (pl.Categorical, pl.Enum))}
     data = frame.select(n for n in schema.names if n not in categorical).to_arrow(compat_level=pl.CompatLevel.newest())

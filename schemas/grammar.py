@@ -188,7 +188,8 @@ def _apply(frame: pl.DataFrame, stages: list[dict[str, pl.Expr]], select: list[p
     """The stages one after the other (then ``select``), as one lazy query: one plan and one
     collect instead of an eager call (and its planning) per stage. Without the optimiser's passes:
     every stage's columns are used and no expression repeats, so they find nothing and cost about
-    a millisecond a query (one worker: 1.014x and 1.008x)."""
+    a millisecond a query (one worker: 1.014x and 1.008x). ``pl.QueryOptFlags`` is unstable in Polars:
+    polars is pinned to the version tested (pyproject.toml)."""
     query = frame.lazy()
     for stage in stages:
         query = query.with_columns(**stage)
@@ -397,7 +398,9 @@ def integer_codes(column: str, dtype: pl.DataType | None = None) -> pl.Expr:
 
 def as_categories(column: str) -> pl.Expr:
     """A string column as a categorical of its own (codes dense, in order of first appearance):
-    hashed once, then compared, grouped and written as small integers."""
+    hashed once, then compared, grouped and written as small integers. ``pl.Categories`` is unstable
+    in Polars: polars is pinned to the version tested, and
+    tests/schemas/test_grammar_properties.py fails if those codes change."""
     return pl.col(column).cast(pl.Categorical(pl.Categories.random()))
 
 
