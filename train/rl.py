@@ -99,6 +99,7 @@ class VideoGRPOTrainer(StrictResume, GRPOTrainer):
         self._video_token_id = getattr(self.processing_class, "video_token_id", None)
         self._batch_frames: list | None = None
         self._batch_messages: list | None = None
+        self._batch_ids: list[str] | None = None
         self._video_rows: tuple[list[torch.Tensor], torch.Tensor] | None = None  # per-row pixels, (rows, 3) grid
 
     def _save_checkpoint(self, model, trial):
@@ -118,6 +119,7 @@ class VideoGRPOTrainer(StrictResume, GRPOTrainer):
         inputs = [dict(x, prompt=prompt_messages(x, self.templates)) for x in inputs]
         self._batch_frames = [self.frame_cache.get(x["video"], x.get("frame_timestamps")) for x in inputs]
         self._batch_messages = [x["prompt"] for x in inputs]
+        self._batch_ids = [x["prompt_id"] for x in inputs]
         try:
             output = super()._generate_and_score_completions(inputs)
             pixels, grid = self._video_rows
@@ -128,8 +130,10 @@ class VideoGRPOTrainer(StrictResume, GRPOTrainer):
 
     def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
         """With ``rollouts`` (vLLM): the engine, serving the policy's current weights, samples one
-        completion per row (TRL's rows repeat each question ``num_generations`` times) from the
-        row's chat and frames; each rollout's seed derives from --seed, the step, the process and the row."""
+        completion per row from the row's chat and frames; each rollout's seed derives from --seed,
+        the step, the process and the row. TRL's rows repeat each question ``num_generations`` times
+        in a row: those rows are one request of K samples on consecutive seeds, which share the
+        question's prefill and video encoding (vLLM's n=K, as rmsd-gen samples a teacher)."""
         if self.rollouts is None:
             return super()._generate_single_turn(
                 prompt_ids, images, multimodal_fields, num_generations, has_tool_images
@@ -137,23 +141,25 @@ class VideoGRPOTrainer(StrictResume, GRPOTrainer):
         self.rollouts.sync(self.accelerator.unwrap_model(self.model), self.state.global_step)
         base = self.args.seed * 1_000_003 + self.state.global_step * 10_007 + self.accelerator.process_index * 1_009
         suppress = list(self.generation_kwargs.get("suppress_tokens") or [])
-        requests = [
-            GenerationRequest(
-                str(i),
-                messages,
-                f.array,
-                f.fps,
-                f.timestamps,
-                seeds=[(base + i) % 2**31],
-                temperature=self.temperature,
-                top_p=self.top_p,
-                top_k=self.top_k or 0,
-                max_tokens=self.max_completion_length,
-                suppress_tokens=suppress,
+        requests = []
+        for start, end in _runs(self._batch_ids):
+            f = self._batch_frames[start]
+            requests.append(
+                GenerationRequest(
+                    str(start),
+                    self._batch_messages[start],
+                    f.array,
+                    f.fps,
+                    f.timestamps,
+                    seeds=[(base + i) % 2**31 for i in range(start, end)],
+                    temperature=self.temperature,
+                    top_p=self.top_p,
+                    top_k=self.top_k or 0,
+                    max_tokens=self.max_completion_length,
+                    suppress_tokens=suppress,
+                )
             )
-            for i, (messages, f) in enumerate(zip(self._batch_messages, self._batch_frames))
-        ]
-        return self.rollouts.generate(requests), None
+        return [c.token_ids for completions in self.rollouts.completions(requests) for c in completions], None
 
     def _tokenize_prompts(self, prompts: list):
         processor = self.processing_class
@@ -254,6 +260,16 @@ def reward_functions(discriminator: DiscriminatorReward | None, scoring: FilterC
     The content reward scores with the pipeline's filter settings (``scoring``)."""
     funcs = [outer_format_reward, task_format_reward, ContentReward(scoring or FilterConfig())]
     return funcs if discriminator is None else [discriminator, *funcs]
+
+
+def _runs(keys: list) -> list[tuple[int, int]]:
+    """(start, end) of each run of equal consecutive keys."""
+    runs, start = [], 0
+    for i in range(1, len(keys) + 1):
+        if i == len(keys) or keys[i] != keys[start]:
+            runs.append((start, i))
+            start = i
+    return runs
 
 
 def rollout_config(args: AdversarialConfig, processor) -> AdversarialConfig:
@@ -527,15 +543,19 @@ def vllm_rollouts(args: AdversarialConfig, model_path: Path, main_process: bool)
         torch.distributed.broadcast_object_list(token, src=0)
     run = token[0]
     name, owned = args.rollout_server or f"rmsd-rollouts-{run}", args.rollout_server is None
-    if main_process and owned:
+    served = None
+    if main_process and owned:  # its handle keeps it alive (an actor without handles ends), until close()
         gpus = args.rollout_gpus if args.rollout_gpus >= 0 else float(torch.cuda.is_available())
         memory = args.rollout_memory if gpus else 0.9
-        start_server(model_path, name, args.rollout_address, gpus, 1, memory, dtype, args.rollout_enforce_eager)
+        server = start_server(
+            model_path, name, args.rollout_address, gpus, 1, memory, dtype, args.rollout_enforce_eager
+        )
+        served = ServedRollouts(server, run, sends_weights=True, owned=True)
     if distributed:
         torch.distributed.barrier()  # the server is up before the other processes look for it
-    address = args.rollout_address or (None if main_process else "auto")  # the main process's local Ray
-    served = ServedRollouts.connect(name, run, address, sends_weights=main_process)
-    served.owned = main_process and owned
+    if served is None:
+        address = args.rollout_address or (None if main_process else "auto")  # "auto": the main process's Ray
+        served = ServedRollouts.connect(name, run, address, sends_weights=main_process)
     return served
 
 

@@ -141,7 +141,7 @@ def start_server(
         ray.init(address=address, include_dashboard=False, logging_level="WARNING", namespace=SERVER_NAMESPACE)
     options = dict(num_gpus=num_gpus, num_cpus=num_cpus)
     if name is not None:
-        options["name"] = name
+        options.update(name=name, namespace=SERVER_NAMESPACE)
     if detached:
         options["lifetime"] = "detached"
     server = ray.remote(RolloutServer).options(**options)
@@ -169,7 +169,7 @@ class ServedRollouts:
             actor = ray.get_actor(name, namespace=SERVER_NAMESPACE)
         except ValueError as exc:
             raise ValueError(
-                f"no rollout server named {name!r} in the Ray cluster at {address or 'this machine'}: "
+                f"no rollout server named {name!r} in the Ray cluster at {address or 'this machine'} ({exc}): "
                 "start one with `rmsd-train rollout-server --name NAME --model PATH --address ADDRESS`"
             ) from exc
         return cls(actor, run, sends_weights)
