@@ -19,11 +19,14 @@ import hashlib
 import html
 import io
 import json
+from importlib import resources
 from pathlib import Path
 
 import polars as pl
 
 PAGE = "index.html"
+# the page's HTML, styles and script, beside this module: str.format fields in braces, literal braces doubled
+TEMPLATE = "page.html"
 MAX_QUESTIONS = 400
 MIN_PER_STRATUM = 5
 THUMB_PIXELS = 64 * 48  # per thumbnail; 8 frames ~ 10 KB of JPEG per question
@@ -240,7 +243,8 @@ def _plots_inline(folder: Path) -> str:
     for png in sorted(folder.glob("*.png")):
         data = base64.b64encode(png.read_bytes()).decode()
         images.append(
-            f'<figure><img alt="{html.escape(png.stem)}" src="data:image/png;base64,{data}"><figcaption>{html.escape(png.name)}</figcaption></figure>'
+            f'<figure><img alt="{html.escape(png.stem)}" src="data:image/png;base64,{data}">'
+            f"<figcaption>{html.escape(png.name)}</figcaption></figure>"
         )
     return "\n".join(images)
 
@@ -262,7 +266,8 @@ def write_page(report_dir: Path, report: dict, data: dict) -> Path:
     payload = json.dumps({"frames": data["frames"], "questions": data["questions"]}, separators=(",", ":")).replace(
         "</", "<\\/"
     )
-    text = _TEMPLATE.format(
+    template = (resources.files(__package__) / TEMPLATE).read_text(encoding="utf-8")
+    text = template.format(
         title=html.escape(f"rmsd-filter: {report['pipeline']}"),
         summary=html.escape(
             f"{counts['samples']} samples of {counts['prompts']} questions; {counts['kept']} kept "
@@ -278,7 +283,8 @@ def write_page(report_dir: Path, report: dict, data: dict) -> Path:
             + (
                 ""
                 if data["shown"] == data["total"]
-                else f": a stratified selection (each task type and outcome in proportion, at least {MIN_PER_STRATUM} of each)"
+                else ": a stratified selection (each task type and outcome in proportion, "
+                f"at least {MIN_PER_STRATUM} of each)"
             )
         ),
         payload=payload,
@@ -287,80 +293,5 @@ def write_page(report_dir: Path, report: dict, data: dict) -> Path:
     path.write_text(text, encoding="utf-8")
     return path
 
-
-_TEMPLATE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
-<style>
-body {{ font: 14px/1.4 system-ui, sans-serif; margin: 1.5em; color: #222; }}
-table {{ border-collapse: collapse; margin: .5em 0; }} td, th {{ border: 1px solid #ccc; padding: 2px 6px; text-align: right; }}
-td:first-child, td:nth-child(2), th {{ text-align: left; }}
-figure {{ display: inline-block; margin: .3em; }} figure img {{ max-width: 420px; }}
-#filters select, #filters input {{ margin-right: 1em; }}
-.q {{ border: 1px solid #ddd; border-radius: 4px; padding: .5em; margin: .6em 0; }}
-.q.dropped {{ border-left: 4px solid #c33; }} .q.kept {{ border-left: 4px solid #3a3; }}
-.thumbs {{ display: flex; gap: 4px; flex-wrap: wrap; }} .thumbs div {{ text-align: center; font-size: 11px; }}
-.samples td {{ font-size: 12px; }} .samples td.text {{ text-align: left; max-width: 40em; white-space: pre-wrap; font-family: monospace; }}
-.no {{ color: #c33; font-weight: bold; }} .yes {{ color: #3a3; }}
-</style></head><body>
-<h1>{title}</h1>
-<p>{summary}</p>
-<h2>Teacher reliability</h2>
-<table><tr><th>task type</th><th>teacher</th>{head}</tr>
-{body}</table>
-{plots}
-<h2>Questions</h2>
-<p>{selection}.</p>
-<table><tr><th>task type / outcome</th><th>questions</th><th>shown</th></tr>{strata}</table>
-<div id="filters">
-task type <select id="f-task"><option value="">all</option></select>
-teacher <select id="f-teacher"><option value="">all</option></select>
-outcome <select id="f-status"><option value="">all</option></select>
-answers <select id="f-unanimous"><option value="">all</option><option value="1">unanimous</option><option value="0">split</option></select>
-search <input id="f-text" placeholder="question or answer text">
-<span id="count"></span>
-</div>
-<div id="list"></div>
-<script type="application/json" id="questions">{payload}</script>
-<script>
-const DATA = JSON.parse(document.getElementById("questions").textContent);
-const Q = DATA.questions, FRAMES = DATA.frames;
-const el = (tag, attrs, ...kids) => {{ const e = document.createElement(tag); Object.assign(e, attrs || {{}});
-  for (const k of kids) e.append(k instanceof Node ? k : document.createTextNode(String(k))); return e; }};
-const fill = (id, values) => {{ const s = document.getElementById(id); for (const v of [...new Set(values)].sort()) s.append(el("option", {{value: v, textContent: v}})); }};
-fill("f-task", Q.map(q => q.task)); fill("f-teacher", Q.flatMap(q => q.teachers)); fill("f-status", Q.map(q => q.status));
-const num = v => v === null || v === undefined ? "-" : (typeof v === "number" ? v.toFixed(3) : v);
-const flag = v => el("span", {{className: v ? "yes" : "no", textContent: v === null || v === undefined ? "-" : (v ? "yes" : "no")}});
-function card(q) {{
-  const div = el("div", {{className: "q " + (q.status === "kept" ? "kept" : "dropped")}});
-  div.append(el("div", {{}}, el("b", {{}}, q.id), ` · ${{q.task}} · ${{q.status}} · ${{q.unanimous ? "unanimous" : "split"}} · teachers: ${{q.teachers.join(", ")}} · video ${{q.video}}`));
-  div.append(el("div", {{}}, "Q: " + q.question));
-  if (q.options.length) div.append(el("div", {{}}, "options: " + q.options.join(" | ")));
-  div.append(el("div", {{}}, "ground truth: ", el("b", {{}}, q.answer)));
-  const thumbs = el("div", {{className: "thumbs"}});
-  for (const t of FRAMES[q.frames] || []) thumbs.append(el("div", {{}}, el("img", {{src: t.src, alt: "frame at " + t.t + " s"}}), el("br"), t.t.toFixed(2) + " s"));
-  if (q.note) thumbs.append(el("i", {{}}, q.note));
-  div.append(thumbs);
-  const table = el("table", {{className: "samples"}});
-  table.append(el("tr", {{}}, ...["teacher", "k", "response", "extracted", "outer format", "task format", "quality", "agreement", "kept", "weight"].map(h => el("th", {{}}, h))));
-  for (const s of q.samples) table.append(el("tr", {{}}, el("td", {{}}, s.teacher), el("td", {{}}, s.sample_index),
-    el("td", {{className: "text"}}, s.error ? "error: " + s.error : s.text), el("td", {{}}, s.extracted ?? "-"), el("td", {{}}, flag(s.format_outer_ok)),
-    el("td", {{}}, flag(s.format_task_ok)), el("td", {{}}, num(s.quality)), el("td", {{}}, num(s.agreement)), el("td", {{}}, flag(s.kept)), el("td", {{}}, num(s.weight))));
-  div.append(table);
-  return div;
-}}
-function render() {{
-  const v = id => document.getElementById(id).value;
-  const text = v("f-text").toLowerCase();
-  const shown = Q.filter(q => (!v("f-task") || q.task === v("f-task")) && (!v("f-teacher") || q.teachers.includes(v("f-teacher")))
-    && (!v("f-status") || q.status === v("f-status")) && (!v("f-unanimous") || String(+q.unanimous) === v("f-unanimous"))
-    && (!text || (q.question + " " + q.answer + " " + q.samples.map(s => s.text || "").join(" ")).toLowerCase().includes(text)));
-  const list = document.getElementById("list"); list.replaceChildren(...shown.slice(0, 200).map(card));
-  document.getElementById("count").textContent = `${{shown.length}} match` + (shown.length > 200 ? " (first 200 listed)" : "");
-}}
-for (const id of ["f-task", "f-teacher", "f-status", "f-unanimous", "f-text"]) document.getElementById(id).addEventListener("input", render);
-render();
-</script>
-</body></html>
-"""
 
 __all__ = ["MAX_QUESTIONS", "PAGE", "page_data", "select_questions", "write_page"]

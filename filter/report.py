@@ -218,19 +218,23 @@ def _markdown(report: dict) -> str:
         "Quality is per question (mean over its K samples); sigma across questions; intra sigma is the",
         "mean over questions of the sigma of quality over the K samples.",
         "",
-        "| task type | teacher | questions | mean q | sigma q | intra sigma | outer viol. | task viol. | agreement | unanimous | kept | accuracy |",
+        "| task type | teacher | questions | mean q | sigma q | intra sigma | outer viol. | task viol. | agreement | "
+        "unanimous | kept | accuracy |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in report["stats"]:
         lines.append(
-            f"| {r['task_type']} | {r['teacher']} | {r['questions']:.0f} | {_num(r['mean_quality'])} | {_num(r['sigma_quality'])} | "
+            f"| {r['task_type']} | {r['teacher']} | {r['questions']:.0f} | {_num(r['mean_quality'])} | "
+            f"{_num(r['sigma_quality'])} | "
             f"{_num(r['intra_sigma'])} | {_pct(r['outer_violation_rate'])} | {_pct(r['task_violation_rate'])} | "
-            f"{_num(r['agreement_rate'])} | {_pct(r['unanimous_rate'])} | {_pct(r['kept_share'])} | {_pct(r['accuracy'])} |"
+            f"{_num(r['agreement_rate'])} | {_pct(r['unanimous_rate'])} | {_pct(r['kept_share'])} | "
+            f"{_pct(r['accuracy'])} |"
         )
     paper = report["paper"]
     lines += [
         "",
-        f"The paper's teacher (Qwen3-VL-235B): mean quality {paper['mean_quality']}, sigma {paper['sigma_quality']} across "
+        f"The paper's teacher (Qwen3-VL-235B): mean quality {paper['mean_quality']}, sigma {paper['sigma_quality']} "
+        "across "
         f"questions; intra-question sigma {paper['intra_sigma']}; format violations {paper['format_violation_rate']}.",
         "",
         "Prompts without a kept sample: "

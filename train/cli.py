@@ -27,7 +27,8 @@ def init_model(
     vision_from: Path | None = typer.Option(
         None,
         "--vision-from",
-        help="copy the vision tower of this checkpoint (same preset): a student that starts seeing, as a pretrained VLM does",
+        help="copy the vision tower of this checkpoint (same preset): a student that starts seeing, "
+        "as a pretrained VLM does",
     ),
 ) -> None:
     """Write a small Qwen2-VL-architecture model built from its config (random weights, nothing downloaded)."""
@@ -214,7 +215,8 @@ def evaluate_command(
     pipeline: str = typer.Option(
         "demo",
         "--pipeline",
-        help="pipeline whose frames, prompt templates and scoring settings (filter: tolerance, ANLS threshold, tau) are used",
+        help="pipeline whose frames, prompt templates and scoring settings (filter: tolerance, ANLS threshold, tau) "
+        "are used",
     ),
     config: Path | None = typer.Option(None, "--config", help="pipelines file"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar"),
@@ -247,7 +249,8 @@ def evaluate_command(
     blind: bool = typer.Option(
         False,
         "--blind",
-        help="blind-video check: answer every question again with grey frames; report both accuracies and the share of answers that change",
+        help="blind-video check: answer every question again with grey frames; report both accuracies and the share "
+        "of answers that change",
     ),
 ) -> None:
     """Per-task accuracy with the filter's metrics, greedy decoding; JSON and Markdown outputs."""
@@ -352,7 +355,8 @@ def prior(
     fit_prompts: Path | None = typer.Option(
         None,
         "--fit-prompts",
-        help="fit on this prompts file's --fit-split (a test set on a seed of its own has no train split); default: --prompts",
+        help="fit on this prompts file's --fit-split (a test set on a seed of its own has no train split); "
+        "default: --prompts",
     ),
     pipeline: str = typer.Option(
         "demo", "--pipeline", help="pipeline whose scoring settings (filter: tolerance, ANLS threshold, tau) are used"
@@ -371,7 +375,8 @@ def prior(
     closed = next(r for r in result["by_task"] if r["task_type"] == "(closed-ended)")
     accuracy = "-" if closed["accuracy"] is None else f"{100 * closed['accuracy']:.1f}%"
     typer.echo(
-        f"rmsd-train: prior baseline, {result['questions']} questions, closed-ended accuracy {accuracy}; {out / 'eval.md'}"
+        f"rmsd-train: prior baseline, {result['questions']} questions, closed-ended accuracy {accuracy}; "
+        f"{out / 'eval.md'}"
     )
 
 

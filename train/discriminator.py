@@ -271,11 +271,13 @@ class DiscriminatorReward:
         )
 
     def load_state(self, folder: str | Path) -> None:
-        """The optimizer and teacher draws ``save_state`` wrote (D's weights load with ``Discriminator.from_student``)."""
+        """The optimizer and teacher draws ``save_state`` wrote (D's weights load with
+        ``Discriminator.from_student``)."""
         path = self._state_file(folder)
         if not path.exists():
             raise FileNotFoundError(
-                f"{path}: the discriminator's optimizer state is not there (a checkpoint of another number of processes?)"
+                f"{path}: the discriminator's optimizer state is not there (a checkpoint of another number of "
+                "processes?)"
             )
         state = torch.load(path, map_location=self.trainer.device, weights_only=True)
         self.trainer.optimizer.load_state_dict(state["optimizer"])

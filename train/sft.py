@@ -53,7 +53,8 @@ class WeightedSFTTrainer(StrictResume, SFTTrainer):
             p is next(self.probe.parameters()) for g in optimizer.param_groups for p in g["params"]
         ):
             optimizer.add_param_group({"params": list(self.probe.parameters()), "weight_decay": 0.0})
-            # the Trainer zeroes the model's gradients after each step, not the optimizer's: the probes' would add up over steps
+            # the Trainer zeroes the model's gradients after each step, not the optimizer's: the probes' would add up
+            # over steps
             optimizer.register_step_post_hook(lambda *_: self.probe.zero_grad(set_to_none=True))
         return optimizer
 
@@ -79,7 +80,8 @@ class WeightedSFTTrainer(StrictResume, SFTTrainer):
             return
         if not (Path(checkpoint) / PROBE_FILE).exists():
             raise RuntimeError(
-                f"{checkpoint}: no {PROBE_FILE}; a run with --visual_aux cannot resume from it (was it trained without?)"
+                f"{checkpoint}: no {PROBE_FILE}; a run with --visual_aux cannot resume from it (was it trained "
+                "without?)"
             )
         self.probe.load_state_dict(torch.load(Path(checkpoint) / PROBE_FILE, map_location=self.model.device))
 
