@@ -74,7 +74,7 @@ def server(tiny_model, tmp_path_factory):
             '{"image": 8, "video": 1}',
             "--media-io-kwargs",
             '{"video": {"fps": 30}}',
-        ],  # keep every frame of a video part (see the README)
+        ],  # keep every frame of a video part (docs/backends.md)
         stdout=log.open("w"),
         stderr=subprocess.STDOUT,
         env={**__import__("os").environ, "VLLM_CPU_KVCACHE_SPACE": "1"},

@@ -143,6 +143,11 @@ def test_bad_mode_and_missing_data_fail_clearly(tmp_path):
     assert done.returncode == 2 and "no curated shards" in done.stderr or "manifest" in done.stderr
 
 
+def test_a_rollout_server_needs_a_model_folder(tmp_path):
+    done = subprocess.run(train("rollout-server", "--model", tmp_path), capture_output=True, text=True)
+    assert done.returncode == 2 and f"--model {tmp_path}: not a model folder (no config.json)" in done.stderr
+
+
 def test_sft_runs_in_two_processes_over_gloo(bench_dir, tiny_model, tmp_path):
     """The distributed path (DDP on the gloo backend), as torchrun or accelerate launch it."""
     import math

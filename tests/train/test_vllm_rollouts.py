@@ -51,7 +51,7 @@ def _video_requests(bench_dir, rows, suppress):
     requests = []
     for r in rows:
         # 4 frames: 2 temporal patches, fewer than the merged grid's side, where vLLM and transformers
-        # place the text after the video at the same M-RoPE positions (README, eval's caveat)
+        # place the text after the video at the same M-RoPE positions (docs/training.md, eval's caveat)
         f = sample_frames(bench_dir / r["video"], num_frames=4)
         requests.append(
             GenerationRequest(
