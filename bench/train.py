@@ -10,11 +10,14 @@ RL (``--rl-steps``, 0 to skip): rmsd's VideoGRPOTrainer with the discriminator r
 per question, KL to the reference; each part of a step is timed where it runs, once per rollout
 engine of ``--rl-rollouts`` (hf: transformers' generate; vllm: a colocated vLLM engine, weight sync
 included in its generation time), same model, questions and settings, one after the other.
-Goals (issue 23, 2 cores): generation >= 3x faster with vllm, the whole step >= 1.5x.
+Goals (issue 23, 2 cores): generation >= 3x faster with vllm, the whole step >= 1.5x. The machine's
+speed drifts within minutes (the same step measured up to 1.5x apart in two runs of one sitting), so the
+engines run in the order given, which may repeat them: hf,vllm,vllm,hf cancels a steady drift,
+and each engine's figures are the means of its runs.
 
     .venv/bin/python bench/train.py [--preset demo] [--batch 8] [--steps 20] [--rl-steps 4]
     .venv/bin/python bench/train.py --preset bench --steps 0 --rl-steps 3 --batch 8 --rl-generations 8 \
-        --rl-tokens 128 --rl-rollouts hf,vllm
+        --rl-tokens 128 --rl-rollouts hf,vllm,vllm,hf
 """
 
 from __future__ import annotations
@@ -46,7 +49,9 @@ def main() -> None:
     parser.add_argument("--rl-steps", type=int, default=4, help="RL steps to time (0: skip)")
     parser.add_argument("--rl-generations", type=int, default=4, help="N rollouts per question")
     parser.add_argument("--rl-tokens", type=int, default=48, help="rollout length cap")
-    parser.add_argument("--rl-rollouts", default="hf", help="rollout engines to time, comma-separated: hf, vllm")
+    parser.add_argument(
+        "--rl-rollouts", default="hf", help="rollout engines to time, in this order, comma-separated: hf, vllm"
+    )
     args = parser.parse_args()
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
@@ -92,11 +97,16 @@ def main() -> None:
         if args.steps:
             sft_summary(args, model, batch, times)
         if args.rl_steps:
-            totals = {
-                engine: rl_step_split(args, processor, prompts, tmp, engine) for engine in args.rl_rollouts.split(",")
-            }
+            runs: dict[str, list[tuple[float, float]]] = {}
+            for i, engine in enumerate(args.rl_rollouts.split(",")):
+                runs.setdefault(engine, []).append(rl_step_split(args, processor, prompts, tmp, engine, i))
+            totals = {e: tuple(statistics.mean(r[j] for r in rs) for j in (0, 1)) for e, rs in runs.items()}
             if {"hf", "vllm"} <= set(totals):
                 (hf_gen, hf_total), (vl_gen, vl_total) = totals["hf"], totals["vllm"]
+                print(
+                    f"over {args.rl_rollouts}: generation hf {hf_gen:.2f} s, vllm {vl_gen:.2f} s; "
+                    f"whole step hf {hf_total:.2f} s, vllm {vl_total:.2f} s"
+                )
                 print(
                     f"vllm / hf: generation {hf_gen / vl_gen:.2f}x faster (goal >= 3x): "
                     f"{'PASS' if hf_gen >= 3 * vl_gen else 'FAIL'}; "
@@ -130,7 +140,7 @@ def _timed(times: dict, name: str, fn):
     return wrapper
 
 
-def rl_step_split(args, processor, prompts: Path, tmp: Path, engine: str = "hf") -> tuple[float, float]:
+def rl_step_split(args, processor, prompts: Path, tmp: Path, engine: str = "hf", run: int = 0) -> tuple[float, float]:
     """One RL configuration, its steps timed part by part (the parts nest: discriminator inside
     rewards inside scoring; policy update = the rest of the step), rollouts on ``engine``; returns
     the mean generation and whole-step seconds."""
@@ -162,7 +172,7 @@ def rl_step_split(args, processor, prompts: Path, tmp: Path, engine: str = "hf")
     disc = DiscriminatorTrainer(Discriminator.from_student(path), VideoSFTCollator(processor, cache))
     config = rollout_config(
         AdversarialConfig(
-            output_dir=str(tmp / f"rl-{engine}"),
+            output_dir=str(tmp / f"rl-{engine}-{run}"),
             num_generations=args.rl_generations,
             per_device_train_batch_size=args.batch,
             max_steps=args.rl_steps,
