@@ -44,7 +44,7 @@ def frame_part(frame: np.ndarray, quality: int = 90) -> dict:
 
 def video_part(frames: np.ndarray, fps: float) -> dict:
     """The frames as one H.264 mp4 (one keyframe, constant rate ``fps``) in a base64 ``video_url``."""
-    from ..synth import write_mp4
+    from ...synth import write_mp4
 
     # H.264 in yuv420p needs even width and height: an odd edge gets its last row / column repeated
     # (one pixel of padding; every sampled pixel is still sent).
