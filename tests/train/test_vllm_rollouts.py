@@ -202,6 +202,32 @@ def test_rl_with_vllm_rollouts_trains_saves_and_resumes(tiny_model, distilled, t
     } == killed_at  # resumed from it, not started again
 
 
+def test_two_training_processes_share_one_rollout_server(tiny_model, distilled, tmp_path):
+    """Server mode under DDP (gloo, as torchrun launches it): the main process starts the server and
+    sends it the weights; the other process finds it by name and waits for each step's weights."""
+    out = tmp_path / "ddp"
+    command = [
+        str(BIN / "torchrun"),
+        "--nproc-per-node",
+        "2",
+        "--master-port",
+        "29533",
+        "-m",
+        "rmsd.train.cli",
+        *_rl(
+            "--data", distilled, "--out", out, "--model", tiny_model, "--num-generations", 2, "--batch-size", 4,
+            "--max-tokens", 12, "--disc-warmup-steps", 1, "--max-steps", 2, "--save-steps", 2,
+            "--rollouts", "vllm-server", "--rollout-enforce-eager", "True",
+        )[1:],
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    state = json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())
+    logged = [e for e in state["log_history"] if "completions/mean_length" in e]
+    assert state["global_step"] == 2 and len(logged) == 2
+    assert all(0 < e["completions/mean_length"] <= 12 for e in logged)
+
+
 def test_rollout_options_name_the_mode_they_need(tmp_path):
     from rmsd.train.config import AdversarialConfig
 
