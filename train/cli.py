@@ -325,10 +325,10 @@ def rollout_server(
     Ray actor: it serves runs, one after another, until --stop ends it)."""
     import ray
 
-    from .rollouts import SERVER_NAMESPACE, start_server
+    from .rollouts import SERVER_NAMESPACE, connect_ray, start_server
 
     if stop:
-        ray.init(address=address, include_dashboard=False, logging_level="WARNING", namespace=SERVER_NAMESPACE)
+        connect_ray(address)
         try:
             ray.kill(ray.get_actor(name, namespace=SERVER_NAMESPACE))
         except ValueError:

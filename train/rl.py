@@ -27,6 +27,7 @@ answers from the student's on held-out questions (``--disc-warmup-target``), or 
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import random
@@ -141,8 +142,9 @@ class VideoGRPOTrainer(StrictResume, GRPOTrainer):
         self.rollouts.sync(self.accelerator.unwrap_model(self.model), self.state.global_step)
         base = self.args.seed * 1_000_003 + self.state.global_step * 10_007 + self.accelerator.process_index * 1_009
         suppress = list(self.generation_kwargs.get("suppress_tokens") or [])
-        requests = []
-        for start, end in _runs(self._batch_ids):
+        requests, end = [], 0
+        for _, rows in itertools.groupby(self._batch_ids):  # a question's consecutive rows
+            start, end = end, end + len(list(rows))
             f = self._batch_frames[start]
             requests.append(
                 GenerationRequest(
@@ -260,16 +262,6 @@ def reward_functions(discriminator: DiscriminatorReward | None, scoring: FilterC
     The content reward scores with the pipeline's filter settings (``scoring``)."""
     funcs = [outer_format_reward, task_format_reward, ContentReward(scoring or FilterConfig())]
     return funcs if discriminator is None else [discriminator, *funcs]
-
-
-def _runs(keys: list) -> list[tuple[int, int]]:
-    """(start, end) of each run of equal consecutive keys."""
-    runs, start = [], 0
-    for i in range(1, len(keys) + 1):
-        if i == len(keys) or keys[i] != keys[start]:
-            runs.append((start, i))
-            start = i
-    return runs
 
 
 def rollout_config(args: AdversarialConfig, processor) -> AdversarialConfig:
@@ -546,9 +538,8 @@ def vllm_rollouts(args: AdversarialConfig, model_path: Path, main_process: bool)
     served = None
     if main_process and owned:  # its handle keeps it alive (an actor without handles ends), until close()
         gpus = args.rollout_gpus if args.rollout_gpus >= 0 else float(torch.cuda.is_available())
-        memory = args.rollout_memory if gpus else 0.9
         server = start_server(
-            model_path, name, args.rollout_address, gpus, 1, memory, dtype, args.rollout_enforce_eager
+            model_path, name, args.rollout_address, gpus, 1, args.rollout_memory, dtype, args.rollout_enforce_eager
         )
         served = ServedRollouts(server, run, sends_weights=True, owned=True)
     if distributed:

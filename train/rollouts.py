@@ -13,8 +13,8 @@ as TRL's:
 - server (``--rollouts vllm-server``, ``ServedRollouts``): the engine runs in its own process, a
   Ray actor (``RolloutServer``) on any node of the Ray cluster (``--rollout-address``), started by
   the run, or started beforehand with ``rmsd-train rollout-server`` and found by its name
-  (``--rollout-server``). The main training process sends it the requests of every process and
-  the weights after each update; they travel through Ray's object store (host memory, not NCCL).
+  (``--rollout-server``). Every training process sends it its own requests; the main process
+  sends the weights after each update, through Ray's object store (host memory, not NCCL).
 
 After every policy update the engine serves the new weights: the policy's state dict (checkpoint
 naming, tied embeddings included) is reloaded in place through vLLM's ``reload_weights``
@@ -77,10 +77,6 @@ class VLLMRollouts:
             if self.sleep:
                 self.backend.sleep()
 
-    def generate(self, requests: list[GenerationRequest]) -> list[list[int]]:
-        """One completion's token ids (end of sequence included) per request."""
-        return [completions[0].token_ids for completions in self.completions(requests)]
-
 
 class RolloutServer:
     """The server's side (run as a Ray actor): a vLLM engine in its own process.
@@ -120,6 +116,15 @@ class RolloutServer:
 SERVER_NAMESPACE = "rmsd"
 
 
+def connect_ray(address: str | None) -> None:
+    """Join the Ray cluster at ``address`` (start a local one when None), in the servers' namespace,
+    unless this process has joined one already."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, logging_level="WARNING", namespace=SERVER_NAMESPACE)
+
+
 def start_server(
     model_path: str | Path,
     name: str | None = None,
@@ -137,8 +142,7 @@ def start_server(
     ends with this process."""
     import ray
 
-    if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, logging_level="WARNING", namespace=SERVER_NAMESPACE)
+    connect_ray(address)
     options = dict(num_gpus=num_gpus, num_cpus=num_cpus)
     if name is not None:
         options.update(name=name, namespace=SERVER_NAMESPACE)
@@ -163,8 +167,7 @@ class ServedRollouts:
         """The server started by ``rmsd-train rollout-server --name NAME``."""
         import ray
 
-        if not ray.is_initialized():
-            ray.init(address=address, include_dashboard=False, logging_level="WARNING", namespace=SERVER_NAMESPACE)
+        connect_ray(address)
         try:
             actor = ray.get_actor(name, namespace=SERVER_NAMESPACE)
         except ValueError as exc:
@@ -189,9 +192,6 @@ class ServedRollouts:
 
         return ray.get(self.actor.completions.remote(requests, self.run, self.synced_step))
 
-    def generate(self, requests: list[GenerationRequest]) -> list[list[int]]:
-        return [completions[0].token_ids for completions in self.completions(requests)]
-
     def close(self) -> None:
         """End the server if this run started it."""
         if self.owned:
@@ -202,4 +202,12 @@ class ServedRollouts:
 
 Rollouts = VLLMRollouts | ServedRollouts
 
-__all__ = ["Rollouts", "RolloutServer", "SERVER_NAMESPACE", "ServedRollouts", "VLLMRollouts", "start_server"]
+__all__ = [
+    "Rollouts",
+    "RolloutServer",
+    "SERVER_NAMESPACE",
+    "ServedRollouts",
+    "VLLMRollouts",
+    "connect_ray",
+    "start_server",
+]

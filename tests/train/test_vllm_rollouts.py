@@ -47,6 +47,11 @@ def _updated(model):
     return model
 
 
+def first_token_ids(completions) -> list[list[int]]:
+    """Each request's first completion as token ids (end of sequence included)."""
+    return [samples[0].token_ids for samples in completions]
+
+
 def _video_requests(bench_dir, rows, suppress):
     requests = []
     for r in rows:
@@ -109,8 +114,8 @@ def test_after_a_policy_update_the_engine_serves_the_new_weights(tied_model, ben
     rows = pl.read_parquet(bench_dir / "prompts.parquet").to_dicts()[:8]
     suppress = [processor.video_token_id, processor.image_token_id]
     requests = _video_requests(bench_dir, rows, suppress)
-    hf = [c[0].token_ids for c in HFBackend.from_model(model, processor).generate(requests)]
-    assert rollouts.generate(requests) == hf
+    hf = first_token_ids(HFBackend.from_model(model, processor).generate(requests))
+    assert first_token_ids(rollouts.completions(requests)) == hf
     rollouts.sync(model, step=1)  # the same step: no reload
     assert rollouts.synced_step == 1
 
@@ -132,12 +137,12 @@ def test_a_rollout_server_in_its_own_process_serves_the_weights_it_is_sent(tied_
         actor = start_server(tied_model, num_cpus=0, enforce_eager=True)
         served = ServedRollouts(actor, run="test", owned=True)
         served.sync(model, 0)
-        before = served.generate(requests)
-        assert before == [c[0].token_ids for c in HFBackend.from_model(model, processor).generate(requests)]
+        before = first_token_ids(served.completions(requests))
+        assert before == first_token_ids(HFBackend.from_model(model, processor).generate(requests))
         served.sync(_updated(model), 1)
-        after = served.generate(requests)
+        after = first_token_ids(served.completions(requests))
         assert after != before
-        assert after == [c[0].token_ids for c in HFBackend.from_model(model, processor).generate(requests)]
+        assert after == first_token_ids(HFBackend.from_model(model, processor).generate(requests))
         other = ServedRollouts(actor, run="another run", sends_weights=False)  # waits for its own run's weights
         other.synced_step = 1
         with pytest.raises(ray.exceptions.RayTaskError, match="no weights of run another run step 1"):
