@@ -24,6 +24,7 @@ import json
 import os
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,7 +47,7 @@ from ..schemas.manifests import (
 )
 from ..schemas.tables import SchemaError, check_files, schema_for, with_string_views, write_table
 from .executors import run_local, run_ray, run_serial, worker_context
-from .page import page_data, write_page
+from .page import batch_questions, page_data, write_page
 from .report import finish_stats, load_plotting, partial_stats, write_report
 from .score import SCORING_COLUMNS, dropped_prompts, score_samples
 
@@ -183,6 +184,7 @@ def score_batch(name: str, files: list[str], pipeline: PipelineConfig, out: str)
     return {
         "stats": partial_stats(scored),
         "dropped": dropped_prompts(scored),
+        "questions": batch_questions(scored),
         "samples": scored.height,
         "kept": kept,
         "prompts": scored["_prompt"].max() + 1 if scored.height else 0,  # codes are dense (0..n-1): nothing hashed
@@ -269,19 +271,22 @@ def run_filter(
             "tau_by_task": pipeline.filter.tau_by_task,
             "counts": counts,
         }
-        report_paths = write_report(stats, dropped, staging / "report", header)
-        report_paths["page"] = write_page(
-            staging / "report",
-            json.loads(report_paths["json"].read_text()),
-            page_data(
+        # the page's questions are read (Polars, without the GIL) while the report draws its plots
+        with ThreadPoolExecutor(1) as beside:
+            page = beside.submit(
+                page_data,
+                pl.concat([r["questions"] for r in results]),
                 sorted((staging / "scored").glob("*.parquet")),
                 files,
                 dropped,
                 samples_dir,
                 [Path(p) for p in pipeline.media_roots],
                 pipeline.frames.mode,
-            ),
-        )
+            )
+            report_paths = write_report(stats, dropped, staging / "report", header)
+            report_paths["page"] = write_page(
+                staging / "report", json.loads(report_paths["json"].read_text()), page.result()
+            )
         if _samples_identity(samples_dir, files) != source:
             raise RunRefused(f"{samples_dir}: the samples changed while they were scored; run rmsd-filter again")
         manifest = {

@@ -1,6 +1,7 @@
 """rmsd-filter end to end: outputs, determinism, every executor writing the same files, the report's
 figures, demo output."""
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -313,13 +314,17 @@ def test_the_report_page_renders_in_a_headless_browser(demo_filtered, tmp_path):
 
 
 def test_a_large_corpus_gets_a_stratified_selection_with_every_stratum():
-    from rmsd.filter.page import MIN_PER_STRATUM, select_questions
+    from rmsd.filter.page import MIN_PER_STRATUM, batch_questions, select_questions
 
     strata = ["ocr / kept"] * 900 + ["ocr / below_tau"] * 90 + ["numerical / no_valid_format"] * 10
-    table = pl.DataFrame({"prompt_id": [f"p{i}" for i in range(1000)], "stratum": strata})
+    ids = [f"p{i}" for i in range(1000)]
+    questions = batch_questions(pl.DataFrame({"prompt_id": ids, "task_type": "ocr"}))
+    table = questions.with_columns(stratum=pl.Series(strata))
     chosen = select_questions(table, limit=100)
     counts = dict(chosen.group_by("stratum").len().iter_rows())
     assert counts == {"ocr / kept": 90, "ocr / below_tau": 9, "numerical / no_valid_format": MIN_PER_STRATUM}
+    first_by_hash = sorted(ids[:900], key=lambda p: hashlib.sha256(p.encode()).hexdigest())[:90]
+    assert set(chosen.filter(pl.col("stratum") == "ocr / kept")["prompt_id"]) == set(first_by_hash)
     assert select_questions(table, limit=100).equals(chosen)  # the same questions every run
     assert select_questions(table, limit=1000).height == 1000
 
