@@ -38,6 +38,7 @@ from rmsd.synth import synthesise
 from rmsd.train.collate import FrameCache, VideoSFTCollator
 from rmsd.train.config import AdversarialConfig, DistillSFTConfig
 from rmsd.train.data import sft_dataset, video_base
+from rmsd.train.host_memory import keep_freed_memory
 from rmsd.train.sft import WeightedSFTTrainer
 
 
@@ -53,6 +54,8 @@ def main() -> None:
         "--rl-rollouts", default="hf", help="rollout engines to time, in this order, comma-separated: hf, vllm"
     )
     args = parser.parse_args()
+    if not torch.cuda.is_available():
+        keep_freed_memory()  # as rmsd-train sft and rl do on CPU
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -214,16 +217,14 @@ def rl_step_split(args, processor, prompts: Path, tmp: Path, engine: str = "hf",
     trainer._generate = _timed(times, "generation", trainer._generate)
     trainer._calculate_rewards = _timed(times, "rewards", trainer._calculate_rewards)
     trainer._generate_and_score_completions = _timed(times, "generate+score", trainer._generate_and_score_completions)
-    disc.score = _timed(times, "discriminator score", disc.score)
-    disc.step = _timed(times, "discriminator update", disc.step)
+    disc.score_and_step = _timed(times, "discriminator", disc.score_and_step)
     trainer.train()
     timed = steps[1:] or steps  # the first step includes one-off warm-up
     mean = {k: statistics.mean(step.get(k, 0.0) for step in timed) for k in timed[0]}
-    d = mean.get("discriminator score", 0) + mean.get("discriminator update", 0)
+    d = mean.get("discriminator", 0)
     parts = {
         "generation (policy rollouts)": mean["generation"],
-        "discriminator: score rollouts": mean.get("discriminator score", 0),
-        "discriminator: Bradley-Terry update": mean.get("discriminator update", 0),
+        "discriminator: score rollouts and update": d,
         "format + content rewards": mean["rewards"] - d,
         "old/reference log-probs": mean["generate+score"] - mean["generation"] - mean["rewards"],
         "policy update (forward, backward, optimizer)": mean["total"] - mean["generate+score"],

@@ -108,6 +108,7 @@ def sft(ctx: typer.Context) -> None:
 
     inputs, args = main_parse(DistillSFTConfig, ctx.args, "rmsd-train sft")
     _stop_if_finished(inputs, args)
+    _keep_freed_memory()
     try:
         cfg = _pipeline(inputs)
         model, init = _student(cfg, inputs)
@@ -154,6 +155,7 @@ def rl(ctx: typer.Context) -> None:
 
     inputs, args = main_parse(AdversarialConfig, ctx.args, "rmsd-train rl")
     _stop_if_finished(inputs, args)
+    _keep_freed_memory()
     try:
         cfg = _pipeline(inputs)
         model, _ = _student(cfg, inputs)
@@ -437,6 +439,16 @@ def _leave_process_group() -> None:
 
         if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def _keep_freed_memory() -> None:
+    """Training on CPU: malloc keeps what a step frees for the next (rmsd.train.host_memory)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        from .host_memory import keep_freed_memory
+
+        keep_freed_memory()
 
 
 def main() -> None:
