@@ -2,14 +2,13 @@
 
 glibc's malloc serves a large block (over its mmap threshold, which rises to at most 32 MB: a
 training step's activations, gradients, logits) with a fresh ``mmap`` and returns it to the kernel
-when it is freed, so every step pays the page faults
-and zeroing of all its large tensors again: the forward pass of a training step then costs up to
-twice the same pass without gradients. Told through ``mallopt(3)`` (glibc's documented interface)
-to use its heap for every block and to keep what is freed, the process reuses most of those pages
-step after step (tests/train/test_host_memory.py counts them). Measured on 2 cores, the ~100
-M-parameter bench preset, a discriminator update on 16
-video answers: forward 8.3 -> 5.1-5.4 s, forward and backward 16.7 -> 12.8 s (`bench/train.py`
-gives the whole RL step). The process's memory stays at its peak instead of falling between steps.
+when it is freed, so every step pays the page faults and zeroing of all its large tensors again: the
+forward pass of a training step then costs up to twice the same pass without gradients. Told through
+``mallopt(3)`` (glibc's documented interface) to use its heap for every block and to keep what is
+freed, the process reuses most of those pages step after step (tests/train/test_host_memory.py
+counts them). Measured on 2 cores, the ~100 M-parameter bench preset, a discriminator update on 16
+video answers: forward 8.3 -> 5.1-5.4 s, forward and backward 16.7 -> 12.8 s (`bench/train.py` gives
+the whole RL step). The process's memory stays at its peak instead of falling between steps.
 
 ``RMSD_KEEP_FREED_MEMORY=0`` turns it off. Elsewhere (CUDA, which caches its own memory; macOS; a
 libc without ``mallopt``) it does nothing.
