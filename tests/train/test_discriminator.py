@@ -93,6 +93,34 @@ def test_discriminator_reward_scores_rollouts_then_updates_online(tiny_model, pi
     assert not torch.allclose(before, after)
 
 
+def test_rollouts_of_prompts_without_teacher_samples_get_rewards_and_no_pair(tiny_model, pieces):
+    """The reward's one forward pass scores every rollout and pairs only those whose prompt has kept
+    teacher samples, each with its own: the update's loss is the Bradley-Terry loss of exactly those
+    pairs, scored by D before the update."""
+    examples, collator = pieces
+    with_teacher = {e["prompt_id"] for e in examples[::2]}
+    teachers = {e["prompt_id"]: (f"teacher answer {i}", 0.5 + i / 20) for i, e in enumerate(examples[::2])}
+    pool = TeacherPool({p: [(text, 1.0, q)] for p, (text, q) in teachers.items()})
+    trainer = DiscriminatorTrainer(Discriminator.from_student(tiny_model), collator, lr=1e-3)
+    reward = DiscriminatorReward(trainer, pool)
+    completions = [f"student answer {i}" for i in range(len(examples))]
+    students = [dict(e, response=c) for e, c in zip(examples, completions)]
+    paired = [i for i, e in enumerate(examples) if e["prompt_id"] in with_teacher]
+    before = trainer.score(students)
+    teacher_scores = trainer.score([dict(examples[i], response=teachers[examples[i]["prompt_id"]][0]) for i in paired])
+    quality = torch.tensor([teachers[examples[i]["prompt_id"]][1] for i in paired])
+    columns = {
+        k: [e[k] for e in examples]
+        for k in ("prompt_id", "question", "task_type", "options", "video", "frame_timestamps")
+    }
+    rewards = reward(prompts=None, completions=completions, **columns)
+    assert rewards == pytest.approx(before.tolist(), abs=1e-5)
+    stats = reward.history[0]
+    assert stats["pairs"] == len(paired) == 4
+    expected = bradley_terry_loss(teacher_scores, before[paired], quality).item()
+    assert stats["loss"] == pytest.approx(expected, abs=1e-5)
+
+
 def test_teacher_responses_are_drawn_from_p():
     pool = TeacherPool({"p": [("good", 0.9, 1.0), ("meh", 0.1, 0.4)], "empty": []})
     rng = random.Random(0)
