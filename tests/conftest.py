@@ -46,6 +46,12 @@ def write_pipelines(path: Path, body: str) -> Path:
     return path
 
 
+def torchrun(port: int, *args) -> list[str]:
+    """The command of two processes on this machine, as torchrun launches them (DDP over gloo on
+    CPU), their rendezvous on ``port`` (each test its own: xdist runs tests side by side)."""
+    return [str(BIN / "torchrun"), "--nproc-per-node", "2", "--master-port", str(port), *map(str, args)]
+
+
 def gen(*args, cwd=None, check=None, **popen):
     """Run rmsd-gen as a user does; assert its exit status when ``check`` is given."""
     done = subprocess.run([str(BIN / "rmsd-gen"), *map(str, args)], capture_output=True, text=True, cwd=cwd, **popen)

@@ -6,7 +6,7 @@ from importlib.util import find_spec
 
 import pytest
 
-from tests.conftest import BIN
+from tests.conftest import BIN, torchrun
 
 pytestmark = pytest.mark.slow
 
@@ -155,12 +155,8 @@ def test_sft_runs_in_two_processes_over_gloo(bench_dir, tiny_model, tmp_path):
     import polars as pl
 
     out = tmp_path / "ddp"
-    command = [
-        str(BIN / "torchrun"),
-        "--nproc-per-node",
-        "2",
-        "--master-port",
-        "29531",
+    command = torchrun(
+        29531,
         "-m",
         "rmsd.train.cli",
         "sft",
@@ -180,7 +176,7 @@ def test_sft_runs_in_two_processes_over_gloo(bench_dir, tiny_model, tmp_path):
         "4",
         "--save-steps",
         "4",
-    ]
+    )
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     state = json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())

@@ -154,22 +154,13 @@ def two_ranks(tiny_model, bench_dir, tmp_path_factory):
     import os
     import subprocess
 
-    from tests.conftest import BIN
+    from tests.conftest import torchrun
 
     script = Path(__file__).with_name("ddp_discriminator.py")
     logs = tmp_path_factory.mktemp("ddp")
     with open(logs / "stdout", "w") as stdout, open(logs / "stderr", "w") as stderr:
         run = subprocess.Popen(
-            [
-                str(BIN / "torchrun"),
-                "--nproc-per-node",
-                "2",
-                "--master-port",
-                "29537",
-                str(script),
-                str(tiny_model),
-                str(bench_dir / "prompts.parquet"),
-            ],
+            torchrun(29537, script, tiny_model, bench_dir / "prompts.parquet"),
             stdout=stdout,
             stderr=stderr,
             text=True,

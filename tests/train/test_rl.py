@@ -6,7 +6,7 @@ import subprocess
 import pytest
 import torch
 
-from tests.conftest import BIN
+from tests.conftest import BIN, torchrun
 
 
 def test_rl_rows_are_the_questions_and_the_pool_their_kept_answers(distilled):
@@ -240,12 +240,8 @@ def test_rl_runs_in_two_processes_over_gloo(tiny_model, distilled, tmp_path):
     """The distributed path of the RL stage (DDP on gloo, as torchrun or accelerate launch it)."""
     out = tmp_path / "ddp"
     done = subprocess.run(
-        [
-            str(BIN / "torchrun"),
-            "--nproc-per-node",
-            "2",
-            "--master-port",
-            "29535",
+        torchrun(
+            29535,
             "-m",
             "rmsd.train.cli",
             "rl",
@@ -267,7 +263,7 @@ def test_rl_runs_in_two_processes_over_gloo(tiny_model, distilled, tmp_path):
             "1",
             "--save-steps",
             "2",
-        ],
+        ),
         capture_output=True,
         text=True,
         timeout=300,

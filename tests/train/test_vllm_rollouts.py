@@ -13,7 +13,7 @@ import torch
 from rmsd.gen.backends import GenerationRequest
 from rmsd.gen.frames import sample_frames
 from rmsd.schemas.prompting import build_messages
-from tests.conftest import BIN
+from tests.conftest import BIN, torchrun
 from tests.train.test_resume import kill_after
 
 pytestmark = [
@@ -211,12 +211,8 @@ def test_two_training_processes_share_one_rollout_server(tiny_model, distilled, 
     """Server mode under DDP (gloo, as torchrun launches it): the main process starts the server and
     sends it the weights; the other process finds it by name and waits for each step's weights."""
     out = tmp_path / "ddp"
-    command = [
-        str(BIN / "torchrun"),
-        "--nproc-per-node",
-        "2",
-        "--master-port",
-        "29533",
+    command = torchrun(
+        29533,
         "-m",
         "rmsd.train.cli",
         *_rl(
@@ -224,7 +220,7 @@ def test_two_training_processes_share_one_rollout_server(tiny_model, distilled, 
             "--max-tokens", 12, "--disc-warmup-steps", 1, "--max-steps", 2, "--save-steps", 2,
             "--rollouts", "vllm-server", "--rollout-enforce-eager", "True",
         )[1:],
-    ]  # fmt: skip
+    )  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     state = json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())
