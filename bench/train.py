@@ -54,8 +54,7 @@ def main() -> None:
         "--rl-rollouts", default="hf", help="rollout engines to time, in this order, comma-separated: hf, vllm"
     )
     args = parser.parse_args()
-    if not torch.cuda.is_available():
-        keep_freed_memory()  # as rmsd-train sft and rl do on CPU
+    keep_freed_memory()  # as rmsd-train sft and rl do (on CPU)
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import typer
 
+from .host_memory import keep_freed_memory
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
 
@@ -108,7 +110,7 @@ def sft(ctx: typer.Context) -> None:
 
     inputs, args = main_parse(DistillSFTConfig, ctx.args, "rmsd-train sft")
     _stop_if_finished(inputs, args)
-    _keep_freed_memory()
+    keep_freed_memory()  # training on CPU: malloc keeps what a step frees for the next
     try:
         cfg = _pipeline(inputs)
         model, init = _student(cfg, inputs)
@@ -155,7 +157,7 @@ def rl(ctx: typer.Context) -> None:
 
     inputs, args = main_parse(AdversarialConfig, ctx.args, "rmsd-train rl")
     _stop_if_finished(inputs, args)
-    _keep_freed_memory()
+    keep_freed_memory()  # training on CPU: malloc keeps what a step frees for the next
     try:
         cfg = _pipeline(inputs)
         model, _ = _student(cfg, inputs)
@@ -439,16 +441,6 @@ def _leave_process_group() -> None:
 
         if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()
-
-
-def _keep_freed_memory() -> None:
-    """Training on CPU: malloc keeps what a step frees for the next (rmsd.train.host_memory)."""
-    import torch
-
-    if not torch.cuda.is_available():
-        from .host_memory import keep_freed_memory
-
-        keep_freed_memory()
 
 
 def main() -> None:

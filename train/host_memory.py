@@ -31,6 +31,10 @@ def keep_freed_memory() -> bool:
     """Make malloc keep freed memory for reuse (see the module docstring); True if it was told."""
     if os.environ.get(ENV, "1") == "0" or not sys.platform.startswith("linux"):
         return False
+    import torch
+
+    if torch.cuda.is_available():  # training runs on the GPU, whose allocator caches its own memory
+        return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         mallopt = libc.mallopt
