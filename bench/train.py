@@ -53,6 +53,11 @@ def main() -> None:
     parser.add_argument(
         "--rl-rollouts", default="hf", help="rollout engines to time, in this order, comma-separated: hf, vllm"
     )
+    parser.add_argument(
+        "--bf16",
+        action="store_true",
+        help="RL in bf16 mixed precision on the CPU too (rmsd-train rl --bf16; a GPU run has it by default)",
+    )
     args = parser.parse_args()
     keep_freed_memory()  # as rmsd-train sft and rl do (on CPU)
     torch.manual_seed(0)
@@ -171,7 +176,6 @@ def rl_step_split(args, processor, prompts: Path, tmp: Path, engine: str = "hf",
         init_model(path, args.preset, seed=0)
     policy, processor = load_model(path)
     cache = FrameCache(FramesConfig(num_frames=8), video_base("gt", prompts))
-    disc = DiscriminatorTrainer(Discriminator.from_student(path), VideoSFTCollator(processor, cache))
     config = rollout_config(
         AdversarialConfig(
             output_dir=str(tmp / f"rl-{engine}-{run}"),
@@ -180,10 +184,12 @@ def rl_step_split(args, processor, prompts: Path, tmp: Path, engine: str = "hf",
             max_steps=args.rl_steps,
             max_completion_length=args.rl_tokens,
             learning_rate=1e-5,
+            bf16=True if args.bf16 else None,  # None: bf16 where the GPU has it (rmsd-train's default)
             report_to=[],
         ),
         processor,
     )
+    disc = DiscriminatorTrainer(Discriminator.from_student(path), VideoSFTCollator(processor, cache), bf16=config.bf16)
     reward_funcs = reward_functions(DiscriminatorReward(disc, pool))
     times: dict[str, float] = {}
     steps: list[dict] = []
@@ -202,7 +208,7 @@ def rl_step_split(args, processor, prompts: Path, tmp: Path, engine: str = "hf",
         from rmsd.train.rollouts import VLLMRollouts
 
         gpu = torch.cuda.is_available()
-        rollouts = VLLMRollouts(path, use_gpu=gpu, dtype="bfloat16" if gpu and config.bf16 else "float32")
+        rollouts = VLLMRollouts(path, use_gpu=gpu, dtype="bfloat16" if config.bf16 else "float32")
     trainer = VideoGRPOTrainer(
         model=policy,
         args=config,

@@ -58,7 +58,8 @@ class Discriminator(nn.Module):
         backbone = self.lm.model if hasattr(self.lm, "model") else self.lm.base_model
         hidden = backbone(**inputs, use_cache=False).last_hidden_state  # (B, T, H), right padding
         last = inputs["attention_mask"].sum(dim=1) - 1
-        return self.head(hidden[torch.arange(hidden.shape[0], device=hidden.device), last].float()).squeeze(-1)
+        with torch.autocast(hidden.device.type, enabled=False):  # the score in float32, under bf16 autocast too
+            return self.head(hidden[torch.arange(hidden.shape[0], device=hidden.device), last].float()).squeeze(-1)
 
     def save(self, out: str | Path, processor=None) -> Path:
         out = Path(out)
@@ -122,9 +123,13 @@ class DiscriminatorTrainer:
         lr: float = 1e-6,
         max_grad_norm: float = 0.2,
         device: str | None = None,
+        bf16: bool = False,
     ):
+        """``bf16``: D's forward passes under bfloat16 autocast, as the policy's under the Trainer's
+        ``bf16`` (mixed precision: D's weights, gradients and optimizer stay float32)."""
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.disc, self.collator, self.max_grad_norm, self.device = disc.to(device), collator, max_grad_norm, device
+        self.bf16 = bf16
         self.disc.eval()  # also while it learns: no dropout, so no reward is random (the Qwen-VL backbones have none)
         self.optimizer = torch.optim.AdamW(disc.parameters(), lr=lr)
         # several processes (DDP): one discriminator, not one per rank; rank 0's initial head, and
@@ -142,9 +147,13 @@ class DiscriminatorTrainer:
         batch = self.collator(examples)
         return {k: v.to(self.device) for k, v in batch.items() if k not in ("labels", "weights")}
 
+    def _scores(self, examples: list[dict]) -> torch.Tensor:
+        with torch.autocast(torch.device(self.device).type, dtype=torch.bfloat16, enabled=self.bf16):
+            return self.disc(**self._batch(examples)).float()
+
     @torch.no_grad()
     def score(self, examples: list[dict]) -> torch.Tensor:
-        return self.disc(**self._batch(examples))
+        return self._scores(examples)
 
     def _all_sum(self, t: torch.Tensor) -> torch.Tensor:
         if self.world > 1:
@@ -171,7 +180,7 @@ class DiscriminatorTrainer:
         n = len(quality)
         total = int(self._all_sum(torch.tensor([n], device=self.device)).item())
         with torch.set_grad_enabled(n > 0):
-            scores = self.disc(**self._batch(students + teachers)) if students or teachers else None
+            scores = self._scores(students + teachers) if students or teachers else None
         student_scores = scores[: len(students)] if scores is not None else torch.zeros(0, device=self.device)
         if total == 0:
             return student_scores.detach(), None

@@ -469,6 +469,7 @@ def run_rl(
             collator,
             lr=args.disc_learning_rate,
             max_grad_norm=args.max_grad_norm,
+            bf16=args.bf16,
         )
         disc_reward = DiscriminatorReward(disc, pool, seed=args.seed)
         if saved is not None:
