@@ -78,6 +78,15 @@ def bradley_terry_loss(
     return (quality * -F.logsigmoid(teacher - student)).sum() / (len(quality) if total is None else total)
 
 
+def distinct(keys: list, examples: list[dict]) -> tuple[list[dict], list[int]]:
+    """Each key's first example, once, and the index among those of every example: a teacher answer
+    drawn for several rollouts of a question goes through D once."""
+    first: dict = {}
+    for key, example in zip(keys, examples):
+        first.setdefault(key, (len(first), example))
+    return [example for _, example in first.values()], [first[key][0] for key in keys]
+
+
 @dataclass
 class TeacherPool:
     """The curated teacher responses of every prompt, with their matching probabilities p_k and
@@ -161,22 +170,29 @@ class DiscriminatorTrainer:
         return t
 
     def step(
-        self, teacher_examples: list[dict], student_examples: list[dict], quality: list[float]
+        self,
+        teacher_examples: list[dict],
+        student_examples: list[dict],
+        quality: list[float],
+        pairs: list[tuple[int, int]] | None = None,
     ) -> dict[str, float] | None:
-        """One update on the pairs (teacher_examples[i], student_examples[i]) of every rank: the mean
-        loss over all of them, whatever each rank holds. Under DDP every rank calls it at every step
-        (its collectives wait for all ranks), with pairs or without (a rank whose prompts have no kept
+        """One update on the pairs (teacher_examples[i], student_examples[i]) of every rank (or
+        ``pairs``: (student index, teacher index), for answers in several pairs): the mean loss over
+        all of them, whatever each rank holds. Under DDP every rank calls it at every step (its
+        collectives wait for all ranks), with pairs or without (a rank whose prompts have no kept
         teacher sample): then it contributes no gradient and takes the others' update. Returns the
         statistics over all ranks' pairs, or None (and D is unchanged) when no rank has any."""
-        return self.score_and_step(student_examples, teacher_examples, list(range(len(quality))), quality)[1]
+        pairs = [(i, i) for i in range(len(quality))] if pairs is None else pairs
+        return self.score_and_step(student_examples, teacher_examples, pairs, quality)[1]
 
     def score_and_step(
-        self, students: list[dict], teachers: list[dict], paired: list[int], quality: list[float]
+        self, students: list[dict], teachers: list[dict], pairs: list[tuple[int, int]], quality: list[float]
     ) -> tuple[torch.Tensor, dict[str, float] | None]:
-        """D(S) of every student answer, then ``step`` on the pairs (teachers[j], students[paired[j]])
-        with quality[j], in one forward pass: the scores are those ``score(students)`` gives before
-        the update (D runs without dropout), and the update's forward pass is not repeated for them
-        (a fifth of D's time in an RL step). Collective as ``step``."""
+        """D(S) of every student answer, then ``step`` on the pairs (students[s], teachers[t]) of
+        ``pairs``, pair j with quality[j], in one forward pass over each answer once (a teacher
+        answer drawn for several rollouts is scored once, its gradient the sum of its pairs'): the
+        scores are those ``score(students)`` gives before the update (D runs without dropout), and
+        the update's forward pass is not repeated for them. Collective as ``step``."""
         n = len(quality)
         total = int(self._all_sum(torch.tensor([n], device=self.device)).item())
         with torch.set_grad_enabled(n > 0):
@@ -187,7 +203,8 @@ class DiscriminatorTrainer:
         self.optimizer.zero_grad()
         sums = torch.zeros(3, device=self.device)  # loss, teacher-ahead count, margin: summed over this rank's pairs
         if n:
-            teacher, student = scores[len(students) :], student_scores[torch.tensor(paired, device=scores.device)]
+            index = torch.tensor(pairs, device=scores.device)
+            teacher, student = scores[len(students) :][index[:, 1]], student_scores[index[:, 0]]
             loss = bradley_terry_loss(
                 teacher, student, torch.tensor(quality, dtype=torch.float32, device=scores.device), total
             )
@@ -213,18 +230,24 @@ class DiscriminatorTrainer:
         return student_scores.detach(), {"loss": loss, "accuracy": ahead, "margin": margin, "pairs": total}
 
     def compare(
-        self, teacher_examples: list[dict], student_examples: list[dict], batch_size: int
+        self,
+        teacher_examples: list[dict],
+        student_examples: list[dict],
+        batch_size: int,
+        pairs: list[tuple[int, int]] | None = None,
     ) -> dict[str, float] | None:
-        """D on fixed pairs (teacher_examples[i], student_examples[i]) of every rank, no update:
-        accuracy, the share of pairs where D(T) > D(S), and margin, the mean D(T) - D(S), over all
-        ranks' pairs (scored ``batch_size`` answers at a time). Collective, as ``step``: every rank
-        calls it, with pairs or without. None when no rank has any."""
-        n = len(student_examples)
+        """D on fixed pairs (teacher_examples[i], student_examples[i]) of every rank (or ``pairs``,
+        as ``step``'s), no update: accuracy, the share of pairs where D(T) > D(S), and margin, the
+        mean D(T) - D(S), over all ranks' pairs (each answer scored once, ``batch_size`` at a time).
+        Collective, as ``step``: every rank calls it, with pairs or without. None when no rank has any."""
+        pairs = [(i, i) for i in range(len(student_examples))] if pairs is None else pairs
+        n = len(pairs)
         sums = torch.zeros(3, device=self.device)  # pairs, teacher-ahead count, margin
         if n:
-            examples = teacher_examples + student_examples
-            scores = torch.cat([self.score(examples[i : i + batch_size]) for i in range(0, 2 * n, batch_size)])
-            teacher, student = scores[:n], scores[n:]
+            examples = student_examples + teacher_examples
+            scores = torch.cat([self.score(examples[i : i + batch_size]) for i in range(0, len(examples), batch_size)])
+            index = torch.tensor(pairs, device=scores.device)
+            student, teacher = scores[index[:, 0]], scores[len(student_examples) :][index[:, 1]]
             sums = torch.stack(
                 [
                     torch.tensor(float(n), device=self.device),
@@ -329,12 +352,14 @@ class DiscriminatorReward:
             for i in range(n)
         ]
         students = [dict(b, response=completion_text(c)) for b, c in zip(base, completions)]
-        pairs = [(i, self.pool.draw(prompt_id[i], self.rng)) for i in range(n)]
-        pairs = [(i, drawn) for i, drawn in pairs if drawn is not None]
-        teachers = [dict(base[i], response=text) for i, (text, _) in pairs]
+        drawn = [(i, self.pool.draw(prompt_id[i], self.rng)) for i in range(n)]
+        drawn = [(i, d) for i, d in drawn if d is not None]
+        teachers, which = distinct(
+            [(prompt_id[i], text) for i, (text, _) in drawn], [dict(base[i], response=text) for i, (text, _) in drawn]
+        )
         # on every rank, pairs or none: the update's collectives wait for all ranks
         scores, stats = self.trainer.score_and_step(
-            students, teachers, [i for i, _ in pairs], [q for _, (_, q) in pairs]
+            students, teachers, [(i, t) for (i, _), t in zip(drawn, which)], [q for _, (_, q) in drawn]
         )
         spread = self.trainer.spread(scores)  # of the whole batch: every rank's rollouts
         rewards = scores.tolist()

@@ -52,7 +52,7 @@ from .checkpoints import StrictResume, finished, last_checkpoint, save_final
 from .collate import FrameCache, VideoSFTCollator, prompt_messages
 from .config import AdversarialConfig
 from .data import curated_frame, sample_shards
-from .discriminator import Discriminator, DiscriminatorReward, DiscriminatorTrainer, TeacherPool
+from .discriminator import Discriminator, DiscriminatorReward, DiscriminatorTrainer, TeacherPool, distinct
 from .health import write_health_report
 from .rewards import ContentReward, outer_format_reward, task_format_reward
 from .rollouts import Rollouts, ServedRollouts, VLLMRollouts, start_server
@@ -347,7 +347,7 @@ def warm_up_discriminator(
     held = heldout_questions([r["prompt_id"] for r in questions], s.num_generations, s.seed)
     rows = [r for r in questions if r["prompt_id"] not in held][rank :: disc.world]
     per_step = max(1, s.per_device_train_batch_size // s.num_generations)
-    held_teachers, held_students = [], []
+    held_teachers, held_students, held_pairs = [], [], []  # T_best once per question, paired with its rollouts
     held_rows = [r for r in questions if r["prompt_id"] in held][rank :: disc.world]
     for start in range(
         0, len(held_rows), per_step
@@ -356,27 +356,30 @@ def warm_up_discriminator(
         for r, texts in zip(
             batch, _rollouts(complete, batch, frame_cache, templates, s, 2**31 + s.seed * 1_000_003 + start * 10_007)
         ):
-            held_teachers += [dict(r, response=pool.best[r["prompt_id"]])] * len(texts)
+            held_pairs += [(len(held_students) + j, len(held_teachers)) for j in range(len(texts))]
+            held_teachers.append(dict(r, response=pool.best[r["prompt_id"]]))
             held_students += [dict(r, response=text) for text in texts]
     rng = random.Random(s.seed)
     history, checks, steps = [], [], 0
     while steps < s.disc_warmup_steps:
         batch = [rows[(steps * per_step + i) % len(rows)] for i in range(per_step)] if rows else []
-        students, teachers, quality = [], [], []
+        students, drawn, teachers, quality = [], [], [], []
         for r, texts in zip(
             batch, _rollouts(complete, batch, frame_cache, templates, s, s.seed * 1_000_003 + steps * 10_007)
         ):
             for text in texts:
-                drawn, q = pool.draw(r["prompt_id"], rng)
+                answer, q = pool.draw(r["prompt_id"], rng)
                 students.append(dict(r, response=text))
-                teachers.append(dict(r, response=drawn))
+                drawn.append((r["prompt_id"], answer))
+                teachers.append(dict(r, response=answer))
                 quality.append(q)
-        stats = disc.step(teachers, students, quality)
+        teachers, which = distinct(drawn, teachers)
+        stats = disc.step(teachers, students, quality, list(enumerate(which)))
         if stats is not None:
             history.append(stats)
         steps += 1
         if held and (steps % s.disc_warmup_check_steps == 0 or steps == s.disc_warmup_steps):
-            check = disc.compare(held_teachers, held_students, s.per_device_train_batch_size)
+            check = disc.compare(held_teachers, held_students, s.per_device_train_batch_size, held_pairs)
             checks.append({"step": steps, **check})
             if check["accuracy"] > s.disc_warmup_target:
                 break

@@ -121,6 +121,63 @@ def test_rollouts_of_prompts_without_teacher_samples_get_rewards_and_no_pair(tin
     assert stats["loss"] == pytest.approx(expected, abs=1e-5)
 
 
+def test_a_teacher_answer_drawn_for_several_rollouts_goes_through_d_once(tiny_model, pieces):
+    """Four rollouts of each of two questions, one teacher answer per question: D reads 8 + 2 answers,
+    and its update is the update on the 8 pairs with the teacher answer repeated in each."""
+    examples, collator = pieces
+    rows = [examples[i // 4] for i in range(8)]
+    pool = TeacherPool(
+        {e["prompt_id"]: [(f"teacher answer {i}", 1.0, 0.5 + i / 4)] for i, e in enumerate(examples[:2])}
+    )
+    completions = [f"student answer {i}" for i in range(len(rows))]
+    columns = {
+        k: [e[k] for e in rows] for k in ("prompt_id", "question", "task_type", "options", "video", "frame_timestamps")
+    }
+    read: list[int] = []
+
+    def counting(batch):
+        read.append(len(batch))
+        return collator(batch)
+
+    counting.processor = collator.processor
+    trainers = []
+    for collate in (counting, collator):
+        torch.manual_seed(0)  # the same head
+        trainers.append(DiscriminatorTrainer(Discriminator.from_student(tiny_model), collate, lr=1e-3))
+    once, repeated = trainers
+    reward = DiscriminatorReward(once, pool)
+    rewards = reward(prompts=None, completions=completions, **columns)
+    assert read == [len(rows) + 2]
+    teachers = [dict(e, response=pool.responses[e["prompt_id"]][0][0]) for e in rows]
+    students = [dict(e, response=c) for e, c in zip(rows, completions)]
+    quality = [pool.responses[e["prompt_id"]][0][2] for e in rows]
+    before = repeated.score(students)
+    stats = repeated.step(teachers, students, quality)
+    assert rewards == pytest.approx(before.tolist(), abs=1e-5)
+    assert {k: reward.history[0][k] for k in stats} == pytest.approx(stats, abs=1e-5)
+    for a, b in zip(once.disc.parameters(), repeated.disc.parameters()):  # the update's (clipped) gradients
+        assert (a.grad is None) == (b.grad is None)
+        # equal up to float32 sums in another order (the head's bias: zero, as D(T) - D(S) cancels it)
+        assert a.grad is None or (a.grad - b.grad).norm() <= 1e-3 * b.grad.norm() + 1e-8
+
+
+def test_bf16_discriminator_runs_under_autocast_and_keeps_float32_weights(tiny_model, pieces):
+    """--bf16: D's passes in bfloat16 (its scores near, not equal to, float32's), its weights, optimizer
+    and scores in float32."""
+    examples, collator = pieces
+    students = [dict(e, response="um so maybe") for e in examples[:4]]
+    scores = {}
+    for bf16 in (False, True):
+        torch.manual_seed(0)
+        trainer = DiscriminatorTrainer(Discriminator.from_student(tiny_model), collator, lr=1e-3, bf16=bf16)
+        scores[bf16] = trainer.score(students)
+        assert trainer.step(examples[:4], students, [1.0] * 4)["pairs"] == 4
+        assert {p.dtype for p in trainer.disc.parameters()} == {torch.float32}
+    assert scores[True].dtype == torch.float32
+    assert not torch.equal(scores[True], scores[False])
+    assert torch.allclose(scores[True], scores[False], atol=0.05 * scores[False].abs().max().item())
+
+
 def test_teacher_responses_are_drawn_from_p():
     pool = TeacherPool({"p": [("good", 0.9, 1.0), ("meh", 0.1, 0.4)], "empty": []})
     rng = random.Random(0)
